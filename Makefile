@@ -1,0 +1,24 @@
+# The two commands of the README: `make demo` (local stack with a demo salon) and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+.PHONY: demo down status test lint bootstrap
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	@$(PY) -m devstack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; else echo "nothing to stop"; fi
+
+status:
+	@$(PY) -m devstack status
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+test: bootstrap lint
+	.venv/bin/pytest $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""The FastAPI onboarding API and page (issue: the onboarding API)."""

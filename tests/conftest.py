@@ -1,0 +1,92 @@
+"""Shared fixtures: one real PostgreSQL, Redis and Kubernetes control plane (with the dev
+node agent) per pytest run on free loopback ports, torn down at the end even on failure;
+a fresh namespace and a fresh database per test that asks for one.
+
+Unit tests that request none of these fixtures start nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack import stack as devstack_stack
+from devstack.stack import StackInfo
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    """The whole local stack: PostgreSQL, Redis, etcd, kube-apiserver, controller-manager,
+    scheduler and the node agent."""
+    state_dir = Path(tempfile.mkdtemp(prefix="salon-test-stack-"))
+    try:
+        info = devstack_stack.start(state_dir)
+        yield info
+    finally:
+        devstack_stack.stop(state_dir)
+        if os.environ.get("SALON_KEEP_TEST_STATE"):
+            print(f"test stack state kept in {state_dir}")
+        else:
+            keep = ARTIFACTS / "stack-logs"
+            if (state_dir / "logs").exists():
+                shutil.rmtree(keep, ignore_errors=True)
+                shutil.copytree(state_dir / "logs", keep)
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(stack: StackInfo) -> str:
+    return stack.redis_url
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(stack: StackInfo) -> str:
+    """DSN of the stack's main database (shared; prefer `database` for tests with state)."""
+    return stack.postgres_dsn
+
+
+@pytest.fixture
+def database(stack: StackInfo) -> Iterator[str]:
+    """A fresh, empty database for this test; dropped afterwards. Yields its DSN."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    base, _, _ = stack.postgres_dsn.rpartition("/")
+    _psql(stack, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _psql(stack, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _psql(stack: StackInfo, sql: str) -> None:
+    dsn = stack.postgres_dsn
+    subprocess.run([devstack_stack.pg_bin("psql"), dsn, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture
+def namespace(stack: StackInfo) -> Iterator[str]:
+    """A fresh namespace for this test (with its default ServiceAccount); deleted after."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    stack.kubectl("create", "namespace", name)
+    # Pods are refused until the ServiceAccount controller has made `default`.
+    stack.kubectl("wait", "--for=create", "serviceaccount/default",
+                  "-n", name, "--timeout=60s", check=False)
+    try:
+        yield name
+    finally:
+        stack.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def restart_redis(stack: StackInfo) -> object:
+    """Call it to stop and restart the stack's Redis on the same port and password."""
+    return lambda: devstack_stack.restart_redis(stack)
