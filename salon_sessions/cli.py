@@ -29,10 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, issue in (
         ("operator", "run the kopf operator that reconciles SalonSessions", "operator"),
         ("api", "run the onboarding API and page", "onboarding API"),
-        ("worker", "run one session worker (inside a session pod)", "session worker"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(handler=_not_built(name, issue))
+    from salon_sessions.db.cli import register as register_migrate
+    from salon_sessions.worker.main import register as register_worker
+
+    register_migrate(sub)
+    register_worker(sub)
     return parser
 
 

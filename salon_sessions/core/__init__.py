@@ -1,0 +1,1 @@
+"""Contracts shared by every component: company id, phone/JID, events, settings."""

@@ -1,0 +1,91 @@
+"""Encode events to bytes and decode bytes to events, with a size limit.
+
+`decode` never raises on bad input: it returns a `Rejection` whose `reason` consumers count
+(`events_dropped_total{reason}`) before dropping the message. Rejection details name the
+offending fields but never echo their values (a malformed message may carry anything).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Final
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from salon_sessions.core.events import EVENT_ADAPTER, EVENT_VERSION, Event, EventType
+
+MAX_EVENT_BYTES: Final = 64 * 1024
+_TYPES: Final = frozenset(t.value for t in EventType)
+
+
+class RejectReason(enum.StrEnum):
+    OVERSIZED = "oversized"
+    MALFORMED = "malformed"
+    UNKNOWN_VERSION = "unknown_version"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+    size: int
+
+
+class EventTooLarge(ValueError):
+    """An event that would exceed the size limit (a bug in the publisher, not bad input)."""
+
+
+def encode(event: Event, *, max_bytes: int = MAX_EVENT_BYTES) -> bytes:
+    payload = event.model_dump_json().encode()
+    if len(payload) > max_bytes:
+        raise EventTooLarge(f"{event.type} event is {len(payload)} bytes, limit {max_bytes}")
+    return payload
+
+
+def decode(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event | Rejection:
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    size = len(data)
+    if size > max_bytes:
+        return Rejection(RejectReason.OVERSIZED, f"{size} bytes, limit {max_bytes}", size)
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return Rejection(RejectReason.MALFORMED, f"not JSON: {type(exc).__name__}", size)
+    if not isinstance(obj, dict):
+        return Rejection(RejectReason.MALFORMED, f"not a JSON object: {type(obj).__name__}",
+                         size)
+    version = obj.get("v")
+    if type(version) is not int or version != EVENT_VERSION:
+        shown = repr(version)[:20] if "v" in obj else "missing"
+        return Rejection(RejectReason.UNKNOWN_VERSION, f"v={shown}", size)
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind not in _TYPES:
+        shown = repr(kind)[:40] if "type" in obj else "missing"
+        return Rejection(RejectReason.UNKNOWN_TYPE, f"type={shown}", size)
+    try:
+        return EVENT_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        return Rejection(RejectReason.INVALID, _summary(exc), size)
+
+
+def _message(err: ErrorDetails) -> str:
+    """Pydantic's message, except for our own validators, whose messages quote the input."""
+    if err["type"] != "value_error":
+        return err["msg"]
+    error = err.get("ctx", {}).get("error")
+    why = getattr(error, "why", None)
+    return f"invalid value: {why}" if isinstance(why, str) else "invalid value"
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"] if p not in _TYPES)
+        parts.append(f"{loc or '<root>'}: {_message(err)}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

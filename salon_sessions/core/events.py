@@ -1,0 +1,257 @@
+"""Session events: the v1 envelope, one typed model per event type, and their payloads.
+
+Wire format (JSON, UTF-8, at most `codec.MAX_EVENT_BYTES`):
+
+    {"v": 1, "id": "<32 hex>", "type": "linked", "company_id": "company_962302",
+     "session": "company-962302", "seq": 1732530000123456, "ts": "2025-11-25T11:00:00Z",
+     "data": {...}}
+
+- `seq` increases strictly per publisher (`SeqCounter`); consumers order a session's
+  events by it and drop stale ones.
+- Unknown extra fields are ignored (additive changes stay v1); removing or retyping a field
+  is a new `v`.
+- `linked` means WhatsApp accepted the device; `connected` means the socket is open now.
+  Neither is implied by a QR shown, a pairing code issued or a stored JID.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+)
+
+from salon_sessions.core.company import CompanyId
+from salon_sessions.core.phone import InvalidJid, JidKind, Phone, parse_jid
+from salon_sessions.core.resource import Phase
+
+EVENT_VERSION: Final = 1
+SESSION_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+PAIRING_CODE_PATTERN: Final = r"^[A-Z0-9]{8}$"
+
+
+class EventType(enum.StrEnum):
+    QR = "qr"
+    PAIRING_CODE = "pairing_code"
+    LINKED = "linked"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    LOGGED_OUT = "logged_out"
+    ERROR = "error"
+    PING = "ping"
+    PONG = "pong"
+
+
+class LinkMethod(enum.StrEnum):
+    QR = "qr"
+    PAIRING_CODE = "pairingCode"
+
+
+def _device_jid(value: str) -> str:
+    jid = parse_jid(value)
+    if jid.kind not in (JidKind.USER, JidKind.LID):
+        raise InvalidJid(value, f"a {jid.kind.value} JID is not a device JID")
+    return str(jid)
+
+
+def _pairing_code(value: object) -> object:
+    if isinstance(value, str):
+        return value.strip().replace("-", "").upper()
+    return value
+
+
+DeviceJid = Annotated[str, AfterValidator(_device_jid)]
+PairingCode = Annotated[
+    str,
+    BeforeValidator(_pairing_code),
+    Field(pattern=PAIRING_CODE_PATTERN, description="8 characters, shown as XXXX-XXXX"),
+]
+CorrelationId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class QrData(_Data):
+    code: str = Field(min_length=1, max_length=4096, description="QR payload to render")
+    timeout_s: int = Field(ge=1, le=600, description="seconds until WhatsApp rotates it")
+
+
+class PairingCodeData(_Data):
+    code: PairingCode
+    phone: Phone
+    expires_at: AwareDatetime | None = None
+
+    @property
+    def display(self) -> str:
+        return f"{self.code[:4]}-{self.code[4:]}"
+
+
+class LinkedData(_Data):
+    jid: DeviceJid = Field(description="the device JID WhatsApp registered")
+    phone: Phone | None = Field(default=None, description="None while only a LID is known")
+    method: LinkMethod | None = None
+    push_name: str | None = Field(default=None, max_length=256)
+
+
+class ConnectedData(_Data):
+    jid: DeviceJid | None = None
+
+
+class DisconnectedData(_Data):
+    reason: str = Field(default="", max_length=1024)
+    will_reconnect: bool = True
+
+
+class LoggedOutData(_Data):
+    reason: str = Field(default="", max_length=1024)
+    on_connect: bool = Field(default=False, description="rejected while connecting")
+
+
+class ErrorData(_Data):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="machine-readable")
+    message: str = Field(default="", max_length=2048)
+    fatal: bool = False
+
+
+class PingData(_Data):
+    correlation_id: CorrelationId
+
+
+class PongData(_Data):
+    correlation_id: CorrelationId
+    phase: Phase | None = Field(default=None, description="the worker's phase when it answered")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: Literal[1] = EVENT_VERSION
+    id: str = Field(default_factory=_new_id, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    company_id: CompanyId
+    session: str = Field(pattern=SESSION_NAME_PATTERN, description="SalonSession name")
+    seq: int = Field(ge=0, le=2**63 - 1)
+    ts: AwareDatetime = Field(default_factory=_now)
+
+
+class QrEvent(_Envelope):
+    type: Literal[EventType.QR] = EventType.QR
+    data: QrData
+
+
+class PairingCodeEvent(_Envelope):
+    type: Literal[EventType.PAIRING_CODE] = EventType.PAIRING_CODE
+    data: PairingCodeData
+
+
+class LinkedEvent(_Envelope):
+    type: Literal[EventType.LINKED] = EventType.LINKED
+    data: LinkedData
+
+
+class ConnectedEvent(_Envelope):
+    type: Literal[EventType.CONNECTED] = EventType.CONNECTED
+    data: ConnectedData = ConnectedData()
+
+
+class DisconnectedEvent(_Envelope):
+    type: Literal[EventType.DISCONNECTED] = EventType.DISCONNECTED
+    data: DisconnectedData = DisconnectedData()
+
+
+class LoggedOutEvent(_Envelope):
+    type: Literal[EventType.LOGGED_OUT] = EventType.LOGGED_OUT
+    data: LoggedOutData = LoggedOutData()
+
+
+class ErrorEvent(_Envelope):
+    type: Literal[EventType.ERROR] = EventType.ERROR
+    data: ErrorData
+
+
+class PingEvent(_Envelope):
+    type: Literal[EventType.PING] = EventType.PING
+    data: PingData
+
+
+class PongEvent(_Envelope):
+    type: Literal[EventType.PONG] = EventType.PONG
+    data: PongData
+
+
+Event = Annotated[
+    QrEvent | PairingCodeEvent | LinkedEvent | ConnectedEvent | DisconnectedEvent
+    | LoggedOutEvent | ErrorEvent | PingEvent | PongEvent,
+    Field(discriminator="type"),
+]
+EventData = (QrData | PairingCodeData | LinkedData | ConnectedData | DisconnectedData
+             | LoggedOutData | ErrorData | PingData | PongData)
+EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(Event)
+
+_TYPE_OF_DATA: Final[dict[type[_Data], EventType]] = {
+    QrData: EventType.QR,
+    PairingCodeData: EventType.PAIRING_CODE,
+    LinkedData: EventType.LINKED,
+    ConnectedData: EventType.CONNECTED,
+    DisconnectedData: EventType.DISCONNECTED,
+    LoggedOutData: EventType.LOGGED_OUT,
+    ErrorData: EventType.ERROR,
+    PingData: EventType.PING,
+    PongData: EventType.PONG,
+}
+
+
+class SeqCounter:
+    """Strictly increasing sequence numbers that also increase across process restarts:
+    each value is `max(previous + 1, now in microseconds)`."""
+
+    def __init__(self, clock_us: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
+        self._clock_us = clock_us
+        self._last = -1
+
+    def next(self) -> int:
+        self._last = max(self._last + 1, self._clock_us())
+        return self._last
+
+
+class EventSource:
+    """Builds events for one session with the session's ids and a shared `SeqCounter`."""
+
+    def __init__(self, company_id: str | int, session: str,
+                 seq: SeqCounter | None = None) -> None:
+        # validate once, here, rather than on every event
+        probe = PingEvent(company_id=str(company_id), session=session, seq=0,
+                          data=PingData(correlation_id="probe"))
+        self.company_id = probe.company_id
+        self.session = probe.session
+        self._seq = seq or SeqCounter()
+
+    def event(self, data: EventData, *, ts: datetime | None = None) -> Event:
+        fields: dict[str, object] = {
+            "type": _TYPE_OF_DATA[type(data)], "company_id": self.company_id,
+            "session": self.session, "seq": self._seq.next(), "data": data,
+        }
+        if ts is not None:
+            fields["ts"] = ts
+        return EVENT_ADAPTER.validate_python(fields)
