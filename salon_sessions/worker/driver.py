@@ -1,0 +1,158 @@
+"""The boundary between the session worker and WhatsApp.
+
+Two drivers implement `Driver`: `neonize` (production: real WhatsApp through
+neonize/whatsmeow, store in PostgreSQL) and `simulator` (a local stand-in for WhatsApp's
+servers). A driver reports what happens on the WhatsApp side as `DriverEvent`s to the
+`DriverSink` it was started with; everything else (state machine, events on Redis, locking,
+health, message bridge) is the same code for both.
+
+A driver never decides linked/connected itself: it reports facts (a QR arrived, pairing
+succeeded, the socket opened or closed) and `SessionState` derives the status from them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from salon_sessions.core.phone import LidResolver
+
+
+@dataclass(frozen=True, slots=True)
+class QrCode:
+    """WhatsApp pushed a (new) QR payload; it rotates on the server side."""
+
+    code: str
+    timeout_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class PairSuccess:
+    """WhatsApp accepted the device: it is linked (credentials registered in the store)."""
+
+    jid: str
+    """The device JID, e.g. `79686484488:32@s.whatsapp.net` (or a LID JID)."""
+    phone: str | None = None
+    """Digits-only phone when known; never a LID."""
+    push_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The socket to WhatsApp is open and authenticated right now."""
+
+    jid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The socket closed. `will_reconnect` is True when the driver keeps retrying."""
+
+    reason: str
+    will_reconnect: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedOut:
+    """WhatsApp removed the device; the driver has deleted its credentials."""
+
+    reason: str
+    on_connect: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReplaced:
+    """Another client with the same credentials took the stream over."""
+
+
+@dataclass(frozen=True, slots=True)
+class TemporaryBan:
+    code: str
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailure:
+    """WhatsApp refused the connection (not a network error: those are `Disconnected`)."""
+
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message received by the salon's WhatsApp."""
+
+    message_id: str
+    chat_jid: str
+    sender_jid: str
+    text: str
+    from_me: bool = False
+    timestamp: datetime | None = None
+    sender_alt_jid: str | None = None
+    """The other identity of the sender when WhatsApp sends both (phone JID for a LID)."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+DriverEvent = (QrCode | PairSuccess | Connected | Disconnected | LoggedOut | StreamReplaced
+               | TemporaryBan | ConnectFailure | InboundMessage)
+DriverSink = Callable[[DriverEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCode:
+    code: str
+    """8 characters as WhatsApp issued them (no dash)."""
+    expires_at: datetime
+
+
+class DriverError(Exception):
+    """A driver call failed; `code` is machine-readable (`pairing_failed`, `not_connected`...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class Driver(abc.ABC):
+    """One WhatsApp client for one session. Methods are called from one asyncio task."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def start(self, sink: DriverSink) -> None:
+        """Open the store and start connecting in the background; returns at once.
+
+        Already-linked devices (credentials in the store) resume without a new link and
+        report `Connected` once the socket is open; new devices report `QrCode`s."""
+
+    @abc.abstractmethod
+    async def stored_device(self) -> str | None:
+        """The device JID registered in the store, if any (does not mean connected)."""
+
+    @abc.abstractmethod
+    async def request_pairing_code(self, phone: str) -> IssuedCode:
+        """Ask WhatsApp for an 8-character code to link `phone` (digits-only E.164)."""
+
+    @abc.abstractmethod
+    async def send_text(self, to_jid: str, text: str) -> str:
+        """Send a text message; returns WhatsApp's message id. Raises `DriverError`."""
+
+    @abc.abstractmethod
+    async def disconnect(self) -> None:
+        """Close the socket now (keep credentials). Idempotent."""
+
+    @abc.abstractmethod
+    async def logout(self) -> None:
+        """Unlink the device and delete its credentials."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect and release every resource; the driver cannot be started again."""
+
+    @property
+    @abc.abstractmethod
+    def lid_resolver(self) -> LidResolver:
+        """Resolves LIDs to phone numbers through this session's store."""

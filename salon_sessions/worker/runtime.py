@@ -1,0 +1,418 @@
+"""The session worker: one process per session pod, the same code for every driver.
+
+    lock ─► driver.start(sink) ─► facts ─► SessionState ─► events on Redis, state hash,
+                                                          project tables, bridge, hook
+
+Loop: wait for the session's lock (standby while another worker holds it), start the
+driver, run until SIGTERM, a lost lock or a restart request, close the driver, release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from prometheus_client import REGISTRY, CollectorRegistry
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from salon_sessions.core import channels
+from salon_sessions.core.codec import decode, encode
+from salon_sessions.core.events import (
+    ErrorData,
+    EventData,
+    EventSource,
+    LinkedData,
+    LoggedOutData,
+    PingEvent,
+    PongData,
+    QrData,
+)
+from salon_sessions.core.metrics import PublisherMetrics, SubscriberMetrics
+from salon_sessions.core.phone import InvalidPhone, phone_from_user_jid
+from salon_sessions.core.publisher import Publisher, PublishFailed
+from salon_sessions.core.redis_client import connect_redis
+from salon_sessions.core.resource import DriverName
+from salon_sessions.core.settings import WorkerSettings
+from salon_sessions.core.subscriber import Gap, ResilientSubscriber
+from salon_sessions.db.migrator import migrate_database
+from salon_sessions.worker import control
+from salon_sessions.worker.bridge import MessageBridge
+from salon_sessions.worker.driver import (
+    Connected,
+    Driver,
+    DriverError,
+    DriverEvent,
+    InboundMessage,
+    PairSuccess,
+)
+from salon_sessions.worker.hook import PostConnectHook
+from salon_sessions.worker.lock import SessionLock
+from salon_sessions.worker.metrics import WorkerMetrics
+from salon_sessions.worker.state import RefusedError, SessionState
+
+log = logging.getLogger(__name__)
+DriverFactory = Callable[["Worker"], Driver]
+
+
+def make_driver(worker: Worker) -> Driver:
+    """The driver the session's spec names. The simulator is refused for other drivers."""
+    s = worker.settings
+    if s.driver is DriverName.SIMULATOR:
+        from salon_sessions.worker.simulator import SimulatorDriver, SimulatorTiming
+
+        timing = SimulatorTiming(first_qr_s=s.simulator_first_qr_s,
+                                 qr_period_s=s.simulator_qr_period_s,
+                                 code_ttl_s=s.simulator_code_ttl_s)
+        return SimulatorDriver(worker.pool, worker.redis, worker.company, timing,
+                               worker.subscriber_metrics)
+    from salon_sessions.worker.neonize_driver import NeonizeDriver
+
+    proxy = s.proxy_url.get_secret_value() if s.proxy_url else None
+    driver: Driver = NeonizeDriver(s.database_url.get_secret_value(), worker.company,
+                                   proxy_url=proxy)
+    return driver
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, *, registry: CollectorRegistry = REGISTRY,
+                 driver_factory: DriverFactory = make_driver) -> None:
+        self.settings = settings
+        self.company: str = settings.company_id
+        self.pod = settings.pod_name
+        self.registry = registry
+        self.metrics = WorkerMetrics(registry)
+        self.subscriber_metrics = SubscriberMetrics(registry)
+        self.publisher_metrics = PublisherMetrics(registry)
+        self._driver_factory = driver_factory
+        self.state = SessionState()
+        self.source = EventSource(self.company, settings.session_name)
+        self.connected = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self._restart = asyncio.Event()
+        self._events_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._hook_task: asyncio.Task[None] | None = None
+        self.driver: Driver | None = None
+        self.lock_note = "starting"
+        # set in run()
+        self.redis: Redis
+        self.pool: asyncpg.Pool
+        self.publisher: Publisher
+        self.lock: SessionLock
+        self.bridge: MessageBridge
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def run(self) -> None:
+        dsn = self.settings.database_url.get_secret_value()
+        await migrate_database(dsn)
+        self.redis = connect_redis(self.settings.redis_url)
+        self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        self.publisher = Publisher(self.redis, self.publisher_metrics)
+        self.lock = SessionLock(dsn, self.company, check_s=self.settings.lock_check_s)
+        self.bridge = MessageBridge(self.redis, self.company, self.pod, self.metrics,
+                                    self._report_error)
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._expiry(), name="code-expiry"),
+        ]
+        try:
+            await self._sessions()
+        finally:
+            await self._shutdown()
+
+    async def _sessions(self) -> None:
+        while not self.stopping.is_set():
+            self.lock_note = "waiting for the session lock"
+            await self._write_state()
+            if not await self._until_stopping(self.lock.acquire()):
+                return
+            self.metrics.lock_held.set(1)
+            self.lock_note = "holding the session lock"
+            outbound = asyncio.create_task(self.bridge.run_outbound(self._driver(), self.connected))
+            try:
+                await self._run_driver()
+            finally:
+                outbound.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await outbound
+            lost = self.lock.lost.is_set() and not self.stopping.is_set()
+            await self._close_driver("lock lost" if lost else "worker stopping"
+                                     if self.stopping.is_set() else "restart requested")
+            await self.lock.release()
+            self.metrics.lock_held.set(0)
+            self.state.restarted()
+            if lost:
+                log.error("session lock lost: WhatsApp connection dropped",
+                          extra={"company_id": self.company})
+                await self._report_error("lock_lost", "the database connection that held the "
+                                         "session lock was lost; reconnecting only after "
+                                         "re-acquiring it")
+
+    def _driver(self) -> Driver:
+        if self.driver is None:
+            self.driver = self._driver_factory(self)
+        return self.driver
+
+    async def _run_driver(self) -> None:
+        driver = self._driver()
+        stored = await driver.stored_device()
+        if stored is not None:
+            try:
+                phone: str | None = phone_from_user_jid(stored)
+            except InvalidPhone:
+                phone = None  # a LID device JID: the phone is learnt on connect
+            self.state.resume_linked(stored, phone)
+        await driver.start(self.on_driver_event)
+        await self._write_state()
+        waits = [asyncio.create_task(e.wait()) for e in
+                 (self.stopping, self.lock.lost, self._restart)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        self._restart.clear()
+
+    async def _close_driver(self, reason: str) -> None:
+        driver, self.driver = self.driver, None
+        if driver is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(driver.close(), timeout=10)
+        if self.state.connected:
+            from salon_sessions.worker.driver import Disconnected
+
+            await self.on_driver_event(Disconnected(reason,
+                                                    will_reconnect=not self.stopping.is_set()))
+        self.connected.clear()
+
+    async def _until_stopping(self, coro: Any) -> bool:
+        """Run `coro` unless the worker stops first; True when it completed."""
+        task = asyncio.ensure_future(coro)
+        stop = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if task.done():
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+
+    async def _shutdown(self) -> None:
+        await self._close_driver("worker stopping")
+        with contextlib.suppress(Exception):
+            await self.lock.release()
+        if self._hook_task is not None:
+            self._hook_task.cancel()
+        self.lock_note = "stopped"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._write_state(), timeout=3)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.pool.close()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+    # ---- driver facts ---------------------------------------------------------------
+    async def on_driver_event(self, event: DriverEvent) -> None:
+        self.metrics.driver_events.labels(type(event).__name__).inc()
+        if isinstance(event, InboundMessage):
+            await self.bridge.inbound(event, self._driver())
+            return
+        async with self._events_lock:
+            out = self.state.apply(event)
+            if isinstance(event, PairSuccess):
+                await self._record_link(out)
+            for data in out:
+                if isinstance(data, LoggedOutData):
+                    await self._record_logout(data.reason)
+            if isinstance(event, Connected):
+                self.connected.set()
+                self._start_hook()
+            elif not self.state.connected:
+                self.connected.clear()
+            self.metrics.connected.set(int(self.state.connected))
+            self.metrics.linked.set(int(self.state.linked))
+            await self._write_state()
+            await self._publish(out)
+
+    async def _publish(self, out: list[EventData]) -> None:
+        for data in out:
+            with contextlib.suppress(RedisError, OSError):
+                if isinstance(data, QrData):
+                    await self.redis.set(channels.latest_qr_key(self.company), data.code,
+                                         ex=max(data.timeout_s, 5))
+                elif isinstance(data, LinkedData | LoggedOutData):
+                    await self.redis.delete(channels.latest_qr_key(self.company))
+            try:
+                await self.publisher.publish(self.source.event(data))
+            except PublishFailed as exc:
+                # the state hash still carries the truth; the operator re-reads it
+                log.error("event lost: %s", exc, extra={"company_id": self.company})
+
+    async def _report_error(self, code: str, message: str) -> None:
+        await self._publish([ErrorData(code=code, message=message[:2048])])
+
+    async def _record_link(self, out: list[EventData]) -> None:
+        linked = next((d for d in out if isinstance(d, LinkedData)), None)
+        if linked is None:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO salon_sessions (company_id, namespace, resource_name, device_jid,
+                                            phone, link_method, linked_at, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6, now(), now())
+                ON CONFLICT (company_id) DO UPDATE SET device_jid = EXCLUDED.device_jid,
+                    phone = EXCLUDED.phone, link_method = EXCLUDED.link_method,
+                    linked_at = now(), logged_out_at = NULL, updated_at = now()
+                """,
+                self.company, self.settings.namespace, self.settings.session_name,
+                linked.jid, linked.phone, linked.method.value if linked.method else None)
+            await conn.execute(
+                "INSERT INTO salon_link_history (company_id, action, method, device_jid, "
+                "phone, actor) VALUES ($1, 'linked', $2, $3, $4, $5)",
+                self.company, linked.method.value if linked.method else None, linked.jid,
+                linked.phone, f"worker:{self.pod}")
+
+    async def _record_logout(self, reason: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE salon_sessions SET device_jid = NULL, logged_out_at = now(), "
+                "linked_at = NULL, updated_at = now() WHERE company_id = $1", self.company)
+            await conn.execute(
+                "INSERT INTO salon_link_history (company_id, action, actor, reason) "
+                "VALUES ($1, 'logged_out', $2, $3)", self.company, f"worker:{self.pod}",
+                reason[:1024])
+
+    def _start_hook(self) -> None:
+        url = self.settings.post_connect_url
+        if url is None or (self._hook_task is not None and not self._hook_task.done()):
+            return
+        hook = PostConnectHook(self.settings.post_connect_hook, url.get_secret_value(),
+                               self.pool, self.company, self.metrics, self._report_error)
+        self.hook = hook
+        self._hook_task = asyncio.create_task(hook.run(self.state.phone), name="hook")
+
+    # ---- Redis: state hash, pings, control --------------------------------------------
+    async def _write_state(self) -> None:
+        fields = self.state.snapshot() | {
+            "pod": self.pod, "driver": self.settings.driver.value,
+            "session": self.settings.session_name, "lock": self.lock_note,
+            "heartbeat_at": datetime.now(UTC).isoformat(),
+        }
+        hook = getattr(self, "hook", None)
+        if hook is not None:
+            fields["post_connect_hook"] = hook.status
+        key = channels.session_state_key(self.company)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.expire(key, self.settings.heartbeat_ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("state hash not written: %s", type(exc).__name__,
+                        extra={"company_id": self.company})
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.settings.heartbeat_ttl_s / 3))
+            await self._write_state()
+
+    async def _expiry(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            if self.state.expire():
+                await self._write_state()
+
+    async def _on_gap(self, gap: Gap) -> None:
+        """Redis came back: whatever we published meanwhile was lost; restate it."""
+        await self._write_state()
+        async with self._events_lock:
+            await self._publish([self.state.status_event()])
+
+    async def _listen(self) -> None:
+        ping_channel = channels.health_ping_channel(self.company)
+        control_channel = channels.control_channel(self.company)
+        sub = ResilientSubscriber(self.redis, [ping_channel, control_channel],
+                                  name=f"worker-{self.company}",
+                                  metrics=self.subscriber_metrics, on_gap=self._on_gap)
+        async for message in sub.messages():
+            if message.channel == ping_channel:
+                await self._on_ping(message.data)
+            else:
+                asyncio.create_task(self._on_control(message.data))  # noqa: RUF006
+
+    async def _on_ping(self, raw: bytes) -> None:
+        ping = decode(raw)
+        if not isinstance(ping, PingEvent) or ping.company_id != self.company:
+            reason = getattr(ping, "reason", "wrong_company_or_type")
+            self.metrics.rejected.labels("health", str(reason)).inc()
+            return
+        pong = self.source.event(PongData(correlation_id=ping.data.correlation_id,
+                                          phase=self.state.phase))
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.publish(channels.HEALTH_PONG_CHANNEL, encode(pong))
+            self.metrics.pings.inc()
+
+    async def _on_control(self, raw: bytes) -> None:
+        try:
+            req = control.parse_request(raw, self.company)
+        except control.ControlError as exc:
+            self.metrics.rejected.labels("control", exc.code).inc()
+            await self._report_error("bad_command", f"control request rejected: {exc}")
+            return
+        try:
+            result = await self._execute(req)
+            reply = control.reply_payload(req.id, result)
+        except (control.ControlError, RefusedError, DriverError) as exc:
+            err = exc if isinstance(exc, control.ControlError) else control.ControlError(
+                exc.code, str(exc))
+            reply = control.reply_payload(req.id, error=err)
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.publish(channels.control_reply_channel(req.id), reply)
+
+    async def _execute(self, req: control.ControlRequest) -> dict[str, Any]:
+        match req.cmd:
+            case "state":
+                return self.state.snapshot() | {"lock": self.lock_note}
+            case "pairing_code":
+                assert req.phone is not None
+                return await self._pairing_code(req.phone)
+            case "restart":
+                self.state.check_restart(req.force)
+                self._restart.set()
+                return {"restarting": True}
+            case "logout":
+                driver = self._require_driver()
+                await driver.logout()
+                return {"logged_out": True}
+        raise control.ControlError("unknown_command", req.cmd)  # pragma: no cover
+
+    def _require_driver(self) -> Driver:
+        if self.driver is None or not self.lock.held:
+            raise control.ControlError("not_ready", "the worker does not hold the session "
+                                       "(standing by or starting)")
+        return self.driver
+
+    async def _pairing_code(self, phone: str) -> dict[str, Any]:
+        async with self._events_lock:
+            pending = self.state.current_code(phone)
+            if pending is None:
+                issued = await self._require_driver().request_pairing_code(phone)
+                out = self.state.code_issued(phone, issued)
+                await self._write_state()
+                await self._publish(out)
+                pending = self.state.pending_code
+                assert pending is not None
+            return {"code": pending.code, "phone": pending.phone,
+                    "expires_at": pending.expires_at.isoformat()}

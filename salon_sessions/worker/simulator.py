@@ -1,0 +1,327 @@
+"""The `simulator` driver: a local stand-in for WhatsApp's servers.
+
+These machines cannot reach WhatsApp, so the demo and the tests link sessions against this
+driver. It goes through WhatsApp's states with realistic timing and is played from outside,
+like a phone, through actions on the Redis channel `whatsapp:simulator:<company_id>`:
+
+    {"action": "scan", "qr": "<payload on screen>", "phone": "79686484488"}
+    {"action": "enter_code", "code": "ABCD1234"}
+    {"action": "disconnect"}            network loss; reconnects after `reconnect_s`
+    {"action": "logout"}                the phone removes the device
+    {"action": "stream_replaced"} | {"action": "temporary_ban"} | {"action": "connect_failure"}
+    {"action": "inbound", "from": "<jid>", "text": "...", "id": "<message id>"}
+    {"action": "map_lid", "lid": "<lid user>", "phone": "79686484488"}
+
+Like whatsmeow, it keeps its device in its own tables (`simulator_device`,
+`simulator_lid_map`), so a linked session resumes after a restart without a new link.
+QR codes rotate every `qr_period_s` (first one valid `first_qr_s`); after `qr_rounds` codes
+without a scan the "server" closes the socket and the driver reconnects for new codes, as
+whatsmeow does. A pairing code stays valid for `code_ttl_s` whatever the QR codes do.
+
+The driver is refused unless the session's driver is `simulator` (see `make_driver`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from redis.asyncio import Redis
+
+from salon_sessions.core.channels import simulator_channel, simulator_sent_key
+from salon_sessions.core.metrics import SubscriberMetrics
+from salon_sessions.core.phone import InvalidPhone, LidResolver, parse_phone
+from salon_sessions.core.subscriber import ResilientSubscriber
+from salon_sessions.worker.driver import (
+    Connected,
+    ConnectFailure,
+    Disconnected,
+    Driver,
+    DriverError,
+    DriverEvent,
+    DriverSink,
+    InboundMessage,
+    IssuedCode,
+    LoggedOut,
+    PairSuccess,
+    QrCode,
+    StreamReplaced,
+    TemporaryBan,
+)
+
+log = logging.getLogger(__name__)
+CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # WhatsApp's: no 0, O, I, U
+MAX_ACTION_BYTES = 16 * 1024
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS simulator_device (
+    company_id text PRIMARY KEY,
+    jid        text NOT NULL,
+    phone      text NOT NULL,
+    push_name  text,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS simulator_lid_map (
+    company_id text NOT NULL,
+    lid        text NOT NULL,
+    phone      text NOT NULL,
+    PRIMARY KEY (company_id, lid)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorTiming:
+    first_qr_s: float = 60.0
+    qr_period_s: float = 20.0
+    qr_rounds: int = 6
+    code_ttl_s: float = 180.0
+    connect_s: float = 0.3
+    reconnect_s: float = 1.0
+
+
+class SimulatorDriver(Driver):
+    name = "simulator"
+
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, company_id: str,
+                 timing: SimulatorTiming | None = None,
+                 metrics: SubscriberMetrics | None = None) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._company = company_id
+        self._timing = timing or SimulatorTiming()
+        self._metrics = metrics or SubscriberMetrics()
+        self._sink: DriverSink | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: asyncio.Task[None] | None = None
+        self._qr: str | None = None
+        self._code: tuple[str, str, datetime] | None = None  # code, phone, expiry
+        self._connected = False
+        self._closed = False
+        self._resolver = _SimulatorLids(pool, company_id)
+        self._schema_ready = False
+
+    # ---- Driver -------------------------------------------------------------------
+    async def _ensure_schema(self) -> None:
+        if not self._schema_ready:
+            async with self._pool.acquire() as conn:
+                await conn.execute(SCHEMA)
+            self._schema_ready = True
+
+    async def start(self, sink: DriverSink) -> None:
+        self._sink = sink
+        await self._ensure_schema()
+        self._tasks.append(asyncio.create_task(self._phone_actions(), name="sim-phone"))
+        self._connect_soon(self._timing.connect_s)
+
+    async def stored_device(self) -> str | None:
+        await self._ensure_schema()
+        row = await self._pool.fetchrow(
+            "SELECT jid FROM simulator_device WHERE company_id = $1", self._company)
+        return None if row is None else str(row["jid"])
+
+    async def request_pairing_code(self, phone: str) -> IssuedCode:
+        if await self.stored_device() is not None:
+            raise DriverError("already_linked", "the device is already linked")
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
+        expires = datetime.now(UTC) + timedelta(seconds=self._timing.code_ttl_s)
+        self._code = (code, phone, expires)
+        return IssuedCode(code=code, expires_at=expires)
+
+    async def send_text(self, to_jid: str, text: str) -> str:
+        if not self._connected:
+            raise DriverError("not_connected", "the session is not connected")
+        message_id = "3EB0" + secrets.token_hex(8).upper()
+        record = {"id": message_id, "to": to_jid, "text": text,
+                  "ts": datetime.now(UTC).isoformat()}
+        await self._redis.rpush(simulator_sent_key(self._company), json.dumps(record))
+        return message_id
+
+    async def disconnect(self) -> None:
+        await self._stop_session()
+        if self._connected:
+            self._connected = False
+            await self._emit(Disconnected("disconnected by the worker", will_reconnect=False))
+
+    async def logout(self) -> None:
+        await self._forget_device()
+        await self._stop_session()
+        self._connected = False
+        await self._emit(LoggedOut("logged out by the worker"))
+        self._connect_soon(self._timing.connect_s)
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._stop_session()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._connected = False
+
+    @property
+    def lid_resolver(self) -> LidResolver:
+        return self._resolver
+
+    # ---- the simulated server -------------------------------------------------------
+    def _connect_soon(self, delay: float) -> None:
+        if self._closed:
+            return
+        if self._session is not None and not self._session.done():
+            self._session.cancel()
+        self._session = asyncio.create_task(self._serve(delay), name="sim-session")
+
+    async def _stop_session(self) -> None:
+        task, self._session = self._session, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _serve(self, delay: float) -> None:
+        """One "socket": connect a linked device, or show QR codes to a new one."""
+        await asyncio.sleep(delay)
+        t = self._timing
+        while True:
+            jid = await self.stored_device()
+            if jid is not None:
+                self._connected = True
+                await self._emit(Connected(jid=jid))
+                return
+            for round_ in range(t.qr_rounds):
+                period = t.first_qr_s if round_ == 0 else t.qr_period_s
+                self._qr = _qr_payload()
+                await self._emit(QrCode(self._qr, max(1, round(period))))
+                await asyncio.sleep(period)
+            self._qr = None
+            await self._emit(Disconnected("QR codes exhausted (timeout)", will_reconnect=True))
+            await asyncio.sleep(t.reconnect_s)
+
+    async def _link(self, phone: str) -> None:
+        device = secrets.randbelow(90) + 10
+        jid = f"{phone}:{device}@s.whatsapp.net"
+        await self._pool.execute(
+            "INSERT INTO simulator_device (company_id, jid, phone, push_name) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (company_id) DO UPDATE "
+            "SET jid = EXCLUDED.jid, phone = EXCLUDED.phone", self._company, jid, phone, "Salon")
+        self._qr, self._code = None, None
+        await self._stop_session()
+        await self._emit(PairSuccess(jid=jid, phone=phone, push_name="Salon"))
+        # whatsmeow reconnects after pairing; the socket opens a moment later
+        self._connect_soon(self._timing.connect_s)
+
+    async def _forget_device(self) -> None:
+        await self._pool.execute("DELETE FROM simulator_device WHERE company_id = $1",
+                                 self._company)
+
+    async def _emit(self, event: DriverEvent) -> None:
+        if self._sink is not None:
+            await self._sink(event)
+
+    # ---- the simulated phone ----------------------------------------------------------
+    async def _phone_actions(self) -> None:
+        sub = ResilientSubscriber(self._redis, [simulator_channel(self._company)],
+                                  name=f"simulator-{self._company}", metrics=self._metrics)
+        async for message in sub.messages():
+            try:
+                await self._act(message.data)
+            except Exception:
+                log.exception("simulator action failed", extra={"company_id": self._company})
+
+    async def _act(self, raw: bytes) -> None:
+        if len(raw) > MAX_ACTION_BYTES:
+            log.warning("simulator action too large (%d bytes)", len(raw))
+            return
+        try:
+            action = json.loads(raw)
+            kind = action["action"]
+        except (ValueError, TypeError, KeyError):
+            log.warning("malformed simulator action dropped")
+            return
+        match kind:
+            case "scan":
+                if self._qr is None or action.get("qr") != self._qr:
+                    log.info("simulated scan of a QR that is not on screen: ignored")
+                    return
+                try:
+                    phone = parse_phone(str(action.get("phone", "")))
+                except InvalidPhone as exc:
+                    log.warning("simulated scan with a bad phone: %s", exc.why)
+                    return
+                await self._link(phone)
+            case "enter_code":
+                code = str(action.get("code", "")).replace("-", "").upper()
+                pending = self._code
+                if pending is None or pending[0] != code or datetime.now(UTC) >= pending[2]:
+                    log.info("simulated code entry did not match a valid pending code")
+                    return
+                await self._link(pending[1])
+            case "disconnect":
+                if self._connected:
+                    self._connected = False
+                    await self._stop_session()
+                    await self._emit(Disconnected("simulated network loss"))
+                    self._connect_soon(self._timing.reconnect_s)
+            case "logout":
+                await self._forget_device()
+                await self._stop_session()
+                self._connected = False
+                await self._emit(LoggedOut("device removed on the phone"))
+                self._connect_soon(self._timing.connect_s)
+            case "stream_replaced":
+                await self._stop_session()
+                self._connected = False
+                await self._emit(StreamReplaced())
+            case "temporary_ban":
+                await self._stop_session()
+                self._connected = False
+                await self._emit(TemporaryBan(code="101", expires_at=datetime.now(UTC)
+                                              + timedelta(hours=1)))
+            case "connect_failure":
+                await self._stop_session()
+                self._connected = False
+                await self._emit(ConnectFailure(reason="simulated", message="refused"))
+            case "inbound":
+                await self._emit(InboundMessage(
+                    message_id=str(action.get("id") or secrets.token_hex(8).upper()),
+                    chat_jid=str(action.get("chat") or action.get("from", "")),
+                    sender_jid=str(action.get("from", "")),
+                    text=str(action.get("text", "")),
+                    timestamp=datetime.now(UTC)))
+            case "map_lid":
+                await self._pool.execute(
+                    "INSERT INTO simulator_lid_map (company_id, lid, phone) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (company_id, lid) DO UPDATE SET phone = EXCLUDED.phone",
+                    self._company, str(action.get("lid", "")), str(action.get("phone", "")))
+            case _:
+                log.warning("unknown simulator action dropped")
+
+
+class _SimulatorLids:
+    def __init__(self, pool: asyncpg.Pool, company_id: str) -> None:
+        self._pool = pool
+        self._company = company_id
+
+    async def phone_for_lid(self, lid_user: str) -> str | None:
+        row = await self._pool.fetchrow(
+            "SELECT phone FROM simulator_lid_map WHERE company_id = $1 AND lid = $2",
+            self._company, lid_user)
+        return None if row is None else str(row["phone"])
+
+
+def _qr_payload() -> str:
+    """Shaped like WhatsApp's: ref,noise key,identity key,adv secret (base64)."""
+    def b64(n: int) -> str:
+        import base64
+
+        return base64.b64encode(secrets.token_bytes(n)).decode()
+
+    return f"2@{b64(48)},{b64(32)},{b64(32)},{b64(32)}"

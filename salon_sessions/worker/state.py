@@ -1,0 +1,264 @@
+"""The session's state machine: driver facts in, status and events out.
+
+Rules (the seed system got both wrong):
+- `linked` becomes true only on `PairSuccess` or when the store holds a registered device
+  (`resume_linked`); it becomes false on `LoggedOut`. A QR shown, a pairing code issued or a
+  stored `me` JID alone never make it true.
+- `connected` is true only between `Connected` and the next `Disconnected`, `LoggedOut`,
+  `StreamReplaced`, `TemporaryBan` or `ConnectFailure`.
+- A pending pairing code survives QR rotation and repeated requests (the same code comes
+  back until it expires); restart is refused while it is pending unless forced.
+
+`SessionState` does no I/O: it returns the event payloads to publish, and the worker
+publishes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from salon_sessions.core.events import (
+    ConnectedData,
+    DisconnectedData,
+    ErrorData,
+    EventData,
+    LinkedData,
+    LinkMethod,
+    LoggedOutData,
+    PairingCodeData,
+    QrData,
+)
+from salon_sessions.core.phone import InvalidPhone, parse_phone
+from salon_sessions.core.resource import Phase
+from salon_sessions.worker.driver import (
+    Connected,
+    ConnectFailure,
+    Disconnected,
+    DriverEvent,
+    InboundMessage,
+    IssuedCode,
+    LoggedOut,
+    PairSuccess,
+    QrCode,
+    StreamReplaced,
+    TemporaryBan,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCode:
+    code: str
+    phone: str
+    expires_at: datetime
+
+    def valid(self, now: datetime) -> bool:
+        return now < self.expires_at
+
+
+class RefusedError(Exception):
+    """A request the current state refuses; `code` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass
+class SessionState:
+    phase: Phase = Phase.STARTING
+    linked: bool = False
+    connected: bool = False
+    phone: str | None = None
+    jid: str | None = None
+    link_method: LinkMethod | None = None
+    pending_code: PendingCode | None = None
+    last_qr: QrCode | None = None
+    last_error: str | None = None
+    last_connected_at: datetime | None = None
+    updated_at: datetime = field(default_factory=utcnow)
+
+    # ---- facts from the store -------------------------------------------------------
+    def resume_linked(self, jid: str, phone: str | None) -> None:
+        """The store holds a registered device: linked, not (yet) connected."""
+        self.linked, self.jid, self.phone = True, jid, phone or self.phone
+        self._touch()
+
+    def restarted(self) -> None:
+        """The driver was closed and starts again: a pending code and the QR are gone."""
+        self.pending_code = None
+        self.last_qr = None
+        self.connected = False
+        self.phase = Phase.STARTING
+        self._touch()
+
+    # ---- facts from the driver ------------------------------------------------------
+    def apply(self, event: DriverEvent, now: datetime | None = None) -> list[EventData]:
+        """Update the state from a driver fact; return the event payloads to publish."""
+        now = now or utcnow()
+        self._expire_code(now)
+        out: list[EventData]
+        match event:
+            case QrCode(code=code, timeout_s=timeout):
+                out = self._on_qr(code, timeout)
+            case PairSuccess():
+                out = self._on_pair_success(event)
+            case Connected(jid=jid):
+                self.connected = True
+                if jid:
+                    self.jid = jid
+                    self.linked = True  # only an authenticated device gets a socket
+                self.last_connected_at = now
+                self.phase = Phase.CONNECTED
+                self.last_error = None
+                out = [ConnectedData(jid=self.jid)]
+            case Disconnected(reason=reason, will_reconnect=again):
+                self.connected = False
+                self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
+                out = [DisconnectedData(reason=reason[:1024], will_reconnect=again)]
+            case LoggedOut(reason=reason, on_connect=on_connect):
+                self.connected = self.linked = False
+                self.jid = self.phone = None
+                self.pending_code = None
+                self.last_qr = None
+                self.phase = Phase.LOGGED_OUT
+                out = [LoggedOutData(reason=reason[:1024], on_connect=on_connect)]
+            case StreamReplaced():
+                self.connected = False
+                self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
+                self.last_error = "stream_replaced"
+                out = [DisconnectedData(reason="stream replaced by another client",
+                                        will_reconnect=False),
+                       ErrorData(code="stream_replaced",
+                                 message="another client connected with this session's "
+                                         "credentials; not reconnecting automatically")]
+            case TemporaryBan(code=code, expires_at=until):
+                self.connected = False
+                self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
+                self.last_error = "temporary_ban"
+                when = f" until {until.isoformat()}" if until else ""
+                out = [DisconnectedData(reason=f"temporary ban {code}{when}",
+                                        will_reconnect=False),
+                       ErrorData(code="temporary_ban", message=f"WhatsApp ban {code}{when}")]
+            case ConnectFailure(reason=reason, message=message):
+                self.connected = False
+                self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
+                self.last_error = "connect_failure"
+                out = [ErrorData(code="connect_failure",
+                                 message=f"{reason}: {message}"[:2048])]
+            case InboundMessage():
+                out = []
+            case _:  # pragma: no cover - exhaustive over DriverEvent
+                raise TypeError(f"unknown driver event {event!r}")
+        self._touch(now)
+        return out
+
+    def _on_qr(self, code: str, timeout: int) -> list[EventData]:
+        self.last_qr = QrCode(code, timeout)
+        if self.linked:
+            return []  # a linked device gets no QR; ignore a stray one
+        if self.pending_code is None:
+            self.phase = Phase.AWAITING_LINK
+        # a pending pairing code is left alone: QR rotation never invalidates it
+        return [QrData(code=code, timeout_s=max(1, min(timeout, 600)))]
+
+    def _on_pair_success(self, event: PairSuccess) -> list[EventData]:
+        phone = event.phone
+        if phone is not None:
+            try:
+                phone = parse_phone(phone)
+            except InvalidPhone:
+                phone = None
+        if self.pending_code is not None:
+            self.link_method = LinkMethod.PAIRING_CODE
+            phone = phone or self.pending_code.phone
+        else:
+            self.link_method = LinkMethod.QR
+        self.linked, self.jid, self.phone = True, event.jid, phone
+        self.pending_code = None
+        self.last_qr = None
+        self.phase = Phase.STARTING  # linked; the socket opens next
+        return [LinkedData(jid=event.jid, phone=phone, method=self.link_method,
+                           push_name=event.push_name)]
+
+    def _unlinked_phase(self) -> Phase:
+        if self.pending_code is not None:
+            return Phase.PAIRING_CODE_ISSUED
+        return Phase.AWAITING_LINK if self.last_qr is not None else self.phase
+
+    # ---- pairing codes --------------------------------------------------------------
+    def current_code(self, phone: str, now: datetime | None = None) -> PendingCode | None:
+        """The pending code to return again for `phone`, or None when a new one is needed.
+        Raises `RefusedError` when the request cannot be served in this state."""
+        now = now or utcnow()
+        self._expire_code(now)
+        if self.linked:
+            raise RefusedError("already_linked", "the session is already linked")
+        pending = self.pending_code
+        if pending is None:
+            return None
+        if pending.phone != phone:
+            raise RefusedError(
+                "pairing_code_pending",
+                f"a pairing code for another number is pending until "
+                f"{pending.expires_at.isoformat()}; restart with force to discard it")
+        return pending
+
+    def code_issued(self, phone: str, issued: IssuedCode) -> list[EventData]:
+        self.pending_code = PendingCode(issued.code, phone, issued.expires_at)
+        self.phase = Phase.PAIRING_CODE_ISSUED
+        self._touch()
+        return [PairingCodeData(code=issued.code, phone=phone, expires_at=issued.expires_at)]
+
+    def check_restart(self, force: bool, now: datetime | None = None) -> None:
+        self._expire_code(now or utcnow())
+        if self.pending_code is not None and not force:
+            raise RefusedError(
+                "pairing_code_pending",
+                "a pairing code is pending; restarting would invalidate it (use force)")
+
+    def _expire_code(self, now: datetime) -> None:
+        if self.pending_code is not None and not self.pending_code.valid(now):
+            self.pending_code = None
+            if self.phase is Phase.PAIRING_CODE_ISSUED:
+                self.phase = Phase.AWAITING_LINK
+
+    def expire(self, now: datetime | None = None) -> bool:
+        """Drop an expired pairing code; True when the phase changed."""
+        before = self.phase
+        self._expire_code(now or utcnow())
+        if self.phase != before:
+            self._touch()
+            return True
+        return False
+
+    # ---- views ----------------------------------------------------------------------
+    def _touch(self, now: datetime | None = None) -> None:
+        self.updated_at = now or utcnow()
+
+    def snapshot(self) -> dict[str, str]:
+        """The fields of the per-session Redis hash (all strings)."""
+        return {
+            "phase": self.phase.value,
+            "linked": "true" if self.linked else "false",
+            "connected": "true" if self.connected else "false",
+            "phone": self.phone or "",
+            "jid": self.jid or "",
+            "pairing_code_pending": "true" if self.pending_code else "false",
+            "pairing_code_expires_at": (self.pending_code.expires_at.isoformat()
+                                        if self.pending_code else ""),
+            "last_error": self.last_error or "",
+            "last_connected_at": (self.last_connected_at.isoformat()
+                                  if self.last_connected_at else ""),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+    def status_event(self) -> EventData:
+        """The one event that restates the current connection state (after a Redis gap)."""
+        if self.connected:
+            return ConnectedData(jid=self.jid)
+        return DisconnectedData(reason="state restated after a gap", will_reconnect=True)
