@@ -58,6 +58,7 @@ from salon_sessions.worker.state import RefusedError, SessionState
 
 log = logging.getLogger(__name__)
 DriverFactory = Callable[["Worker"], Driver]
+RESTATE_AFTER_GAP_S = (0.0, 3.0)
 
 
 def make_driver(worker: Worker) -> Driver:
@@ -335,22 +336,31 @@ class Worker:
                 await self._write_state()
 
     async def _on_gap(self, gap: Gap) -> None:
-        """Redis came back: whatever we published meanwhile was lost; restate it."""
-        await self._write_state()
-        async with self._events_lock:
-            await self._publish([self.state.status_event()])
+        """Redis came back: whatever we published meanwhile was lost; restate it, now and
+        again a little later for consumers that resubscribe after us."""
+        for delay in RESTATE_AFTER_GAP_S:
+            await asyncio.sleep(delay)
+            await self._write_state()
+            async with self._events_lock:
+                await self._publish([self.state.status_event()])
 
     async def _listen(self) -> None:
         ping_channel = channels.health_ping_channel(self.company)
         control_channel = channels.control_channel(self.company)
         sub = ResilientSubscriber(self.redis, [ping_channel, control_channel],
                                   name=f"worker-{self.company}",
-                                  metrics=self.subscriber_metrics, on_gap=self._on_gap)
+                                  metrics=self.subscriber_metrics,
+                                  on_gap=lambda gap: self._spawn(self._on_gap(gap)))
         async for message in sub.messages():
             if message.channel == ping_channel:
                 await self._on_ping(message.data)
             else:
-                asyncio.create_task(self._on_control(message.data))  # noqa: RUF006
+                self._spawn(self._on_control(message.data))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     async def _on_ping(self, raw: bytes) -> None:
         ping = decode(raw)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from salon_sessions.core import channels
 from salon_sessions.core.codec import decode
@@ -146,7 +147,10 @@ class Observer:
         last: dict[str, str] = {}
         async with asyncio.timeout(timeout):
             while True:
-                last = await self.state()
+                try:
+                    last = await self.state()
+                except (RedisError, OSError):  # Redis restarting: the client reconnects
+                    last = {}
                 if last and pred(last):
                     return last
                 await asyncio.sleep(0.1)

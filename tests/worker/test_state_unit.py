@@ -1,0 +1,153 @@
+"""SessionState: the linked/connected rules and the pairing-code rules, without I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from salon_sessions.core.events import (
+    ConnectedData,
+    DisconnectedData,
+    ErrorData,
+    LinkedData,
+    PairingCodeData,
+    QrData,
+)
+from salon_sessions.core.resource import Phase
+from salon_sessions.worker import control
+from salon_sessions.worker.driver import (
+    Connected,
+    ConnectFailure,
+    Disconnected,
+    IssuedCode,
+    LoggedOut,
+    PairSuccess,
+    QrCode,
+    StreamReplaced,
+    TemporaryBan,
+)
+from salon_sessions.worker.state import RefusedError, SessionState
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_qr_and_code_never_link_or_connect() -> None:
+    s = SessionState()
+    out = s.apply(QrCode("2@abc", 20), T0)
+    assert out == [QrData(code="2@abc", timeout_s=20)]
+    assert (s.phase, s.linked, s.connected) == (Phase.AWAITING_LINK, False, False)
+    out = s.code_issued("79686484488", IssuedCode("ABCD1234", T0 + timedelta(minutes=3)))
+    assert isinstance(out[0], PairingCodeData)
+    assert (s.phase, s.linked, s.connected) == (Phase.PAIRING_CODE_ISSUED, False, False)
+
+
+def test_pair_success_links_and_connected_connects() -> None:
+    s = SessionState()
+    s.apply(QrCode("2@abc", 20), T0)
+    out = s.apply(PairSuccess("79686484488:5@s.whatsapp.net", "79686484488"), T0)
+    assert isinstance(out[0], LinkedData)
+    assert out[0].method == "qr"
+    assert (s.linked, s.connected) == (True, False)
+    s.apply(Connected("79686484488:5@s.whatsapp.net"), T0)
+    assert (s.phase, s.linked, s.connected) == (Phase.CONNECTED, True, True)
+    out = s.apply(Disconnected("net"), T0)
+    assert out == [DisconnectedData(reason="net", will_reconnect=True)]
+    assert (s.phase, s.linked, s.connected) == (Phase.DISCONNECTED, True, False)
+
+
+def test_pair_success_with_a_lid_jid_has_no_phone() -> None:
+    s = SessionState()
+    out = s.apply(PairSuccess("123456789012345:3@lid", None), T0)
+    linked = out[0]
+    assert isinstance(linked, LinkedData)
+    assert linked.phone is None
+    assert s.phone is None
+
+
+def test_logout_clears_link() -> None:
+    s = SessionState()
+    s.resume_linked("79686484488:5@s.whatsapp.net", "79686484488")
+    s.apply(Connected("79686484488:5@s.whatsapp.net"), T0)
+    s.apply(LoggedOut("removed"), T0)
+    assert (s.phase, s.linked, s.connected, s.phone, s.jid) == (
+        Phase.LOGGED_OUT, False, False, None, None)
+    s.apply(QrCode("2@new", 20), T0)
+    assert s.phase is Phase.AWAITING_LINK
+
+
+@pytest.mark.parametrize(("event", "code"), [
+    (StreamReplaced(), "stream_replaced"),
+    (TemporaryBan("101", T0 + timedelta(hours=1)), "temporary_ban"),
+    (ConnectFailure("banned", "refused"), "connect_failure"),
+])
+def test_failures_disconnect_and_report_an_error(event: object, code: str) -> None:
+    s = SessionState()
+    s.resume_linked("79686484488:5@s.whatsapp.net", "79686484488")
+    s.apply(Connected("79686484488:5@s.whatsapp.net"), T0)
+    out = s.apply(event, T0)  # type: ignore[arg-type]
+    assert any(isinstance(d, ErrorData) and d.code == code for d in out)
+    assert (s.connected, s.linked, s.phase) == (False, True, Phase.DISCONNECTED)
+
+
+def test_pending_code_survives_qr_rotation_and_is_returned_again() -> None:
+    s = SessionState()
+    s.apply(QrCode("2@one", 20), T0)
+    assert s.current_code("79686484488", T0) is None
+    s.code_issued("79686484488", IssuedCode("ABCD1234", T0 + timedelta(minutes=3)))
+    for i in range(5):
+        s.apply(QrCode(f"2@rot{i}", 20), T0 + timedelta(seconds=20 * i))
+    pending = s.current_code("79686484488", T0 + timedelta(minutes=2))
+    assert pending is not None
+    assert pending.code == "ABCD1234"
+    assert s.phase is Phase.PAIRING_CODE_ISSUED
+    with pytest.raises(RefusedError) as other:
+        s.current_code("79001234567", T0 + timedelta(minutes=2))
+    assert other.value.code == "pairing_code_pending"
+    with pytest.raises(RefusedError):
+        s.check_restart(force=False, now=T0 + timedelta(minutes=2))
+    s.check_restart(force=True, now=T0 + timedelta(minutes=2))
+    # expired: a new one may be issued
+    assert s.current_code("79686484488", T0 + timedelta(minutes=4)) is None
+    assert s.phase is Phase.AWAITING_LINK
+
+
+def test_code_pair_success_records_method_and_phone() -> None:
+    s = SessionState()
+    s.code_issued("79686484488", IssuedCode("ABCD1234", T0 + timedelta(minutes=3)))
+    out = s.apply(PairSuccess("79686484488:7@s.whatsapp.net", None), T0)
+    linked = out[0]
+    assert isinstance(linked, LinkedData)
+    assert (linked.method, linked.phone) == ("pairingCode", "79686484488")
+    with pytest.raises(RefusedError) as refused:
+        s.current_code("79686484488", T0)
+    assert refused.value.code == "already_linked"
+
+
+def test_connected_restated_after_gap() -> None:
+    s = SessionState()
+    assert isinstance(s.status_event(), DisconnectedData)
+    s.apply(Connected("79686484488:5@s.whatsapp.net"), T0)
+    assert s.status_event() == ConnectedData(jid="79686484488:5@s.whatsapp.net")
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (b"nope", "malformed"),
+    (b'{"v":1,"id":"a","company_id":"company_5","cmd":"state"}', "wrong_company"),
+    (b'{"v":1,"id":"a","company_id":"company_7","cmd":"rm"}', "invalid"),
+    (b'{"v":1,"id":"a","company_id":"company_7","cmd":"pairing_code"}', "invalid"),
+    (b'{"v":1,"id":"a b","company_id":"company_7","cmd":"state"}', "invalid"),
+    (b"{" + b" " * 9000 + b"}", "oversized"),
+])
+def test_control_requests_are_validated(raw: bytes, code: str) -> None:
+    with pytest.raises(control.ControlError) as err:
+        control.parse_request(raw, "company_7")
+    assert err.value.code == code
+
+
+def test_control_request_accepts_legacy_company_id_and_human_phone() -> None:
+    req = control.parse_request(
+        b'{"v":1,"id":"a","company_id":"7","cmd":"pairing_code","phone":"+7 968 648-44-88"}',
+        "company_7")
+    assert req.company_id == "company_7"
+    assert req.phone == "79686484488"
