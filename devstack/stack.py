@@ -112,7 +112,7 @@ def start_postgres(state_dir: Path, info: StackInfo) -> None:
     proc = spawn(state_dir, "postgres", [
         pg_bin("postgres"), "-D", str(pgdata), "-p", str(port),
         "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-        "-c", "fsync=off", "-c", "max_connections=200",
+        "-c", "fsync=off", "-c", "max_connections=600",
     ], user=user)
     env = {**os.environ, "PGPASSWORD": password}
     wait_until("PostgreSQL", lambda: subprocess.run(
