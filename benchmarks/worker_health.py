@@ -55,7 +55,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def start_workers(n: int, info: stack.StackInfo, log_dir: Path, base: int) -> list[tuple[str, subprocess.Popen[bytes]]]:
+def start_workers(n: int, info: stack.StackInfo, log_dir: Path,
+                  base: int) -> list[tuple[str, subprocess.Popen[bytes]]]:
     procs = []
     for i in range(n):
         company = f"company_{base + i}"
@@ -84,7 +85,8 @@ async def wait_ready(redis: Redis, companies: list[str], timeout: float = 300) -
         raise RuntimeError(f"{len(pending)} workers not ready")
 
 
-async def measure(redis_url: str, companies: list[str], seconds: float) -> tuple[int, list[float], list[float]]:
+async def measure(redis_url: str, companies: list[str],
+                  seconds: float) -> tuple[int, list[float], list[float]]:
     pub = Redis.from_url(redis_url)
     sub = Redis.from_url(redis_url)
     raw_channel = f"bench:raw:{uuid.uuid4().hex}"
