@@ -1,0 +1,467 @@
+"""The Go side of neonize (whatsmeow behind a C ABI), wrapped for the `neonize` driver.
+
+The driver does not use `neonize.aioze.client.NewAClient.connect()`; it calls the same Go
+entry point (`Neonize`) itself, because of how the 0.5.x Go core behaves (read from its
+source and checked against the shipped `neonize-linux-amd64.so`):
+
+- `Neonize()` blocks for the whole life of a client. `connect()` runs it through
+  `asyncio.to_thread`, i.e. in a non-daemon executor thread that interpreter exit joins;
+  a client that cannot be stopped then hangs the process. Here it runs in a daemon thread.
+- For a device that is not linked yet, `Neonize()` loops over whatsmeow's QR channel and
+  only then enters its event loop, whose first step (`FetchMe`) waits, ignoring `Stop`,
+  until the store has a device id. A `Stop` while the QR loop runs deletes the client from
+  the Go map that `FetchMe` then dereferences: a nil-pointer panic that kills the process.
+  So an attempt's phase decides how it is stopped (`GoAttempt.request_stop`):
+  `STARTING` waits for the next phase, `LOGIN` (QR shown) gets `Disconnect` (the thread
+  stays parked in `FetchMe`; it is a daemon), `RUNNING` gets `Stop`, `FINISHED` nothing.
+- Events whose protobuf is empty (`StreamReplaced`, `ClientOutdated`,
+  `KeepAliveRestored`) make the Go event loop index an empty buffer and panic, so they are
+  not subscribed; whatsmeow's own log lines announce them instead (`classify_log`).
+- Every `Neonize()` call opens a new `database/sql` pool that is never closed. Each attempt
+  therefore connects with its own `application_name`, and the driver terminates those
+  backends once the attempt is over (`NeonizeStore.terminate_backends`).
+- Passing a JID that is not in the store makes `whatsmeow.NewClient(nil)` panic: the
+  driver resumes only a device it has just found in `whatsmeow_device`.
+- neonize's Go maps are not synchronised: the calls that read or write them
+  (`Stop`, `Disconnect`, `SendMessage`, `PairPhone`, `Logout`) are serialised here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import enum
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from salon_sessions.core.phone import InvalidJid, JidKind, parse_jid
+from salon_sessions.worker.neonize_store import go_store_dsn
+
+T = TypeVar("T")
+
+# Event codes of the Go core (`neonize.events.EVENT_TO_INT`).
+EV_DEVICE: Final = 0
+EV_QR: Final = 1
+EV_PAIR_STATUS: Final = 2
+EV_CONNECTED: Final = 3
+EV_KEEPALIVE_TIMEOUT: Final = 4
+EV_KEEPALIVE_RESTORED: Final = 5
+EV_LOGGED_OUT: Final = 6
+EV_STREAM_REPLACED: Final = 7
+EV_TEMPORARY_BAN: Final = 8
+EV_CONNECT_FAILURE: Final = 9
+EV_CLIENT_OUTDATED: Final = 10
+EV_STREAM_ERROR: Final = 11
+EV_DISCONNECTED: Final = 12
+EV_MESSAGE: Final = 17
+
+SUBSCRIBED: Final = (EV_PAIR_STATUS, EV_CONNECTED, EV_KEEPALIVE_TIMEOUT, EV_LOGGED_OUT,
+                     EV_TEMPORARY_BAN, EV_CONNECT_FAILURE, EV_STREAM_ERROR, EV_DISCONNECTED,
+                     EV_MESSAGE)
+"""Never the empty-protobuf events 5, 7 and 10 (see the module docstring)."""
+
+GO_LOG_LEVEL: Final = b"INFO"
+"""whatsmeow's DEBUG lines carry raw XML (message contents, QR refs): never asked for."""
+
+DEVICE_OS: Final = "Salon Sessions"
+"""The name the phone shows in its list of linked devices."""
+
+# whatsmeow log lines that announce events the driver cannot subscribe to.
+MARKER_STREAM_REPLACED: Final = "stream_replaced"
+MARKER_CLIENT_OUTDATED: Final = "client_outdated"
+MARKER_LOGGED_OUT: Final = "logged_out"
+_LOG_MARKERS: Final = (
+    ("Got replaced stream error", MARKER_STREAM_REPLACED),
+    ("Client outdated (405)", MARKER_CLIENT_OUTDATED),
+    ("sending LoggedOut event and deleting session", MARKER_LOGGED_OUT),
+)
+
+
+def classify_log(message: str) -> str | None:
+    """The marker of a whatsmeow log line that announces an event, if any."""
+    for needle, marker in _LOG_MARKERS:
+        if needle in message:
+            return marker
+    return None
+
+
+# --------------------------------------------------------------------------- loading
+
+@dataclass(frozen=True, slots=True)
+class NeonizeModules:
+    """neonize's untyped modules, loaded once (`load_neonize`)."""
+
+    gocode: Any
+    binder: Any
+    proto: Any
+    """`neonize.proto.Neonize_pb2`: the event and JID messages."""
+    e2e: Any
+    """`neonize.proto.waE2E.WAWebProtobufsE2E_pb2`: `Message`, `ExtendedTextMessage`."""
+    device_props: Any
+    int_to_event: dict[int, Any]
+
+
+_LOAD_LOCK = threading.Lock()
+_MODULES: NeonizeModules | None = None
+
+
+def load_neonize() -> NeonizeModules:
+    """Import neonize (loads the Go core) without letting it reconfigure logging.
+
+    `neonize.utils.log` calls `logging.basicConfig()` on import, which would give the root
+    logger a handler of its own and make the application's later logging setup a no-op;
+    the root logger's handlers and level are restored afterwards.
+    """
+    global _MODULES
+    with _LOAD_LOCK:
+        if _MODULES is not None:
+            return _MODULES
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        try:
+            import neonize._binder as binder  # type: ignore[import-untyped]
+            from neonize.events import INT_TO_EVENT  # type: ignore[import-untyped]
+            from neonize.proto import Neonize_pb2  # type: ignore[import-untyped]
+            from neonize.proto.waCompanionReg import (  # type: ignore[import-untyped]
+                WAWebProtobufsCompanionReg_pb2 as companion,
+            )
+            from neonize.proto.waE2E import (  # type: ignore[import-untyped]
+                WAWebProtobufsE2E_pb2 as e2e,
+            )
+        finally:
+            for handler in list(root.handlers):
+                if handler not in handlers:
+                    root.removeHandler(handler)
+            root.setLevel(level)
+        _MODULES = NeonizeModules(
+            gocode=binder.gocode, binder=binder, proto=Neonize_pb2, e2e=e2e,
+            device_props=companion.DeviceProps, int_to_event=dict(INT_TO_EVENT))
+        return _MODULES
+
+
+def jid_proto(jid: str) -> Any:
+    """A neonize `JID` protobuf from a JID string (device and agent kept)."""
+    parsed = parse_jid(jid)
+    if parsed.kind is JidKind.SERVER:
+        raise InvalidJid(jid, "a server JID has no user")
+    return load_neonize().proto.JID(User=parsed.user, Server=parsed.server,
+                                    Device=parsed.device, RawAgent=parsed.agent,
+                                    Integrator=0, IsEmpty=False)
+
+
+# --------------------------------------------------------------------------- Go calls
+
+_GO_MAP_LOCK = threading.Lock()
+"""Serialises the Go calls that touch neonize's unsynchronised client maps."""
+
+
+def run_in_daemon(name: str, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Run a blocking (Go) call in a daemon thread: a call that never returns cannot block
+    interpreter exit the way an `asyncio.to_thread` executor thread would."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def target() -> None:
+        try:
+            result: Any = fn(*args)
+        except BaseException as exc:
+            outcome: tuple[bool, Any] = (False, exc)
+        else:
+            outcome = (True, result)
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=target, name=f"neonize-{name}", daemon=True).start()
+    return future
+
+
+def _text(raw: object) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "replace")
+    return "" if raw is None else str(raw)
+
+
+def go_stop(uuid: str) -> None:
+    """`Stop`: disconnect, cancel the event loop, drop the client (safe only in
+    `RUNNING` or `FINISHED`, see the module docstring)."""
+    with _GO_MAP_LOCK:
+        load_neonize().gocode.Stop(uuid.encode())
+
+
+def go_disconnect(uuid: str) -> None:
+    """`Disconnect`: close the socket, keep everything else (nil-safe in whatsmeow)."""
+    with _GO_MAP_LOCK:
+        load_neonize().gocode.Disconnect(uuid.encode())
+
+
+def go_pair_phone(uuid: str, phone: str, display_name: str, client_type: int) -> tuple[str, str]:
+    """`PairPhone` on a login socket: (code, error)."""
+    nz = load_neonize()
+    payload = nz.proto.PairPhoneParams(phone=phone, showPushNotification=True,
+                                       clientType=client_type,
+                                       clientDisplayName=display_name).SerializeToString()
+    with _GO_MAP_LOCK:
+        raw = nz.gocode.PairPhone(uuid.encode(), payload, len(payload))
+    result = nz.proto.PairPhoneReturnFunction.FromString(raw)
+    return str(result.Code), str(result.Error)
+
+
+def go_send_text(uuid: str, to: Any, text: str) -> tuple[str, str]:
+    """`SendMessage` of a plain text (`conversation`) message: (message id, error)."""
+    nz = load_neonize()
+    to_bytes = to.SerializeToString()
+    message = nz.e2e.Message(conversation=text).SerializeToString()
+    with _GO_MAP_LOCK:
+        raw = nz.gocode.SendMessage(uuid.encode(), to_bytes, len(to_bytes), message,
+                                    len(message))
+    result = nz.proto.SendMessageReturnFunction.FromString(raw)
+    return str(result.SendResponse.ID), str(result.Error)
+
+
+def go_logout(uuid: str) -> str:
+    """`Logout`: unlink on WhatsApp's side, disconnect, delete the device; the error."""
+    with _GO_MAP_LOCK:
+        return _text(load_neonize().gocode.Logout(uuid.encode()))
+
+
+# --------------------------------------------------------------------------- attempts
+
+class Phase(enum.IntEnum):
+    STARTING = 0
+    """Opening the store and dialling; nothing can be stopped safely yet."""
+    LOGIN = 1
+    """A login socket shows QR codes (device not linked)."""
+    RUNNING = 2
+    """The Go event loop runs (`Device` event seen); `Stop` ends it."""
+    FINISHED = 3
+    """`Neonize()` returned."""
+
+
+AttemptPost = Callable[["GoAttempt", str, Any], None]
+"""Receives `(attempt, kind, payload)` from Go threads; must be thread-safe.
+Kinds: `qr` (str), `login` (str), `event` (protobuf), `marker` (str), `finished` (str)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GoOps:
+    """The Go calls an attempt makes to stop itself (replaceable in tests)."""
+
+    stop: Callable[[str], None] = go_stop
+    disconnect: Callable[[str], None] = go_disconnect
+
+
+class GoAttempt:
+    """One `Neonize()` run: one whatsmeow client, in its own daemon thread."""
+
+    def __init__(self, *, company_id: str, database_url: str, jid: str | None,
+                 proxy_url: str | None, post: AttemptPost, log: logging.LoggerAdapter[Any],
+                 scrub: Callable[[str], str], ops: GoOps | None = None) -> None:
+        token = secrets.token_hex(4)
+        self.uuid = f"{company_id}-{token}"
+        self.application_name = f"salon-neonize:{company_id}:{token}"
+        """The PostgreSQL `application_name` of this attempt's store connections."""
+        self.jid = jid
+        """The stored device this attempt resumes, or None for a new device."""
+        self._store_dsn = go_store_dsn(database_url, self.application_name)
+        self._proxy_url = proxy_url
+        self._post = post
+        self._log = log
+        self._scrub = scrub
+        self._ops = ops or GoOps()
+        self._lock = threading.Lock()
+        self._phase = Phase.STARTING
+        self._stop_requested = False
+        self._stop_sent = False
+        self._disconnect_sent = False
+        self._thread: threading.Thread | None = None
+        self._refs: tuple[Any, ...] = ()
+        self.settled = threading.Event()
+        """Set once a requested stop has done all it can (see `request_stop`)."""
+        self.finished = threading.Event()
+        """Set when `Neonize()` has returned."""
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    # ---- lifecycle ----------------------------------------------------------------
+    def start(self) -> None:
+        nz = load_neonize()
+        binder = nz.binder
+        # Go must never call a freed ctypes thunk. The QR, login and event callbacks are
+        # only called from inside `Neonize()`; the log callback belongs to the client's
+        # loggers and may fire a little after it returns. So the thunks live on the
+        # attempt, then in `_RECENT_CALLBACKS` (bounded); parked attempts stay in
+        # `_PARKED` for good.
+        self._refs = (binder.func_string(self._on_qr), binder.func_string(self._on_login),
+                      binder.func_callback_bytes(self._on_event),
+                      binder.func_callback_bytes2(self._on_log))
+        self._thread = threading.Thread(target=self._run, name=f"neonize-{self.uuid}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        nz = load_neonize()
+        error = ""
+        try:
+            jid = b""
+            if self.jid is not None:
+                jid = jid_proto(self.jid).SerializeToString()
+            props = nz.device_props(os=DEVICE_OS,
+                                    platformType=nz.device_props.CHROME).SerializeToString()
+            subscribed = bytes(SUBSCRIBED)
+            proxy_struct = None
+            proxy_ref = None
+            if self._proxy_url:
+                proxy_struct = nz.binder.ProxySettings(
+                    proxy_address=self._proxy_url)._to_c_struct()
+                proxy_ref = ctypes.byref(proxy_struct)
+            qr_cb, login_cb, event_cb, log_cb = self._refs
+            raw = nz.gocode.Neonize(
+                self._store_dsn.encode(), self.uuid.encode(), jid, len(jid),
+                0 if self.jid is not None else 1, GO_LOG_LEVEL, qr_cb, login_cb, event_cb,
+                log_cb, subscribed, len(subscribed), props, len(props), b"", 0, proxy_ref)
+            error = _text(raw)
+            del proxy_struct
+        except Exception as exc:  # a ctypes/protobuf failure on our side
+            error = f"neonize call failed: {type(exc).__name__}"
+            self._log.exception("neonize call failed")
+        finally:
+            try:
+                # Neonize() has returned, so Stop only frees this client's map entries.
+                self._ops.stop(self.uuid)
+            except Exception:
+                self._log.exception("neonize Stop after return failed")
+            _RECENT_CALLBACKS.append(self._refs)
+            self._set_phase(Phase.FINISHED)
+            self.finished.set()
+            self._emit("finished", self._scrub(error))
+
+    def request_stop(self) -> None:
+        """Stop this client in the way its phase allows; idempotent.
+
+        `RUNNING`: `Stop` (the thread returns). `LOGIN`: `Disconnect` (the socket closes;
+        the thread stays parked in neonize's `FetchMe`, harmlessly, as a daemon).
+        `STARTING`: the action runs when the next phase is reached."""
+        with self._lock:
+            self._stop_requested = True
+            action = self._pending_locked()
+        self._act(action)
+
+    def _set_phase(self, phase: Phase) -> None:
+        with self._lock:
+            if phase <= self._phase:
+                return
+            self._phase = phase
+            action = self._pending_locked()
+        self._act(action)
+
+    def _pending_locked(self) -> Callable[[str], None] | None:
+        if not self._stop_requested:
+            return None
+        if self._phase is Phase.FINISHED:
+            self.settled.set()
+            return None
+        if self._phase is Phase.RUNNING and not self._stop_sent:
+            self._stop_sent = True
+            return self._ops.stop
+        if self._phase is Phase.LOGIN and not self._disconnect_sent:
+            self._disconnect_sent = True
+            return self._disconnect_and_park
+        return None
+
+    def _disconnect_and_park(self, uuid: str) -> None:
+        self._ops.disconnect(uuid)
+        with self._lock:
+            if self._phase is Phase.LOGIN:
+                _PARKED.add(self)
+                self.settled.set()
+
+    def _act(self, action: Callable[[str], None] | None) -> None:
+        if action is None:
+            return
+
+        def run() -> None:
+            try:
+                action(self.uuid)
+            except Exception:
+                self._log.exception("stopping a neonize client failed")
+
+        # Never from the calling (possibly Go) thread: Stop/Disconnect take Go locks.
+        threading.Thread(target=run, name=f"neonize-stop-{self.uuid}", daemon=True).start()
+
+    # ---- callbacks from Go threads ------------------------------------------------
+    def _emit(self, kind: str, payload: Any) -> None:
+        try:
+            self._post(self, kind, payload)
+        except Exception:
+            self._log.exception("could not deliver a neonize %s callback", kind)
+
+    def _on_qr(self, _uuid: int | None, data: int | None) -> None:
+        try:
+            if not data:
+                return
+            code = ctypes.string_at(data).decode("utf-8", "replace")
+            self._set_phase(Phase.LOGIN)
+            if not self._stop_requested:
+                self._emit("qr", code)
+        except Exception:
+            self._log.exception("bad QR callback from neonize")
+
+    def _on_login(self, _uuid: int | None, data: int | None) -> None:
+        try:
+            status = ctypes.string_at(data).decode("utf-8", "replace") if data else ""
+            self._emit("login", status)
+        except Exception:
+            self._log.exception("bad login callback from neonize")
+
+    def _on_event(self, _uuid: bytes | None, data: int | None, size: int, code: int) -> None:
+        try:
+            nz = load_neonize()
+            cls = nz.int_to_event.get(int(code))
+            if cls is None:
+                return
+            message = cls.FromString(ctypes.string_at(data, size) if data and size > 0 else b"")
+            if code == EV_DEVICE:
+                self._set_phase(Phase.RUNNING)
+            self._emit("event", message)
+        except Exception:
+            self._log.exception("bad event callback from neonize (code %s)", code)
+
+    def _on_log(self, data: int | None, size: int) -> None:
+        try:
+            if not data or size <= 0:
+                return
+            entry = load_neonize().proto.LogEntry.FromString(ctypes.string_at(data, size))
+            message = self._scrub(str(entry.Message))
+            level = {"ERROR": logging.ERROR, "WARN": logging.WARNING,
+                     "WARNING": logging.WARNING}.get(str(entry.Level).upper(), logging.DEBUG)
+            self._log.log(level, "whatsmeow %s: %s", entry.Name, message)
+            marker = classify_log(message)
+            if marker is not None:
+                self._emit("marker", marker)
+        except Exception:
+            self._log.exception("bad log callback from neonize")
+
+
+_RECENT_CALLBACKS: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=256)
+"""The ctypes callbacks of the last finished attempts (see `GoAttempt.start`)."""
+
+_PARKED: set[GoAttempt] = set()
+"""Login attempts whose thread stays in neonize's `FetchMe` wait: their callbacks must stay
+alive (Go still emits the remaining QR codes to them) for as long as the process runs."""
+
