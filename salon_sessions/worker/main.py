@@ -35,13 +35,15 @@ def run(_: argparse.Namespace) -> int:
         return 2
     configure_logging("worker", level=settings.log_level, json_lines=settings.log_json,
                       company_id=settings.company_id)
+    metrics_port = 0
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="0.0.0.0")
-    return asyncio.run(_serve(settings))
+        server, _thread = start_http_server(max(settings.metrics_port, 0), addr="0.0.0.0")
+        metrics_port = int(server.server_port)
+    return asyncio.run(_serve(settings, metrics_port))
 
 
-async def _serve(settings: WorkerSettings) -> int:
-    worker = Worker(settings)
+async def _serve(settings: WorkerSettings, metrics_port: int) -> int:
+    worker = Worker(settings, metrics_port=metrics_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)

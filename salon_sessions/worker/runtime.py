@@ -82,8 +82,9 @@ def make_driver(worker: Worker) -> Driver:
 
 class Worker:
     def __init__(self, settings: WorkerSettings, *, registry: CollectorRegistry = REGISTRY,
-                 driver_factory: DriverFactory = make_driver) -> None:
+                 driver_factory: DriverFactory = make_driver, metrics_port: int = 0) -> None:
         self.settings = settings
+        self.metrics_port = metrics_port
         self.company: str = settings.company_id
         self.pod = settings.pod_name
         self.registry = registry
@@ -309,6 +310,7 @@ class Worker:
         fields = self.state.snapshot() | {
             "pod": self.pod, "driver": self.settings.driver.value,
             "session": self.settings.session_name, "lock": self.lock_note,
+            "metrics_port": str(self.metrics_port),
             "heartbeat_at": datetime.now(UTC).isoformat(),
         }
         hook = getattr(self, "hook", None)

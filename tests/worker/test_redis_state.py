@@ -42,6 +42,21 @@ async def test_state_hash_has_a_ttl_heartbeat_and_qr_a_short_ttl(
                 await asyncio.sleep(0.2)
 
 
+async def test_metrics_on_a_free_port_published_in_the_state_hash(
+        workers: WorkerFactory, redis_url: str, company: str) -> None:
+    import urllib.request
+
+    async with observing(redis_url, company) as obs:
+        workers(env={"SALON_METRICS_PORT": "-1"})
+        await obs.wait_event("qr")
+        state = await obs.wait_state(lambda s: s.get("metrics_port", "0") != "0")
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{state['metrics_port']}/metrics", timeout=5).read().decode())
+        assert "salon_worker_lock_held 1.0" in body
+        assert 'salon_worker_driver_events_total{kind="QrCode"}' in body
+
+
 async def test_ping_is_answered_with_correlation_id_phase_and_timestamp(
         workers: WorkerFactory, redis_url: str, company: str) -> None:
     async with observing(redis_url, company) as obs:
