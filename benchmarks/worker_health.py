@@ -149,8 +149,16 @@ async def run_one(n: int, info: stack.StackInfo, seconds: float, log_dir: Path) 
     finally:
         for _, p in procs:
             p.terminate()
+        slow = 0
         for _, p in procs:
-            p.wait(timeout=30)
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                slow += 1
+                p.kill()
+                p.wait()
+        if slow:
+            print(f"  ({slow} of {n} workers took over 60 s to stop and were killed)")
         await redis.aclose()
 
 
