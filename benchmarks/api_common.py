@@ -1,0 +1,94 @@
+"""Shared parts of the API benchmarks: a local PostgreSQL + Redis (devstack), an API
+process, percentiles and /proc readings."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack import stack
+from devstack.procs import free_port
+
+VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def local_stack(state_dir: str | None) -> Iterator[stack.StackInfo]:
+    """A running stack (--state-dir), or PostgreSQL + Redis started here and stopped after."""
+    if state_dir:
+        yield stack.StackInfo.load(Path(state_dir))
+        return
+    path = Path(f"/tmp/salon-bench-{os.getpid()}")
+    info = stack.start(path, components=("postgres", "redis"))
+    try:
+        yield info
+    finally:
+        stack.stop(path)
+
+
+@dataclass
+class Api:
+    base_url: str
+    admin_token: str
+    token_secret: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_api(info: stack.StackInfo, log: Path, **env: str) -> Api:
+    port = free_port()
+    admin, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+            "SALON_DATABASE_URL": info.postgres_dsn, "SALON_REDIS_URL": info.redis_url,
+            "SALON_HOST": "127.0.0.1", "SALON_PORT": str(port), "SALON_ADMIN_TOKEN": admin,
+            "SALON_TOKEN_SECRET": secret, "SALON_LOG_LEVEL": "WARNING", **env}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(VENV_BIN / "salon-sessions"), "api"], env=full,
+                                stdout=out, stderr=subprocess.STDOUT)
+    api = Api(f"http://127.0.0.1:{port}", admin, secret, proc)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api.base_url}/healthz", timeout=1):
+                return api
+        except OSError:
+            time.sleep(0.1)
+    api.stop()
+    raise RuntimeError(f"the API did not start; see {log}")

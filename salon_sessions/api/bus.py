@@ -1,0 +1,91 @@
+"""The API's one Redis subscription, shared by everything that listens.
+
+Channels: `whatsapp:events` (session events, fanned out to WebSocket clients by the hub),
+`whatsapp:health` (pongs, matched to waiting `/health/pubsub` requests by correlation id)
+and the API's own self-test channel (`/health/pubsub/simple`). Handlers run inline and
+never block (they only resolve futures and put into bounded queues), so one slow client
+cannot hold up the subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from redis.asyncio import Redis
+
+from salon_sessions.api.metrics import ApiMetrics
+from salon_sessions.core import channels
+from salon_sessions.core.codec import Rejection, decode
+from salon_sessions.core.events import Event, PongEvent
+from salon_sessions.core.subscriber import Gap, ResilientSubscriber
+
+log = logging.getLogger(__name__)
+CONSUMER = "api"
+T = TypeVar("T")
+
+EventHandler = Callable[[Event], None]
+GapHandler = Callable[[Gap], Awaitable[None]]
+
+
+class Waiters(Generic[T]):
+    """Futures keyed by an id, resolved when the matching message arrives."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[T]] = {}
+
+    def expect(self, key: str) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        return future
+
+    def forget(self, key: str) -> None:
+        self._pending.pop(key, None)
+
+    def resolve(self, key: str, value: T) -> bool:
+        future = self._pending.pop(key, None)
+        if future is None or future.done():
+            return False
+        future.set_result(value)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+class Bus:
+    def __init__(self, redis: Redis, metrics: ApiMetrics, on_event: EventHandler,
+                 on_gap: GapHandler) -> None:
+        self._metrics = metrics
+        self._on_event = on_event
+        self.pongs: Waiters[tuple[PongEvent, float]] = Waiters()
+        self.selftests: Waiters[float] = Waiters()
+        self.subscriber = ResilientSubscriber(
+            redis, [channels.EVENTS_CHANNEL, channels.HEALTH_PONG_CHANNEL,
+                    channels.API_SELFTEST_CHANNEL],
+            name=CONSUMER, metrics=metrics.subscriber, on_gap=on_gap)
+
+    async def run(self) -> None:
+        clock = time.perf_counter
+        async for message in self.subscriber.messages():
+            if message.channel == channels.API_SELFTEST_CHANNEL:
+                self.selftests.resolve(message.data.decode(errors="replace"), clock())
+                continue
+            result = decode(message.data)
+            if isinstance(result, Rejection):
+                self._metrics.consumer.dropped.labels(CONSUMER, result.reason.value).inc()
+                log.warning("dropped a message on %s: %s (%s)", message.channel,
+                            result.reason.value, result.detail)
+                continue
+            self._metrics.consumer.consumed.labels(CONSUMER, result.type.value).inc()
+            if isinstance(result, PongEvent):
+                self.pongs.resolve(result.data.correlation_id, (result, clock()))
+            elif message.channel == channels.EVENTS_CHANNEL:
+                try:
+                    self._on_event(result)
+                except Exception:  # a bug in routing must not end the subscription
+                    log.exception("routing a %s event failed", result.type.value,
+                                  extra={"company_id": result.company_id})

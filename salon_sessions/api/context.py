@@ -1,0 +1,31 @@
+"""Everything a request handler needs, built once per process by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import asyncpg
+from redis.asyncio import Redis
+
+from salon_sessions.api.auth import Authenticator
+from salon_sessions.api.bus import Bus
+from salon_sessions.api.hub import Hub
+from salon_sessions.api.kube import SessionResources
+from salon_sessions.api.metrics import ApiMetrics
+from salon_sessions.api.ratelimit import PairingRateLimit
+from salon_sessions.core.settings import ApiSettings
+
+
+@dataclass
+class Context:
+    settings: ApiSettings
+    redis: Redis
+    metrics: ApiMetrics
+    auth: Authenticator
+    kube: SessionResources | None
+    hub: Hub
+    bus: Bus
+    rate: PairingRateLimit
+    pg: asyncpg.Pool | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)

@@ -1,0 +1,148 @@
+"""WebSocket fan-out: events from the one shared Redis subscription to every client of a
+company, without letting a slow or dead client hold up anyone else.
+
+Each client has a bounded queue and its own writer task. Routing an event only does
+`put_nowait` into the queues of that company's clients (the event is encoded once, not
+once per client). A client whose queue is full (it reads slower than events arrive, or its
+socket stopped draining) is disconnected with close code 4008; it reconnects and gets a
+fresh snapshot, which is better than a silently incomplete stream. A send that does not
+complete within the send timeout also disconnects the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from salon_sessions.api.metrics import ApiMetrics
+from salon_sessions.core.events import Event
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_SLOW = 4008
+CLOSE_SERVER_GONE = 1001
+
+SnapshotFn = Callable[[str], Awaitable[str]]
+Offer = Literal["queued", "dropped", "closed"]
+
+
+@dataclass(eq=False)
+class Client:
+    company_id: str
+    queue: asyncio.Queue[str]
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: int = 1000
+    close_reason: str = ""
+
+    def offer(self, text: str) -> Offer:
+        """Queue a message: "queued"; "dropped" when the queue is full (the client is
+        closed now, once); "closed" when it was closed already."""
+        if self.closed.is_set():
+            return "closed"
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.close(CLOSE_TOO_SLOW, "client too slow: event queue full")
+            return "dropped"
+        return "queued"
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closed.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.closed.set()
+
+
+def event_message(event: Event) -> str:
+    return '{"kind":"event","event":' + event.model_dump_json() + "}"
+
+
+def heartbeat_message() -> str:
+    return json.dumps({"kind": "heartbeat", "ts": datetime.now(UTC).isoformat()})
+
+
+class Hub:
+    def __init__(self, metrics: ApiMetrics, *, queue_size: int, heartbeat_s: float,
+                 max_per_company: int, snapshot: SnapshotFn) -> None:
+        self._metrics = metrics
+        self._queue_size = queue_size
+        self._heartbeat_s = heartbeat_s
+        self._max_per_company = max_per_company
+        self._snapshot = snapshot
+        self._clients: dict[str, set[Client]] = {}
+
+    # ---- clients --------------------------------------------------------------------
+    def count(self, company_id: str | None = None) -> int:
+        if company_id is not None:
+            return len(self._clients.get(company_id, ()))
+        return sum(len(c) for c in self._clients.values())
+
+    def full(self, company_id: str) -> bool:
+        return self.count(company_id) >= self._max_per_company
+
+    def register(self, company_id: str) -> Client:
+        client = Client(company_id, asyncio.Queue(self._queue_size))
+        self._clients.setdefault(company_id, set()).add(client)
+        self._metrics.ws_clients.inc()
+        return client
+
+    def unregister(self, client: Client) -> None:
+        group = self._clients.get(client.company_id)
+        if group is not None and client in group:
+            group.discard(client)
+            if not group:
+                del self._clients[client.company_id]
+            self._metrics.ws_clients.dec()
+
+    def close_all(self, code: int = CLOSE_SERVER_GONE, reason: str = "server shutting down"
+                  ) -> None:
+        for group in self._clients.values():
+            for client in group:
+                client.close(code, reason)
+
+    # ---- routing (called inline by the bus: never blocks) ----------------------------
+    def route(self, event: Event) -> None:
+        group = self._clients.get(event.company_id)
+        self._metrics.events_routed.labels(event.type.value).inc()
+        if not group:
+            return
+        text = event_message(event)
+        queued = 0
+        for client in list(group):
+            outcome = client.offer(text)
+            if outcome == "queued":
+                queued += 1
+            elif outcome == "dropped":
+                self._dropped(client)
+        self._metrics.fanned_out.labels(event.type.value).inc(queued)
+
+    async def restate(self) -> None:
+        """After a gap in the subscription, send every client a fresh snapshot."""
+        for company_id, group in list(self._clients.items()):
+            try:
+                text = await self._snapshot(company_id)
+            except Exception:
+                log.warning("snapshot after a gap failed", exc_info=True,
+                            extra={"company_id": company_id})
+                continue
+            for client in list(group):
+                if client.offer(text) == "dropped":
+                    self._dropped(client)
+
+    async def heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            text = heartbeat_message()
+            for group in list(self._clients.values()):
+                for client in list(group):
+                    if client.offer(text) == "dropped":
+                        self._dropped(client)
+
+    def _dropped(self, client: Client) -> None:
+        self._metrics.ws_dropped.labels("slow").inc()
+        log.warning("WebSocket client dropped: its event queue is full (too slow)",
+                    extra={"company_id": client.company_id})

@@ -1,0 +1,130 @@
+"""The SalonSession custom resources of one namespace, through the Kubernetes API.
+
+The API creates, reads and deletes SalonSessions; the operator does the rest (and is the
+only writer of `.status`). Creation is idempotent: a second create returns the existing
+resource unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from salon_sessions.api.errors import ApiError
+from salon_sessions.core import resource
+from salon_sessions.core.company import resource_name
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+MANAGED_BY = "salon-sessions-api"
+
+
+class SessionResources:
+    def __init__(self, api_client: Any, namespace: str, timeout_s: float) -> None:
+        self._client = api_client
+        self._api = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+        self._timeout = timeout_s
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None, namespace: str,
+                      timeout_s: float) -> SessionResources | None:
+        """From a kubeconfig file, else the pod's service account; None when neither."""
+        cfg = client.Configuration()
+        if kubeconfig:
+            await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg,
+                                          persist_config=False)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            log.warning("no kubeconfig and not in a cluster: session management disabled")
+            return None
+        return cls(client.ApiClient(configuration=cfg), namespace, timeout_s)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def _args(self) -> tuple[str, str, str, str]:
+        return resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL
+
+    async def get(self, company_id: str) -> JSON | None:
+        try:
+            obj: JSON = await self._api.get_namespaced_custom_object(
+                *self._args(), resource_name(company_id), _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _unavailable(exc, "reading") from None
+        except (OSError, aiohttp.ClientError) as exc:
+            raise _unreachable(exc) from None
+        return obj
+
+    async def create(self, company_id: str, spec: JSON) -> tuple[JSON, bool]:
+        """(resource, True) when created now, (existing resource, False) when it existed."""
+        body: JSON = {
+            "apiVersion": resource.API_VERSION, "kind": resource.KIND,
+            "metadata": {"name": resource_name(company_id),
+                         "labels": {"app.kubernetes.io/managed-by": MANAGED_BY,
+                                    "app.kubernetes.io/part-of": "salon-sessions"}},
+            "spec": {"companyId": company_id, **spec},
+        }
+        try:
+            created: JSON = await self._api.create_namespaced_custom_object(
+                *self._args(), body, _request_timeout=self._timeout)
+            return created, True
+        except ApiException as exc:
+            if exc.status == 409:
+                existing = await self.get(company_id)
+                if existing is not None:
+                    return existing, False
+            if exc.status == 422:
+                raise ApiError(422, "invalid", f"rejected by the SalonSession schema: "
+                               f"{_message(exc)}", field="body") from None
+            raise _unavailable(exc, "creating") from None
+        except (OSError, aiohttp.ClientError) as exc:
+            raise _unreachable(exc) from None
+
+    async def delete(self, company_id: str) -> bool:
+        """True when deleted (the operator's finalizer then cleans up), False when absent."""
+        try:
+            await self._api.delete_namespaced_custom_object(
+                *self._args(), resource_name(company_id), _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _unavailable(exc, "deleting") from None
+        except (OSError, aiohttp.ClientError) as exc:
+            raise _unreachable(exc) from None
+        return True
+
+    async def ping(self) -> None:
+        """Raises when the API server (or the CRD, or our RBAC) is not usable."""
+        await self._api.list_namespaced_custom_object(*self._args(), limit=1,
+                                                      _request_timeout=self._timeout)
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+    except (ValueError, TypeError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or exc.status)[:500]
+
+
+def _unavailable(exc: ApiException, doing: str) -> ApiError:
+    log.warning("Kubernetes API error %s while %s a SalonSession: %s", exc.status, doing,
+                exc.reason)
+    return ApiError(503, "kubernetes_unavailable",
+                    f"the Kubernetes API refused {doing} the SalonSession (HTTP {exc.status})")
+
+
+def _unreachable(exc: Exception) -> ApiError:
+    log.warning("Kubernetes API unreachable: %s", type(exc).__name__)
+    return ApiError(503, "kubernetes_unavailable", "the Kubernetes API is unreachable")

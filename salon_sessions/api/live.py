@@ -1,0 +1,95 @@
+"""What the workers say, read from Redis: the per-session state hash, the latest QR, and
+control requests (pairing code, restart, logout) with their errors mapped to HTTP."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from salon_sessions.api.errors import ApiError
+from salon_sessions.api.models import LiveState
+from salon_sessions.core import channels
+from salon_sessions.worker import control
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_CONTROL_STATUS = {
+    "no_worker": (503, "no worker is running for this session (is the session pod up?)"),
+    "not_ready": (503, None),
+    "pairing_code_pending": (409, None),
+    "already_linked": (409, None),
+    "invalid": (422, None),
+}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def redis_unavailable(exc: BaseException) -> ApiError:
+    log.warning("Redis unavailable: %s", type(exc).__name__)
+    return ApiError(503, "redis_unavailable", "Redis is unavailable")
+
+
+async def _read(op: Callable[[], Awaitable[T]]) -> T:
+    """A read, retried once after a connection error: after a Redis restart the pool's
+    first connection is dead, the second attempt opens a new one."""
+    try:
+        return await op()
+    except (RedisConnectionError, OSError):
+        pass
+    except RedisError as exc:
+        raise redis_unavailable(exc) from None
+    try:
+        return await op()
+    except (RedisError, OSError) as exc:
+        raise redis_unavailable(exc) from None
+
+
+async def read_state(redis: Redis, company_id: str) -> LiveState | None:
+    raw = await _read(lambda: redis.hgetall(channels.session_state_key(company_id)))
+    if not raw:
+        return None
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    values: dict[str, Any] = {k: (v or None) for k, v in fields.items()}
+    for flag in ("linked", "connected", "pairing_code_pending"):
+        values[flag] = fields.get(flag) == "true"
+    try:
+        return LiveState.model_validate(values)
+    except ValidationError:
+        log.warning("unreadable session state hash", extra={"company_id": company_id})
+        return None
+
+
+async def read_qr(redis: Redis, company_id: str) -> str | None:
+    raw = await _read(lambda: redis.get(channels.latest_qr_key(company_id)))
+    return None if raw is None else _text(raw)
+
+
+async def qr_available(redis: Redis, company_id: str) -> bool:
+    return bool(await _read(lambda: redis.exists(channels.latest_qr_key(company_id))))
+
+
+async def command(redis: Redis, company_id: str, cmd: str, timeout_s: float, *,
+                  conflict_field: str = "path.company_id", **params: Any) -> dict[str, Any]:
+    """One control request to the session's worker; its refusals become 409/503.
+    `conflict_field` is what a 409 names as the field at fault."""
+    try:
+        return await control.request(redis, company_id, cmd, timeout_s=timeout_s, **params)
+    except control.ControlError as exc:
+        status, message = _CONTROL_STATUS.get(exc.code, (502, None))
+        field = {"invalid": "body.phone", "pairing_code_pending": conflict_field,
+                 "already_linked": "path.company_id"}.get(exc.code)
+        raise ApiError(status, exc.code, message or str(exc), field=field) from None
+    except TimeoutError:
+        raise ApiError(504, "worker_timeout",
+                       f"the worker did not answer within {timeout_s:g}s") from None
+    except (RedisError, OSError) as exc:
+        raise redis_unavailable(exc) from None

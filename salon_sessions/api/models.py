@@ -1,0 +1,187 @@
+"""Request and response bodies of the API (OpenAPI documents them with examples)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from salon_sessions.core.company import CompanyId
+from salon_sessions.core.events import LinkMethod
+from salon_sessions.core.phone import Phone
+from salon_sessions.core.resource import DriverName, Phase
+
+COMPANY_EXAMPLE = "company_962302"
+PHONE_INPUT = Annotated[Phone, Field(
+    description="the salon's phone number: E.164, '+', spaces, dashes and brackets allowed",
+    examples=["+7 968 648-44-88"])]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class SessionCreate(_In):
+    """Create (or get, if it exists) the SalonSession of a company."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"company_id": "962302", "display_name": "Salon Aurora", "link_method": "qr"},
+        {"company_id": "company_962303", "link_method": "pairingCode",
+         "phone_number": "+7 968 648-44-88", "driver": "simulator"},
+    ]})
+
+    company_id: CompanyId = Field(
+        description="company_<digits>; the legacy bare number (962302) is accepted",
+        examples=[COMPANY_EXAMPLE, "962302"])
+    display_name: str | None = Field(default=None, min_length=1, max_length=200,
+                                     description="shown on the onboarding page")
+    link_method: LinkMethod = Field(default=LinkMethod.QR,
+                                    description="qr (default) or pairingCode")
+    phone_number: Phone | None = Field(
+        default=None, description="required for pairingCode; E.164",
+        examples=["79686484488"])
+    driver: DriverName | None = Field(
+        default=None, description="neonize (real WhatsApp) or simulator; default from the "
+        "server's configuration")
+
+
+class SpecView(BaseModel):
+    display_name: str | None = None
+    link_method: str = "qr"
+    phone_number: str | None = None
+    driver: str | None = None
+    suspend: bool = False
+
+
+class ResourceStatus(BaseModel):
+    """The operator's `.status` of the SalonSession (empty until the operator runs)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    phase: str | None = None
+    linked: bool | None = None
+    connected: bool | None = None
+    phone: str | None = None
+    podName: str | None = None
+    lastEventAt: str | None = None
+
+
+class LiveState(BaseModel):
+    """The worker's own view, from its Redis state hash (refreshed by a heartbeat)."""
+
+    phase: Phase | None = None
+    linked: bool = False
+    connected: bool = False
+    phone: str | None = None
+    pairing_code_pending: bool = False
+    pairing_code_expires_at: datetime | None = None
+    last_error: str | None = None
+    pod: str | None = None
+    lock: str | None = None
+    heartbeat_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class SessionView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "company_id": COMPANY_EXAMPLE, "name": "company-962302", "namespace": "salons",
+        "phase": "AwaitingLink", "linked": False, "connected": False, "phone": None,
+        "qr_available": True, "created": False,
+        "spec": {"display_name": "Salon Aurora", "link_method": "qr", "phone_number": None,
+                 "driver": "neonize", "suspend": False},
+        "status": {"phase": "AwaitingLink", "linked": False, "connected": False},
+        "live": {"phase": "AwaitingLink", "linked": False, "connected": False,
+                 "pairing_code_pending": False, "pod": "company-962302-0"},
+    }]})
+
+    company_id: str
+    name: str
+    namespace: str
+    phase: str | None = Field(description="the live phase when a worker reports, else the "
+                              "operator's")
+    linked: bool = Field(description="WhatsApp accepted the device")
+    connected: bool = Field(description="the WhatsApp socket is open now")
+    phone: str | None = None
+    qr_available: bool = Field(description="a QR is waiting to be scanned")
+    created: bool | None = Field(default=None, description="POST only: created by this call")
+    spec: SpecView | None = None
+    status: ResourceStatus | None = None
+    live: LiveState | None = None
+
+
+class PairingCodeRequest(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"phone": "+7 968 648-44-88"}]})
+
+    phone: PHONE_INPUT
+
+
+class PairingCodeView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "code": "ABCD1234", "display": "ABCD-1234", "phone": "79686484488",
+        "expires_at": "2025-11-25T10:03:00Z", "expires_in_s": 180}]})
+
+    code: str = Field(pattern=r"^[A-Z0-9]{8}$", description="type it on the phone")
+    display: str = Field(description="the code as WhatsApp shows it, XXXX-XXXX")
+    phone: str
+    expires_at: AwareDatetime
+    expires_in_s: int = Field(ge=0)
+
+
+class RestartView(BaseModel):
+    restarting: bool
+
+
+class LogoutView(BaseModel):
+    logged_out: bool
+
+
+class TokenRequest(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ttl_s": 86400}]})
+
+    ttl_s: int | None = Field(default=None, ge=60, le=90 * 24 * 3600,
+                              description="lifetime; default from the server's configuration")
+
+
+class TokenView(BaseModel):
+    company_id: str
+    token: str = Field(description="company-scoped; send as 'Authorization: Bearer'")
+    expires_at: AwareDatetime
+    onboarding_url: str = Field(description="the link to send to the salon (the token is in "
+                                "the fragment, never sent to a server)")
+
+
+class PubSubHealth(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "ok": True, "company_id": COMPANY_EXAMPLE, "channel": "whatsapp:health:company_962302",
+        "latency_ms": 1.2, "worker_phase": "Connected"}]})
+
+    ok: Literal[True] = True
+    company_id: str
+    channel: str
+    latency_ms: float
+    worker_phase: str | None = None
+
+
+class SimpleHealth(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "ok": True, "channel": "whatsapp:api:selftest", "latency_ms": 0.4}]})
+
+    ok: Literal[True] = True
+    channel: str
+    latency_ms: float
+
+
+class Check(BaseModel):
+    ok: bool
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, Check]
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"

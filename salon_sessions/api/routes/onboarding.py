@@ -1,0 +1,199 @@
+"""What the onboarding page uses: the QR, a pairing code and the live WebSocket. Each takes
+the admin token or the company's own onboarding token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import APIRouter, Response, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from salon_sessions.api import live, qr
+from salon_sessions.api.auth import (
+    WS_SUBPROTOCOL,
+    bearer_from_headers,
+    bearer_from_subprotocols,
+)
+from salon_sessions.api.context import Context
+from salon_sessions.api.deps import COMPANY_PATH_PATTERN, Company, CompanyAuth, Ctx
+from salon_sessions.api.errors import ApiError, responses
+from salon_sessions.api.hub import Client
+from salon_sessions.api.models import PairingCodeRequest, PairingCodeView
+from salon_sessions.api.views import live_view, snapshot_message
+from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/sessions", tags=["onboarding"])
+
+NO_STORE = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
+_QR_RESPONSES = {
+    200: {"content": {"image/png": {}, "image/svg+xml": {}},
+          "description": "The current QR (it rotates; fetch again on each `qr` event)"},
+    **responses(401, 403, 404, 409, 422, 503),
+}
+
+
+async def _current_qr(ctx: Context, company: str) -> str:
+    state = await live.read_state(ctx.redis, company)
+    if state is not None and state.linked:
+        raise ApiError(409, "already_linked", "the session is already linked: no QR",
+                       field="path.company_id")
+    payload = await live.read_qr(ctx.redis, company)
+    if payload is None:
+        raise ApiError(404, "no_qr", "no QR yet: the worker has not published one (or it "
+                       "expired); wait for the next `qr` event", field="path.company_id")
+    return payload
+
+
+def _qr_response(payload: str, kind: Literal["png", "svg"]) -> Response:
+    if kind == "png":
+        return Response(qr.png(payload), media_type="image/png", headers=NO_STORE)
+    return Response(qr.svg(payload), media_type="image/svg+xml", headers=NO_STORE)
+
+
+@router.get("/{company_id}/qr.png", response_class=Response, responses=_QR_RESPONSES,
+            summary="The current QR as PNG")
+async def qr_png(ctx: Ctx, company: Company, _: CompanyAuth) -> Response:
+    return _qr_response(await _current_qr(ctx, company), "png")
+
+
+@router.get("/{company_id}/qr.svg", response_class=Response, responses=_QR_RESPONSES,
+            summary="The current QR as SVG")
+async def qr_svg(ctx: Ctx, company: Company, _: CompanyAuth) -> Response:
+    return _qr_response(await _current_qr(ctx, company), "svg")
+
+
+@router.post("/{company_id}/pairing-code", response_model=PairingCodeView,
+             responses=responses(401, 403, 409, 413, 415, 422, 429, 503, 504),
+             summary="Request an 8-character pairing code for a phone number")
+async def pairing_code(ctx: Ctx, company: Company, _: CompanyAuth,
+                       body: PairingCodeRequest) -> PairingCodeView:
+    """While a code is pending, the same request returns the same code and expiry; a
+    request for another number is refused (409 `pairing_code_pending`) until it expires or
+    the session is restarted with `force=true`. Rate limited per company (429)."""
+    try:
+        await ctx.rate.check(company)
+    except ApiError:
+        ctx.metrics.pairing_codes.labels("rate_limited").inc()
+        raise
+    try:
+        result = await live.command(ctx.redis, company, "pairing_code",
+                                    ctx.settings.control_timeout_s, conflict_field="body.phone",
+                                    phone=body.phone)
+    except ApiError as exc:
+        ctx.metrics.pairing_codes.labels(exc.code).inc()
+        raise
+    ctx.metrics.pairing_codes.labels("ok").inc()
+    expires = datetime.fromisoformat(str(result["expires_at"]))
+    code = str(result["code"])
+    left = max(0, int((expires - datetime.now(UTC)).total_seconds()))
+    return PairingCodeView(code=code, display=f"{code[:4]}-{code[4:]}",
+                           phone=str(result["phone"]), expires_at=expires, expires_in_s=left)
+
+
+# ---- WebSocket ------------------------------------------------------------------------
+
+@router.websocket("/{company_id}/ws")
+async def events(websocket: WebSocket, company_id: str) -> None:
+    """First a `snapshot` of the current state, then every event of the company as
+    `{"kind": "event", "event": {...v1 envelope...}}`, and `heartbeat`s. Auth: the
+    `Authorization` header, or (browsers) the subprotocols `salon.v1, bearer.<token>`."""
+    ctx: Context = websocket.app.state.ctx
+    metrics = ctx.metrics
+    offered = list(websocket.scope.get("subprotocols") or [])
+    try:
+        company = _ws_company(company_id)
+        token = bearer_from_subprotocols(offered) or bearer_from_headers(websocket.headers)
+        ctx.auth.company(token, company)
+        if ctx.hub.full(company):
+            raise ApiError(429, "too_many_clients", "too many WebSocket clients for this "
+                           "company", headers={"Retry-After": "5"})
+    except ApiError as exc:
+        metrics.ws_connections.labels(f"refused_{exc.status}").inc()
+        await _deny(websocket, exc)
+        return
+    client = ctx.hub.register(company)
+    metrics.ws_connections.labels("accepted").inc()
+    try:
+        await websocket.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered
+                               else None)
+        await _serve(ctx, websocket, client)
+    except (WebSocketDisconnect, ConnectionError, RuntimeError):
+        pass
+    finally:
+        ctx.hub.unregister(client)
+        if client.close_code != 1000:
+            with contextlib.suppress(Exception):
+                await websocket.close(client.close_code, client.close_reason)
+
+
+def _ws_company(raw: str) -> str:
+    if not re.fullmatch(COMPANY_PATH_PATTERN, raw):
+        raise ApiError(422, "invalid", "invalid company id", field="path.company_id")
+    try:
+        return canonical_company_id(raw)
+    except InvalidCompanyId as exc:
+        raise ApiError(422, "invalid", f"invalid company id: {exc.why}",
+                       field="path.company_id") from None
+
+
+async def _deny(websocket: WebSocket, exc: ApiError) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(
+            JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers))
+    else:
+        await websocket.close(code=4000 + exc.status, reason=exc.code)
+
+
+async def _send(ctx: Context, websocket: WebSocket, text: str) -> None:
+    async with asyncio.timeout(ctx.settings.ws_send_timeout_s):
+        await websocket.send_text(text)
+
+
+async def _serve(ctx: Context, websocket: WebSocket, client: Client) -> None:
+    view = await live_view(ctx.redis, client.company_id, ctx.settings.namespace, None)
+    await _send(ctx, websocket, snapshot_message(view, ctx.settings.ws_heartbeat_s))
+    writer = asyncio.create_task(_pump(ctx, websocket, client))
+    reader = asyncio.create_task(_read(websocket, client))
+    closed = asyncio.create_task(client.closed.wait())
+    try:
+        await asyncio.wait({writer, reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (writer, reader, closed):
+            task.cancel()
+        await asyncio.gather(writer, reader, closed, return_exceptions=True)
+
+
+async def _pump(ctx: Context, websocket: WebSocket, client: Client) -> None:
+    while True:
+        text = await client.queue.get()
+        try:
+            await _send(ctx, websocket, text)
+        except TimeoutError:
+            ctx.metrics.ws_dropped.labels("send_timeout").inc()
+            client.close(4008, "send timed out")
+            return
+
+
+async def _read(websocket: WebSocket, client: Client) -> None:
+    """Answers `{"kind": "ping"}` and notices when the client goes away."""
+    while websocket.client_state is WebSocketState.CONNECTED:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if not text or len(text) > 1024:
+            continue
+        try:
+            body = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(body, dict) and body.get("kind") == "ping" and not client.queue.full():
+            client.queue.put_nowait('{"kind":"pong"}')

@@ -1,0 +1,102 @@
+"""Fixtures of the API tests: the CRD, one API process, namespace and database per module,
+and session workers started directly (the operator is not needed for these)."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack import stack as devstack_stack
+from devstack.stack import StackInfo
+from salon_sessions.core import resource
+from tests.api.server import ApiServer, start_api
+from tests.crd.crd_files import CRD_FILE
+from tests.worker.harness import WorkerProc, new_company
+
+WorkerFactory = Callable[..., WorkerProc]
+
+
+@pytest.fixture(scope="session")
+def crd(stack: StackInfo) -> StackInfo:
+    stack.kubectl("apply", "-f", str(CRD_FILE))
+    stack.kubectl("wait", "--for=condition=Established", f"crd/{resource.CRD_NAME}",
+                  "--timeout=60s")
+    return stack
+
+
+@pytest.fixture(scope="module")
+def api_namespace(crd: StackInfo) -> Iterator[str]:
+    name = f"api-{uuid.uuid4().hex[:8]}"
+    crd.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        crd.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def api_database(stack: StackInfo) -> Iterator[str]:
+    name = f"api_{uuid.uuid4().hex[:12]}"
+    base, _, _ = stack.postgres_dsn.rpartition("/")
+    _psql(stack, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _psql(stack, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _psql(stack: StackInfo, sql: str) -> None:
+    subprocess.run([devstack_stack.pg_bin("psql"), stack.postgres_dsn, "-v", "ON_ERROR_STOP=1",
+                    "-qc", sql], check=True, capture_output=True)
+
+
+API_ENV = {
+    "SALON_WS_HEARTBEAT_S": "1",
+    "SALON_PAIRING_CODES_PER_MINUTE": "30",
+    "SALON_PONG_TIMEOUT_S": "2",
+    "SALON_CONTROL_TIMEOUT_S": "5",
+}
+
+
+@pytest.fixture(scope="module")
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+        stack: StackInfo, crd: StackInfo, api_namespace: str,
+        api_database: str) -> Iterator[ApiServer]:
+    """One API process per test module; a module may set `API_EXTRA_ENV`."""
+    tmp = tmp_path_factory.mktemp("api")
+    env = API_ENV | getattr(request.module, "API_EXTRA_ENV", {})
+    server = start_api(tmp, database=api_database, redis_url=stack.redis_url,
+                       kubeconfig=stack.kubeconfig, namespace=api_namespace, env=env)
+    try:
+        yield server
+    finally:
+        server.stop()
+        keep = Path(__file__).resolve().parents[2] / "test-artifacts" / "api-logs"
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / server.log_path.name).write_text(server.log())
+
+
+@pytest.fixture
+def company() -> str:
+    return new_company()
+
+
+@pytest.fixture
+async def workers(tmp_path: Path, api_database: str, redis_url: str,
+                  company: str) -> AsyncIterator[WorkerFactory]:
+    """Start session workers (simulator driver, fast timings) for this test's company."""
+    started: list[WorkerProc] = []
+
+    def start(name: str = "w0", company_id: str | None = None, **kwargs: object) -> WorkerProc:
+        w = WorkerProc(tmp_path, api_database, redis_url, company_id or company, name=name,
+                       **kwargs)  # type: ignore[arg-type]
+        started.append(w.start())
+        return w
+
+    yield start
+    for w in started:
+        await w.stop()

@@ -1,0 +1,83 @@
+"""The WebSocket fan-out without sockets: a slow client is dropped, the others get every
+event, and routing never waits for a client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from prometheus_client import CollectorRegistry
+
+from salon_sessions.api.hub import CLOSE_TOO_SLOW, Hub
+from salon_sessions.api.metrics import ApiMetrics
+from salon_sessions.core.events import DisconnectedData, EventSource
+
+
+def _hub(queue_size: int = 4) -> tuple[Hub, ApiMetrics]:
+    metrics = ApiMetrics(CollectorRegistry())
+
+    async def snapshot(company: str) -> str:
+        return json.dumps({"kind": "snapshot", "company": company})
+
+    return Hub(metrics, queue_size=queue_size, heartbeat_s=0.05, max_per_company=3,
+               snapshot=snapshot), metrics
+
+
+def _value(metrics: ApiMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_slow_client_is_dropped_and_others_get_everything() -> None:
+    hub, metrics = _hub(queue_size=4)
+    source = EventSource("company_1", "company-1")
+    fast = hub.register("company_1")
+    slow = hub.register("company_1")
+    other = hub.register("company_2")
+    received: list[str] = []
+
+    async def read_fast() -> None:
+        while True:
+            received.append(await fast.queue.get())
+
+    reader = asyncio.create_task(read_fast())
+    for i in range(20):
+        hub.route(source.event(DisconnectedData(reason=f"r{i}")))  # never awaits
+        await asyncio.sleep(0)  # the fast reader keeps up, the slow one never reads
+    reader.cancel()
+    assert len(received) == 20
+    assert [json.loads(m)["event"]["data"]["reason"] for m in received] == [
+        f"r{i}" for i in range(20)]
+    assert slow.closed.is_set()
+    assert slow.close_code == CLOSE_TOO_SLOW
+    assert not fast.closed.is_set()
+    assert other.queue.empty()  # another company's client got nothing
+    assert _value(metrics, "salon_api_websocket_clients_dropped_total", reason="slow") == 1
+    assert _value(metrics, "salon_api_events_fanned_out_total", type="disconnected") == 24
+    assert _value(metrics, "salon_api_websocket_clients") == 3
+    for client in (fast, slow, other):
+        hub.unregister(client)
+    assert hub.count() == 0
+    assert _value(metrics, "salon_api_websocket_clients") == 0
+
+
+async def test_heartbeats_and_restate_reach_every_client() -> None:
+    hub, _ = _hub(queue_size=16)
+    a, b = hub.register("company_1"), hub.register("company_2")
+    task = asyncio.create_task(hub.heartbeats())
+    await asyncio.sleep(0.12)
+    task.cancel()
+    kinds = [json.loads(a.queue.get_nowait())["kind"] for _ in range(a.queue.qsize())]
+    assert kinds
+    assert set(kinds) == {"heartbeat"}
+    await hub.restate()
+    while not b.queue.empty():
+        last = json.loads(b.queue.get_nowait())
+    assert last == {"kind": "snapshot", "company": "company_2"}
+
+
+def test_client_limit_per_company() -> None:
+    hub, _ = _hub()
+    for _ in range(3):
+        hub.register("company_1")
+    assert hub.full("company_1")
+    assert not hub.full("company_2")

@@ -1,0 +1,305 @@
+"""The onboarding page in real Chromium (Debian's, driven by Playwright) against the API
+process and a session worker with the simulator driver. Screenshots of each step go to
+test-artifacts/onboarding/."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import BrowserContext, Page, WebSocketRoute, async_playwright
+from redis.asyncio import Redis
+
+from salon_sessions.core.channels import EVENTS_CHANNEL
+from salon_sessions.core.codec import encode
+from salon_sessions.core.events import (
+    ConnectedData,
+    DisconnectedData,
+    ErrorData,
+    EventData,
+    EventSource,
+    LinkedData,
+    LoggedOutData,
+    PairingCodeData,
+)
+from tests.api.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PHONE_VIEWPORT,
+    Shots,
+    done_only_after_connected,
+    step,
+    trace,
+    wait_for,
+    wait_step,
+    wait_trace,
+)
+from tests.api.conftest import WorkerFactory
+from tests.api.server import ApiServer
+from tests.api.zbar import decode
+from tests.worker.harness import FAST_SIMULATOR, Observer, new_company, observing
+
+pytestmark = pytest.mark.slow
+# QR rotation slow enough to screenshot, decode and "scan" one QR before it rotates
+READABLE_QR = {"SALON_SIMULATOR_FIRST_QR_S": "8", "SALON_SIMULATOR_QR_PERIOD_S": "5"}
+
+
+@pytest.fixture(scope="module")
+async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
+    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user data dir
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport=PHONE_VIEWPORT, locale="en-US")
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+@pytest.fixture
+async def page(browser: BrowserContext) -> AsyncIterator[Page]:
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        await page.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+async def _link(api: ApiServer, company: str) -> str:
+    """The onboarding link, as the platform gets it from the API."""
+    async with api.client(headers=api.admin()) as http:
+        resp = await http.post(f"/v1/sessions/{company}/tokens", json={"ttl_s": 3600})
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    api.secrets_seen.add(body["token"])
+    url: str = body["onboarding_url"]
+    assert url.startswith(f"{api.base_url}/onboarding/{company}#token=")
+    return url
+
+
+async def _decode_qr(page: Page, path: Path) -> list[str]:
+    await page.locator("#qr").screenshot(path=str(path))
+    return decode(path)
+
+
+async def test_qr_flow(api: ApiServer, workers: WorkerFactory, redis_url: str, company: str,
+                       page: Page) -> None:
+    shots = Shots("qr-flow")
+    async with observing(redis_url, company) as obs:
+        workers(env=READABLE_QR)
+        await page.goto(await _link(api, company))
+        assert "#token" not in page.url  # the page takes the token out of the address bar
+        await wait_trace(page, "qr:shown")
+        await shots.take(page, "qr")
+        [first] = await _decode_qr(page, shots.dir / "qr-element-1.png")
+        assert first in {e["data"]["code"] for e in obs.of("qr")}
+
+        # the worker rotates the QR: the page shows the new one (no timer of its own)
+        qrs = len(obs.of("qr"))
+        await obs.wait_event("qr", count=qrs + 1)
+        await wait_trace(page, "qr:shown", count=2)
+        await shots.take(page, "qr-rotated")
+
+        linked = await _scan_what_the_page_shows(page, obs, shots.dir)
+        api.secrets_seen |= {e["data"]["code"] for e in obs.of("qr")}
+        assert linked["data"]["method"] == "qr"
+        await wait_step(page, "done")
+        await shots.take(page, "done")
+        entries = await trace(page)
+        assert done_only_after_connected(entries), entries
+        assert "event:linked" in entries
+        assert entries.index("event:linked") < entries.index("step:done")
+        assert (await page.text_content("#step-done h2")) == "Done"
+
+
+async def _scan_what_the_page_shows(page: Page, obs: Observer, where: Path) -> dict[str, object]:
+    """Decode the QR on the screen with zbar and "scan" it; again if it rotated meanwhile."""
+    for attempt in range(5):
+        [payload] = await _decode_qr(page, where / f"qr-element-scan-{attempt}.png")
+        published = [e["data"]["code"] for e in obs.of("qr")]
+        assert payload in published  # what the page shows is what the worker published
+        await obs.act({"action": "scan", "qr": payload, "phone": "+7 968 648-44-88"})
+        try:
+            return await obs.wait_event("linked", timeout=3)
+        except AssertionError:
+            continue  # rotated between the screenshot and the scan
+    raise AssertionError("could not scan the QR shown on the page")
+
+
+async def test_pairing_code_flow_outlives_qr_rotations(
+        api: ApiServer, workers: WorkerFactory, redis_url: str, company: str,
+        page: Page) -> None:
+    shots = Shots("pairing-code-flow")
+    period = float(FAST_SIMULATOR["SALON_SIMULATOR_QR_PERIOD_S"])
+    async with observing(redis_url, company) as obs:
+        workers()  # fast QR rotation
+        await page.goto(await _link(api, company))
+        await wait_trace(page, "qr:shown")
+        await shots.take(page, "qr")
+        await page.click("#to-code")
+        await page.fill("#phone", "+7 968 648-44-88")
+        await shots.take(page, "phone-entered")
+        await page.click("#get-code")
+        await page.wait_for_selector("#code-box:not([hidden])")
+        shown = (await page.text_content("#code") or "").strip()
+        assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}", shown), shown
+        issued = await obs.wait_event("pairing_code")
+        assert issued["data"]["code"] == shown.replace("-", "")
+        api.secrets_seen.add(issued["data"]["code"])
+        assert re.search(r"Valid for [23]:\d\d", await page.text_content("#code-ttl") or "")
+        await shots.take(page, "code")
+
+        # the salon takes its time: more than two QR rotations pass before the code is typed
+        qrs = len(obs.of("qr"))
+        started = asyncio.get_running_loop().time()
+        await obs.wait_event("qr", count=qrs + 3)
+        assert asyncio.get_running_loop().time() - started > 2 * period
+        assert (await page.text_content("#code") or "").strip() == shown
+        assert await step(page) == "link"
+        assert (await obs.state())["phase"] == "PairingCodeIssued"
+        await shots.take(page, "code-after-rotations")
+
+        await obs.act({"action": "enter_code", "code": shown})
+        linked = await obs.wait_event("linked")
+        assert linked["data"]["method"] == "pairingCode"
+        await wait_step(page, "done")
+        await shots.take(page, "done")
+        entries = await trace(page)
+        assert done_only_after_connected(entries), entries
+        assert entries.index("event:pairing_code") < entries.index("event:linked")
+
+
+async def _publish(redis: Redis, source: EventSource, data: EventData) -> None:
+    await redis.publish(EVENTS_CHANNEL, encode(source.event(data)))
+
+
+async def test_done_only_on_connected_not_on_linked_or_a_code(
+        api: ApiServer, redis_url: str, page: Page) -> None:
+    """Events published by hand: a code issued and `linked` keep the page on step 1."""
+    shots = Shots("done-only-on-connected")
+    company = new_company()
+    source = EventSource(company, company.replace("_", "-"))
+    redis = Redis.from_url(redis_url)
+    try:
+        await page.goto(await _link(api, company))
+        await wait_trace(page, "ws:open")
+        await wait_step(page, "link")
+        await _publish(redis, source, PairingCodeData(code="ABCD2345", phone="79686484488"))
+        await wait_trace(page, "event:pairing_code")
+        assert await step(page) == "link"
+        assert (await page.text_content("#code") or "").strip() == "ABCD-2345"
+        await shots.take(page, "code-issued")
+        await _publish(redis, source, LinkedData(jid="79686484488:7@s.whatsapp.net",
+                                                 phone="79686484488"))
+        await wait_trace(page, "event:linked")
+        assert await step(page) == "linked"
+        await shots.take(page, "linked-not-done")
+        await _publish(redis, source, DisconnectedData(reason="network"))
+        await wait_trace(page, "event:disconnected")
+        assert await step(page) == "linked"
+        assert "interrupted" in (await page.text_content("#banner") or "")
+        await _publish(redis, source, ConnectedData(jid="79686484488:7@s.whatsapp.net"))
+        await wait_step(page, "done")
+        await shots.take(page, "done")
+        assert done_only_after_connected(await trace(page))
+    finally:
+        await redis.aclose()
+
+
+async def test_russian_texts_phone_layout_and_plain_errors(
+        api: ApiServer, redis_url: str, browser: BrowserContext) -> None:
+    shots = Shots("russian-small-phone")
+    company = new_company()
+    source = EventSource(company, company.replace("_", "-"))
+    page = await browser.new_page()
+    await page.set_viewport_size({"width": 320, "height": 568})
+    redis = Redis.from_url(redis_url)
+    try:
+        link = await _link(api, company)
+        await page.goto(link.replace("#", "?lang=ru#"))
+        await wait_step(page, "link")
+        assert await page.text_content("h1") == "Подключение WhatsApp"
+        assert await page.evaluate("document.documentElement.lang") == "ru"
+        await shots.take(page, "ru-qr-waiting")
+        fits = await page.evaluate(
+            "document.documentElement.scrollWidth <= window.innerWidth")
+        assert fits, "the page scrolls sideways on a 320 px phone"
+
+        await page.click("#to-code")
+        await page.fill("#phone", "12345")
+        await page.click("#get-code")
+        error = page.locator("#code-error")
+        await error.wait_for(state="visible")
+        assert "от 8 до 15 цифр" in (await error.text_content() or "")
+        await shots.take(page, "ru-bad-phone")
+
+        await _publish(redis, source, ErrorData(code="temporary_ban", message="ban 101",
+                                                fatal=True))
+        await wait_trace(page, "event:error")
+        assert "временно заблокировал" in (await page.text_content("#banner") or "")
+        await _publish(redis, source, LoggedOutData(reason="removed on the phone"))
+        await wait_trace(page, "event:logged_out")
+        assert "Привяжите его снова" in (await page.text_content("#banner") or "")  # noqa: RUF001
+        await shots.take(page, "ru-logged-out")
+        await page.click("button[data-lang=en]")
+        assert await page.text_content("h1") == "Connect WhatsApp"
+    finally:
+        await page.close()
+        await redis.aclose()
+
+
+async def test_falls_back_to_polling_when_the_websocket_fails(
+        api: ApiServer, workers: WorkerFactory, redis_url: str, company: str,
+        page: Page) -> None:
+    """Every WebSocket is cut at once: the page reconnects with backoff, polls the status
+    meanwhile, shows the QR from polling and still reaches "done" after the link."""
+    shots = Shots("polling-fallback")
+    cut = 0
+
+    async def refuse(ws: WebSocketRoute) -> None:
+        nonlocal cut
+        cut += 1
+        await ws.close(code=1011, reason="cut by the test")
+
+    await page.route_web_socket(re.compile(r".*/ws$"), refuse)
+    async with observing(redis_url, company) as obs:
+        workers(env=READABLE_QR)
+        await page.goto(await _link(api, company))
+        await wait_trace(page, "poll:start")
+        await wait_for(page, "document.getElementById('app').dataset.conn === 'polling'")
+        await wait_trace(page, "qr:shown")
+        await shots.take(page, "polling-qr")
+        await _scan_what_the_page_shows(page, obs, shots.dir)
+        api.secrets_seen |= {e["data"]["code"] for e in obs.of("qr")}
+        await obs.wait_event("connected")
+        await wait_step(page, "done")
+        await shots.take(page, "polling-done")
+        assert cut >= 2
+        assert "poll:Connected" in await trace(page)
+
+
+@pytest.mark.parametrize("fragment", ["", "#token=v1.bm9wZQ.c2lnbmF0dXJl"])
+async def test_missing_or_invalid_token(api: ApiServer, page: Page, fragment: str) -> None:
+    company = new_company()
+    await page.goto(f"{api.base_url}/onboarding/{company}{fragment}")
+    await wait_step(page, "error")
+    text = await page.text_content("#error-text") or ""
+    assert ("incomplete" in text) if not fragment else ("expired" in text)
+
+
+async def test_page_is_served_with_strict_headers(api: ApiServer) -> None:
+    async with httpx.AsyncClient(base_url=api.base_url) as http:
+        resp = await http.get(f"/onboarding/{new_company()}")
+        assert resp.status_code == 200
+        assert "script-src 'self'" in resp.headers["content-security-policy"]
+        assert resp.headers["referrer-policy"] == "no-referrer"
+        assert (await http.get("/onboarding/not-a-company")).status_code == 422
+        assert (await http.get("/static/app.js")).status_code == 200
