@@ -93,6 +93,11 @@ class Container:
         }
 
     async def run(self) -> None:
+        if self.pod.agent.no_run:
+            # benchmark mode: report the container running, start nothing
+            self.state = {"running": {"startedAt": now()}}
+            await self.pod.report()
+            return
         backoff = BACKOFF_START
         policy = self.pod.spec.get("restartPolicy", "Always")
         while not self.stopping:
@@ -264,8 +269,9 @@ class PodRunner:
 
 class NodeAgent:
     def __init__(self, kube: KubeClient, node_name: str, state_dir: Path,
-                 tls_cert: Path, tls_key: Path) -> None:
+                 tls_cert: Path, tls_key: Path, no_run: bool = False) -> None:
         self.kube = kube
+        self.no_run = no_run
         self.node_name = node_name
         self.state_dir = state_dir
         self.tls_cert, self.tls_key = tls_cert, tls_key
@@ -370,10 +376,14 @@ class NodeAgent:
 
     def node_status(self) -> JSON:
         t = now()
-        cpu, mem = str(os.cpu_count() or 2), f"{os.sysconf('SC_PHYS_PAGES') * 4 // 1024}Ki"
+        cpu = str(os.cpu_count() or 2)
+        mem = f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 1024}Ki"
+        pods = "110"
+        if self.no_run:  # nothing runs, so nothing is scarce: room for thousands of pods
+            cpu, mem, pods = "10000", "100Ti", "5000"
         return {
-            "capacity": {"cpu": cpu, "memory": mem, "pods": "110"},
-            "allocatable": {"cpu": cpu, "memory": mem, "pods": "110"},
+            "capacity": {"cpu": cpu, "memory": mem, "pods": pods},
+            "allocatable": {"cpu": cpu, "memory": mem, "pods": pods},
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
                           {"type": "Hostname", "address": self.node_name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
@@ -554,7 +564,7 @@ async def amain(args: argparse.Namespace) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     async with KubeClient(load_kubeconfig(Path(args.kubeconfig))) as kube:
         agent = NodeAgent(kube, args.node_name, state_dir, Path(args.tls_cert),
-                          Path(args.tls_key))
+                          Path(args.tls_key), no_run=args.no_run)
         agent.kill_leftovers()
         server = await agent.serve()
         await agent.register()
@@ -579,6 +589,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--state-dir", required=True)
     p.add_argument("--tls-cert", required=True)
     p.add_argument("--tls-key", required=True)
+    p.add_argument("--no-run", action="store_true",
+                   help="benchmarks: report pods Running without starting any process")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -310,6 +310,40 @@ def start_nodeagent(state_dir: Path, info: StackInfo) -> None:
     wait_until(f"node {NODE_NAME}", node_ready, 90, proc, state_dir / "logs" / "nodeagent.log")
 
 
+# --------------------------------------------------------------------------- operator
+
+def start_operator(state_dir: Path, info: StackInfo, namespace: str = "default",
+                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Run `salon-sessions operator` for `namespace` (pid file `operator`, log
+    logs/operator.log), after creating the Secrets its session workers read their database
+    and Redis URLs from. `env` adds or overrides SALON_* settings (docs/OPERATOR.md)."""
+    for secret, value in (("salon-sessions-database", info.postgres_dsn),
+                          ("salon-sessions-redis", info.redis_url)):
+        manifest = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": secret, "namespace": namespace},
+                    "stringData": {"url": value}}
+        info.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    port = free_port()
+    proc_env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "KUBECONFIG": info.kubeconfig,
+        "SALON_DATABASE_URL": info.postgres_dsn, "SALON_REDIS_URL": info.redis_url,
+        "SALON_NAMESPACE": namespace, "SALON_IDENTITY": "devstack-operator",
+        "SALON_METRICS_PORT": str(port), "SALON_HTTP_HOST": "127.0.0.1",
+        # the dev node agent shares one network namespace and reports little memory
+        "SALON_WORKER_METRICS_PORT": "-1", "SALON_WORKER_MEMORY_REQUEST": "1Mi",
+        "SALON_WORKER_CPU_REQUEST": "10m",
+        **(env or {}),
+    }
+    proc = spawn(state_dir, "operator", [str(Path(sys.executable).parent / "salon-sessions"),
+                                         "operator"], env=proc_env, cwd=REPO)
+    wait_until("operator", lambda: urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200, 60, proc,
+        state_dir / "logs" / "operator.log")
+    return proc
+
+
 # --------------------------------------------------------------------------- whole stack
 
 def start(state_dir: Path, components: Iterable[str] = ALL_COMPONENTS,

@@ -13,28 +13,19 @@ from collections.abc import Callable, Sequence
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _not_built(component: str, issue: str) -> Handler:
-    def run(_: argparse.Namespace) -> int:
-        print(f"salon-sessions {component}: not built yet (arrives with the {issue} issue)",
-              file=sys.stderr)
-        return 2
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="salon-sessions", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_text, issue in (
-        ("operator", "run the kopf operator that reconciles SalonSessions", "operator"),
-        ("api", "run the onboarding API and page", "onboarding API"),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        p.set_defaults(handler=_not_built(name, issue))
+    from salon_sessions.api.cli import register as register_api
+    from salon_sessions.api.qr_cli import register as register_qr
     from salon_sessions.db.cli import register as register_migrate
+    from salon_sessions.operator.main import register as register_operator
     from salon_sessions.worker.main import register as register_worker
 
+    register_operator(sub)
+    register_api(sub)
+    register_qr(sub)
     register_migrate(sub)
     register_worker(sub)
     return parser

@@ -84,3 +84,16 @@ def sent_marker_key(company_id: str | int, idempotency_key: str) -> str:
 
 def inbound_seen_key(company_id: str | int, message_id: str) -> str:
     return f"whatsapp:seen:{canonical_company_id(company_id)}:{message_id}"
+
+
+API_SELFTEST_CHANNEL: Final = "whatsapp:api:selftest"
+"""The API's own publish->subscribe loop (`/health/pubsub/simple`); nothing else uses it."""
+
+
+def pairing_rate_key(company_id: str | int, window: int) -> str:
+    """Counts one company's pairing-code requests in one rate-limit window (API, with a TTL)."""
+    return f"whatsapp:api:ratelimit:pairing:{canonical_company_id(company_id)}:{window}"
+
+
+SESSION_STATE_PATTERN: Final = "whatsapp:session:company_*"
+"""Matches every session's state hash (`SCAN`); keep in step with `session_state_key`."""

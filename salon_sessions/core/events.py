@@ -247,6 +247,11 @@ class EventSource:
         self.session = probe.session
         self._seq = seq or SeqCounter()
 
+    def next_seq(self) -> int:
+        """A sequence number for a snapshot of the state (the worker's hash), in the same
+        order as the events: consumers compare a snapshot with events by it."""
+        return self._seq.next()
+
     def event(self, data: EventData, *, ts: datetime | None = None) -> Event:
         fields: dict[str, object] = {
             "type": _TYPE_OF_DATA[type(data)], "company_id": self.company_id,

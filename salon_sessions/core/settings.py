@@ -8,11 +8,12 @@ their input (`hide_input_in_errors`).
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from typing import Literal, Self
 
-from pydantic import Field, Secret, field_validator
+from pydantic import Field, Secret, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from salon_sessions.core.company import CompanyId
@@ -79,11 +80,94 @@ class MigrateSettings(_Database):
     metrics_port: int = 0
 
 
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_ENV_NAME = re.compile(r"^SALON_[A-Z0-9_]+$")
+MANAGED_WORKER_ENV: frozenset[str] = frozenset({
+    "SALON_COMPANY_ID", "SALON_SESSION_NAME", "SALON_NAMESPACE", "SALON_POD_NAME",
+    "SALON_DRIVER", "SALON_DATABASE_URL", "SALON_REDIS_URL", "SALON_PROXY_URL",
+    "SALON_POST_CONNECT_URL", "SALON_METRICS_PORT", "SALON_HEARTBEAT_TTL_S",
+})
+"""Worker variables the operator sets itself (secrets only ever through secretKeyRef)."""
+
+
 class OperatorSettings(_Database, _Redis):
-    """`salon-sessions operator`: reconciles SalonSessions, consumes events."""
+    """`salon-sessions operator`: reconciles SalonSessions, consumes events.
+
+    The operator's own database URL is only used by the finalizer (credential cleanup); the
+    workers get theirs from the Secret named by `database_secret` in each session's
+    namespace (likewise Redis).
+    """
 
     namespace: str | None = Field(default=None, description="watch one namespace; None = all")
+    identity: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253,
+                          description="this replica's name in the leader Lease (the pod name)")
+    http_host: str = Field(default="0.0.0.0", description="/metrics, /healthz, /readyz")
+
+    # ---- the worker pods
     worker_image: str = Field(default="salon-sessions:dev", min_length=1)
+    worker_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    database_secret: str = Field(default="salon-sessions-database", pattern=_K8S_NAME,
+                                 description="Secret (in the session's namespace) with the "
+                                             "workers' database URL")
+    database_secret_key: str = Field(default="url", min_length=1)
+    redis_secret: str = Field(default="salon-sessions-redis", pattern=_K8S_NAME)
+    redis_secret_key: str = Field(default="url", min_length=1)
+    post_connect_secret: str | None = Field(
+        default=None, pattern=_K8S_NAME,
+        description="optional Secret with the post-connect webhook URL (key `url`)")
+    worker_service_account: str | None = Field(default=None, pattern=_K8S_NAME)
+    worker_metrics_port: int = Field(
+        default=9090, ge=-1, le=65535,
+        description="the workers' /metrics port; -1: a free port each (dev node agent)")
+    worker_heartbeat_ttl_s: int = Field(default=30, ge=5, le=3600)
+    worker_termination_grace_s: int = Field(default=30, ge=1, le=3600)
+    worker_log_json: bool = True
+    worker_cpu_request: str = "50m"
+    worker_memory_request: str = "128Mi"
+    worker_cpu_limit: str | None = "1"
+    worker_memory_limit: str | None = "512Mi"
+    worker_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra SALON_* variables for every worker, as JSON (e.g. simulator "
+                    "timings); never secrets, never the variables the operator manages")
+
+    # ---- status, events, health
+    status_batch_s: float = Field(default=0.2, ge=0, le=10,
+                                  description="coalescing window of status patches")
+    status_lazy_s: float = Field(default=30.0, ge=0, le=600,
+                                 description="delay of patches that only move lastEventAt")
+    status_concurrency: int = Field(default=16, ge=1, le=256)
+    heartbeat_check_s: float = Field(default=10.0, gt=0, le=600)
+    ping_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    ping_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    ping_miss_threshold: int = Field(default=3, ge=1, le=100)
+    max_event_skew_s: float = Field(default=300.0, gt=0,
+                                    description="events dated further in the future are "
+                                                "rejected (they would freeze the status)")
+
+    # ---- deletion
+    cleanup_attempts: int = Field(default=5, ge=1, le=100)
+    cleanup_retry_s: float = Field(default=3.0, gt=0, le=600)
+    pod_stop_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
+    # ---- leader election (2 replicas, one active)
+    leader_election: bool = True
+    lease_name: str = Field(default="salon-sessions-operator", pattern=_K8S_NAME)
+    lease_namespace: str | None = Field(default=None, description="default: `namespace`, "
+                                        "else the pod's namespace, else `default`")
+    lease_duration_s: float = Field(default=15.0, gt=0, le=600)
+    lease_renew_s: float = Field(default=5.0, gt=0, le=600)
+    kopf_log_level: LogLevel = "WARNING"
+
+    @field_validator("worker_env")
+    @classmethod
+    def _worker_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError("worker_env keys must be SALON_* variable names")
+            if name in MANAGED_WORKER_ENV:
+                raise ValueError(f"worker_env must not set {name} (managed by the operator)")
+        return value
 
 
 class WorkerSettings(_Database, _Redis):
@@ -95,6 +179,10 @@ class WorkerSettings(_Database, _Redis):
     pod_name: str = Field(default_factory=socket.gethostname, min_length=1,
                           description="this pod (consumer name of the outbound stream)")
     driver: DriverName = DriverName.NEONIZE
+    metrics_port: int = Field(
+        default=9090, ge=-1, le=65535,
+        description="Prometheus /metrics port; 0 disables it, -1 picks a free port and "
+                    "publishes it in the state hash (dev stack: many pods share one host)")
     heartbeat_ttl_s: int = Field(default=30, ge=5, le=3600)
     lock_check_s: float = Field(default=1.0, gt=0, le=30,
                                 description="how often the lock's connection is checked")
@@ -110,8 +198,37 @@ class WorkerSettings(_Database, _Redis):
 
 
 class ApiSettings(_Database, _Redis):
-    """`salon-sessions api`: the onboarding API and page."""
+    """`salon-sessions api`: the onboarding API and page.
 
-    namespace: str = "default"
+    `admin_token` (management calls) and `token_secret` (the HMAC key of company-scoped
+    onboarding tokens) come from a Secret; `salon-sessions api` refuses to start without
+    them. Every limit below has a safe default.
+    """
+
+    namespace: str = Field(default="default", description="where SalonSessions are created")
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token of management calls (from a Secret)")
+    token_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of company onboarding tokens (Secret)")
+    token_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600,
+                             description="default lifetime of an onboarding token")
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s]+$",
+        description="base URL of onboarding links; default: the request's own base URL")
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig file; default: in-cluster service account")
+    default_driver: DriverName = Field(
+        default=DriverName.NEONIZE, description="driver of sessions created without one")
+    max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    ws_queue_size: int = Field(default=256, ge=1, le=100_000,
+                               description="events buffered per WebSocket client")
+    ws_send_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    ws_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    ws_max_clients_per_company: int = Field(default=50, ge=1, le=10_000)
+    pairing_codes_per_minute: int = Field(
+        default=6, ge=1, le=1000, description="pairing-code requests per company per minute")
+    pong_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    control_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    kube_timeout_s: float = Field(default=10.0, gt=0, le=120)

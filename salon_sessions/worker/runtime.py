@@ -311,6 +311,7 @@ class Worker:
             "pod": self.pod, "driver": self.settings.driver.value,
             "session": self.settings.session_name, "lock": self.lock_note,
             "metrics_port": str(self.metrics_port),
+            "seq": str(self.source.next_seq()),
             "heartbeat_at": datetime.now(UTC).isoformat(),
         }
         hook = getattr(self, "hook", None)

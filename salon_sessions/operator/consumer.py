@@ -1,0 +1,104 @@
+"""The background consumer of `whatsapp:events` (and of the pongs on `whatsapp:health`).
+
+Every message is decoded (`core.codec`); what the decoder rejects is counted and dropped.
+Decoded events are refused, counted, when they name no session this operator knows, when
+their `session` is not the SalonSession of their `company_id`, when they are dated in the
+future (a forged `seq` near 2**63 would freeze the status forever), or when their `seq`
+is not above the last one applied (duplicates and late arrivals). Nothing else changes the
+status, so garbage and hostile messages change nothing.
+
+A gap in the subscription (Redis restarted) triggers a heartbeat reconciliation: pub/sub
+does not buffer, the state hashes are the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from redis.asyncio import Redis
+
+from salon_sessions.core.channels import EVENTS_CHANNEL, HEALTH_PONG_CHANNEL
+from salon_sessions.core.codec import Rejection, decode
+from salon_sessions.core.events import Event, EventType, PongEvent
+from salon_sessions.core.subscriber import Gap, ResilientSubscriber
+from salon_sessions.operator.metrics import CONSUMER, OperatorMetrics
+from salon_sessions.operator.model import Applied
+from salon_sessions.operator.registry import Registry, Session
+from salon_sessions.operator.status_writer import StatusWriter
+
+log = logging.getLogger(__name__)
+
+
+class EventsConsumer:
+    def __init__(self, redis: Redis, registry: Registry, writer: StatusWriter,
+                 metrics: OperatorMetrics, *, on_pong: Callable[[PongEvent], None],
+                 on_applied: Callable[[Session, Event], None],
+                 on_gap: Callable[[Gap], None],
+                 max_skew_s: float = 300.0) -> None:
+        self._redis = redis
+        self._registry = registry
+        self._writer = writer
+        self._metrics = metrics
+        self._on_pong = on_pong
+        self._on_applied = on_applied
+        self._on_gap = on_gap
+        self._max_skew = max_skew_s
+        self.subscriber = ResilientSubscriber(
+            redis, [EVENTS_CHANNEL, HEALTH_PONG_CHANNEL], name=CONSUMER,
+            metrics=metrics.subscriber, on_gap=self._gap)
+
+    def _gap(self, gap: Gap) -> None:
+        self._on_gap(gap)
+
+    async def run(self) -> None:
+        async for message in self.subscriber.messages():
+            self.handle(message.channel, message.data)
+
+    def handle(self, channel: str, raw: bytes) -> None:
+        result = decode(raw)
+        if isinstance(result, Rejection):
+            self._metrics.consumer.dropped.labels(CONSUMER, result.reason.value).inc()
+            log.warning("dropped a message on %s: %s (%s)", channel, result.reason.value,
+                        result.detail)
+            return
+        self._metrics.consumer.consumed.labels(CONSUMER, result.type.value).inc()
+        if channel == HEALTH_PONG_CHANNEL:
+            if isinstance(result, PongEvent):
+                self._on_pong(result)
+            elif result.type is not EventType.PING:
+                self._reject("unexpected_type", result)
+            return
+        if result.type in (EventType.PING, EventType.PONG):
+            self._reject("unexpected_type", result)
+            return
+        self.apply(result)
+
+    def _reject(self, reason: str, event: Event) -> None:
+        self._metrics.events_rejected.labels(reason).inc()
+        log.info("event %s %s refused: %s", event.type.value, event.id, reason,
+                 extra={"company_id": event.company_id})
+
+    def apply(self, event: Event) -> None:
+        sessions = self._registry.by_company(event.company_id)
+        if not sessions:
+            self._reject("unknown_session", event)
+            return
+        now = datetime.now(UTC)
+        horizon_us = (time.time() + self._max_skew) * 1_000_000
+        if event.seq > horizon_us or event.ts > now + timedelta(seconds=self._max_skew):
+            self._reject("future", event)
+            return
+        for session in sessions:
+            if event.session != session.name:
+                self._reject("session_mismatch", event)
+                continue
+            outcome = session.model.apply_event(event, now)
+            if outcome is not Applied.APPLIED:
+                self._reject(outcome.value, event)
+                continue
+            if self._writer.mark(session) and session.pending_event_ts is None:
+                session.pending_event_ts = event.ts
+            self._on_applied(session, event)

@@ -1,0 +1,105 @@
+"""kopf handlers: thin adapters from kopf's causes to the reconciler and the registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from salon_sessions.core.resource import GROUP, PLURAL, VERSION
+from salon_sessions.core.settings import OperatorSettings
+from salon_sessions.operator.reconciler import Reconciler, RetryLater
+from salon_sessions.operator.registry import Registry
+from salon_sessions.operator.statefulset import MANAGED_BY, MANAGED_BY_LABEL
+
+log = logging.getLogger(__name__)
+
+
+def plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep, mutable copy of a kopf body."""
+    result: dict[str, Any] = json.loads(json.dumps(body, default=dict))
+    return result
+
+
+def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
+    s = kopf.OperatorSettings()
+    s.persistence.finalizer = f"{GROUP}/cleanup"
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    s.posting.level = logging.WARNING  # kopf's own "handler succeeded" Events are noise
+    # no dynamic watching of CRDs and namespaces: the CRD is installed before the operator,
+    # SALON_NAMESPACE is an exact name, and RBAC need not grant CRDs or namespaces
+    s.scanning.disabled = True
+    s.batching.exit_timeout = 1.0
+    s.watching.server_timeout = 300
+    s.watching.client_timeout = 330
+    s.networking.request_timeout = 60
+    return s
+
+
+def register(registry: kopf.OperatorRegistry, sessions: Registry,
+             reconciler: Reconciler) -> None:
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return (kopf.login_with_service_account(**kwargs)
+                or kopf.login_with_kubeconfig(**kwargs))
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def session_event(type: str | None, body: Mapping[str, Any], **_: Any) -> None:
+        meta = body.get("metadata", {})
+        if type == "DELETED":
+            sessions.forget((meta.get("namespace", ""), meta.get("name", "")))
+            return
+        sessions.observe(body)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, backoff=2)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, backoff=2)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, backoff=2)
+    async def reconcile(body: Mapping[str, Any], **_: Any) -> None:
+        session = sessions.observe(body)
+        if session is None:
+            raise kopf.PermanentError("spec.companyId is not a company id")
+        try:
+            await reconciler.reconcile(session, plain(body))
+        except RetryLater as exc:
+            raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, backoff=2)
+    async def cleanup(body: Mapping[str, Any], **_: Any) -> None:
+        session = sessions.observe(body)
+        if session is None:
+            return
+        session.deleting = True
+        try:
+            await reconciler.cleanup(session, plain(body))
+        except RetryLater as exc:
+            raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
+
+    @kopf.on.event("apps", "v1", "statefulsets", registry=registry,
+                   labels={MANAGED_BY_LABEL: MANAGED_BY})
+    async def statefulset_event(type: str | None, body: Mapping[str, Any],
+                                **_: Any) -> None:
+        meta = body.get("metadata", {})
+        owner = next((o for o in meta.get("ownerReferences") or []
+                      if o.get("controller")), None)
+        if owner is None:
+            return
+        session = sessions.get((meta.get("namespace", ""), owner.get("name", "")))
+        if session is None or session.uid != owner.get("uid") or session.deleting:
+            return
+        existing = None if type == "DELETED" else plain(body)
+        try:
+            await reconciler.check_statefulset(session, session_body(session), existing)
+        except RetryLater as exc:
+            log.warning("%s", exc)
+
+
+def session_body(session: Any) -> dict[str, Any]:
+    """A minimal SalonSession body for the StatefulSet builder (from the registry)."""
+    return {"metadata": {"name": session.name, "namespace": session.namespace,
+                         "uid": session.uid, "generation": session.generation},
+            "spec": session.spec}

@@ -1,0 +1,100 @@
+"""The operator's Prometheus metrics (the shared pub/sub families come from core.metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from salon_sessions.core.metrics import (
+    LATENCY_BUCKETS,
+    ConsumerMetrics,
+    PublisherMetrics,
+    SubscriberMetrics,
+)
+from salon_sessions.core.resource import Phase
+
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                     60.0)
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+CONSUMER = "operator"
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.consumer = ConsumerMetrics(registry)
+        self.subscriber = SubscriberMetrics(registry)
+        self.publisher = PublisherMetrics(registry)
+        self.reconcile_seconds = Histogram(
+            "salon_operator_reconcile_seconds", "Duration of reconciliations", ["kind"],
+            buckets=RECONCILE_BUCKETS, registry=registry)
+        self.reconcile_errors = Counter(
+            "salon_operator_reconcile_errors", "Reconciliations that failed (and are retried)",
+            ["kind", "reason"], registry=registry)
+        self.events_rejected = Counter(
+            "salon_operator_events_rejected",
+            "Decoded events the operator refused (unknown session, mismatched session, "
+            "stale or duplicate seq, future timestamps, unexpected types)", ["reason"],
+            registry=registry)
+        self.event_status_lag = Histogram(
+            "salon_operator_event_status_lag_seconds",
+            "From an event's timestamp (worker clock) to its status patch being accepted",
+            buckets=LAG_BUCKETS, registry=registry)
+        self.status_patches = Counter(
+            "salon_operator_status_patches", "Status patches sent to the API server",
+            ["result"], registry=registry)
+        self.status_patch_seconds = Histogram(
+            "salon_operator_status_patch_seconds", "Duration of one status patch",
+            buckets=LATENCY_BUCKETS, registry=registry)
+        self.k8s_events = Counter(
+            "salon_operator_kube_events", "Kubernetes Events posted for phase changes",
+            ["result"], registry=registry)
+        self.roundtrip = Histogram(
+            "salon_operator_pubsub_roundtrip_seconds",
+            "Health ping to pong round trip through Redis, per session ping",
+            buckets=LATENCY_BUCKETS, registry=registry)
+        self.pings = Counter(
+            "salon_operator_pings", "Health pings by outcome", ["result"], registry=registry)
+        self.heartbeat_lost = Counter(
+            "salon_operator_heartbeats_lost", "Sessions whose heartbeat hash expired",
+            registry=registry)
+        self.cleanups = Counter(
+            "salon_operator_cleanups", "Finalizer cleanups by outcome", ["result"],
+            registry=registry)
+        self.leader = Gauge(
+            "salon_operator_leader", "1 while this replica is the active one",
+            registry=registry)
+
+    def watch_sessions(self, sessions: Callable[[], Iterable[tuple[Phase | None, bool | None,
+                                                               bool]]]) -> None:
+        """Export sessions by phase and the linked/connected counts, computed on scrape."""
+        self.registry.register(_SessionsCollector(sessions))
+
+
+class _SessionsCollector(Collector):
+    def __init__(self, sessions: Callable[[], Iterable[tuple[Phase | None, bool | None,
+                                                         bool]]]) -> None:
+        self._sessions = sessions
+
+    def collect(self) -> Iterable[Metric]:
+        by_phase = {p.value: 0 for p in Phase}
+        linked = connected = 0
+        for phase, is_linked, is_connected in self._sessions():
+            by_phase[(phase or Phase.PENDING).value] += 1
+            linked += bool(is_linked)
+            connected += is_connected
+        phases = GaugeMetricFamily("salon_operator_sessions", "SalonSessions by phase",
+                                   labels=["phase"])
+        for phase_name, count in by_phase.items():
+            phases.add_metric([phase_name], count)
+        yield phases
+        yield GaugeMetricFamily("salon_operator_sessions_linked",
+                                "SalonSessions whose device is linked", value=linked)
+        yield GaugeMetricFamily("salon_operator_sessions_connected",
+                                "SalonSessions whose socket is open", value=connected)
+
+    def describe(self) -> Iterable[Metric]:
+        return []

@@ -1,0 +1,383 @@
+"""A session's status as the operator sees it: facts in, `.status` out. No I/O.
+
+Facts come from four places, each with its own method: the reconciler (the StatefulSet is
+applied, suspended or not), the workers' events (`apply_event`, ordered by `seq`), the
+workers' heartbeat hashes (`apply_heartbeat`, ordered by the worker's `updated_at`) and the
+health pinger (`set_health`). `render()` gives the `.status` object; conditions keep their
+`lastTransitionTime` until their status really changes; every phase change is recorded in
+`transitions` for the Kubernetes Events.
+
+Ordering: an event is applied only if its `seq` is above `last_event_seq`, so a duplicate or
+a late event never moves the status backwards. A heartbeat hash is applied only if the
+worker changed its state after the newest fact already applied (`worker_time`).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from salon_sessions.core.events import (
+    ConnectedEvent,
+    DisconnectedEvent,
+    ErrorEvent,
+    Event,
+    LinkedEvent,
+    LoggedOutEvent,
+    PairingCodeEvent,
+    QrEvent,
+)
+from salon_sessions.core.phone import PHONE_PATTERN
+from salon_sessions.core.resource import ConditionType, Phase
+
+_PHONE = re.compile(PHONE_PATTERN, re.ASCII)
+WORKER_PHASES: Final = frozenset({
+    Phase.STARTING, Phase.AWAITING_LINK, Phase.PAIRING_CODE_ISSUED, Phase.CONNECTED,
+    Phase.DISCONNECTED, Phase.LOGGED_OUT,
+})
+WARNING_PHASES: Final = frozenset({Phase.FAILED, Phase.LOGGED_OUT})
+LAZY_FIELDS: Final = frozenset({"lastEventAt", "lastEventSeq"})
+"""Fields whose change alone is written late (a QR rotation must not cost a patch)."""
+MAX_TRANSITIONS: Final = 20
+
+
+class Applied(enum.Enum):
+    APPLIED = "applied"
+    STALE = "stale"
+    DUPLICATE = "duplicate"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def valid_phone(value: object) -> str | None:
+    return value if isinstance(value, str) and _PHONE.fullmatch(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    old: Phase | None
+    new: Phase
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    status: str  # True | False | Unknown
+    reason: str
+    message: str
+
+
+@dataclass
+class SessionModel:
+    """The operator's view of one SalonSession (authoritative once loaded)."""
+
+    generation: int = 0
+    suspended: bool = False
+    applied: bool = False
+    """The StatefulSet exists for `observed_generation`."""
+    observed_generation: int | None = None
+    worker_phase: Phase | None = None
+    linked: bool | None = None
+    connected: bool = False
+    phone: str | None = None
+    logged_out: bool = False
+    code_expires_at: datetime | None = None
+    last_connected_at: datetime | None = None
+    last_event_at: datetime | None = None
+    last_event_seq: int = 0
+    worker_time: datetime | None = None
+    """When the worker's newest applied fact happened (event ts or hash updated_at)."""
+    heartbeat_lost: bool = False
+    healthy: bool | None = None
+    health_message: str = ""
+    failure: tuple[str, str] | None = None
+    cleanup_failure: str | None = None
+    phase: Phase | None = None
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+    last_error: str | None = None
+
+    # ---- loading ----------------------------------------------------------------------
+    @classmethod
+    def from_status(cls, status: dict[str, Any] | None, generation: int,
+                    suspended: bool) -> SessionModel:
+        """Rebuild the model from a written `.status` (operator restart or takeover)."""
+        status = status or {}
+        model = cls(generation=generation, suspended=suspended)
+        try:
+            phase: Phase | None = Phase(status["phase"])
+        except (KeyError, ValueError):
+            phase = None
+        model.phase = phase
+        model.worker_phase = phase if phase in WORKER_PHASES else None
+        linked = status.get("linked")
+        model.linked = linked if isinstance(linked, bool) else None
+        model.connected = status.get("connected") is True
+        model.phone = valid_phone(status.get("phone"))
+        model.last_connected_at = parse_time(status.get("lastConnectedAt"))
+        model.last_event_at = parse_time(status.get("lastEventAt"))
+        model.worker_time = model.last_event_at
+        seq = status.get("lastEventSeq")
+        model.last_event_seq = seq if isinstance(seq, int) and seq >= 0 else 0
+        observed = status.get("observedGeneration")
+        model.observed_generation = observed if isinstance(observed, int) else None
+        model.applied = model.observed_generation is not None
+        for cond in status.get("conditions") or []:
+            if isinstance(cond, dict) and isinstance(cond.get("type"), str):
+                model.conditions[cond["type"]] = dict(cond)
+        worker = model.conditions.get(ConditionType.WORKER_HEALTHY, {})
+        model.healthy = {"True": True, "False": False}.get(str(worker.get("status")))
+        connected = model.conditions.get(ConditionType.CONNECTED, {})
+        model.heartbeat_lost = connected.get("reason") == "HeartbeatLost"
+        model.logged_out = phase is Phase.LOGGED_OUT
+        return model
+
+    # ---- facts from the reconciler -----------------------------------------------------
+    def reconciled(self, generation: int, suspended: bool) -> None:
+        """The StatefulSet now matches `generation` (scaled to 0 when suspended)."""
+        resumed = self.suspended and not suspended
+        self.generation = generation
+        self.observed_generation = generation
+        self.suspended = suspended
+        self.applied = True
+        if suspended:
+            # the worker is being stopped: from now on nothing vouches for an open socket
+            self.connected = False
+            self.healthy = None
+            self.health_message = ""
+        if resumed:
+            # whatever the worker said before the suspension is history now
+            self.worker_phase = None
+            self.heartbeat_lost = False
+            self.failure = None
+
+    # ---- facts from the workers ---------------------------------------------------------
+    def apply_event(self, event: Event, received_at: datetime) -> Applied:
+        if event.seq < self.last_event_seq:
+            return Applied.STALE
+        if event.seq == self.last_event_seq:
+            return Applied.DUPLICATE
+        self.last_event_seq = event.seq
+        self.last_event_at = received_at
+        if self.worker_time is None or event.ts > self.worker_time:
+            self.worker_time = event.ts
+        self.heartbeat_lost = False
+        match event:
+            case QrEvent():
+                code_valid = (self.code_expires_at is not None
+                              and self.code_expires_at > event.ts)
+                if not self.linked and not (self.worker_phase is Phase.PAIRING_CODE_ISSUED
+                                            and code_valid):
+                    self.worker_phase = Phase.AWAITING_LINK
+                    self.linked = False
+            case PairingCodeEvent(data=data):
+                self.worker_phase = Phase.PAIRING_CODE_ISSUED
+                self.code_expires_at = data.expires_at
+                self.linked = False
+            case LinkedEvent(data=data):
+                self.linked, self.logged_out = True, False
+                self.phone = valid_phone(data.phone) or self.phone
+                self.worker_phase = Phase.STARTING
+                self.code_expires_at = None
+            case ConnectedEvent():
+                self.connected = self.linked = True
+                self.logged_out = False
+                self.last_connected_at = event.ts
+                self.worker_phase = Phase.CONNECTED
+                self.failure = None
+            case DisconnectedEvent():
+                self.connected = False
+                if self.linked:
+                    self.worker_phase = Phase.DISCONNECTED
+            case LoggedOutEvent():
+                self.connected = self.linked = False
+                self.logged_out = True
+                self.phone = None
+                self.worker_phase = Phase.LOGGED_OUT
+            case ErrorEvent(data=data):
+                self.last_error = data.code
+                if data.fatal:
+                    self.failure = (data.code, data.message[:512])
+            case _:
+                pass  # ping/pong never reach here (the consumer routes them)
+        return Applied.APPLIED
+
+    def apply_heartbeat(self, fields: dict[str, str], now_wall: datetime) -> bool:
+        """A present heartbeat hash. True when it was newer than what we knew."""
+        self.heartbeat_lost = False
+        updated = parse_time(fields.get("updated_at"))
+        seq_text = fields.get("seq", "")
+        if seq_text.isdigit():
+            # the worker numbers its snapshots in the same sequence as its events
+            if int(seq_text) <= self.last_event_seq:
+                return False
+            self.last_event_seq = int(seq_text)
+        elif updated is None or (self.worker_time is not None and updated <= self.worker_time):
+            return False
+        if updated is not None:
+            self.worker_time = updated
+        try:
+            phase = Phase(fields.get("phase", ""))
+        except ValueError:
+            phase = None
+        if phase in WORKER_PHASES:
+            self.worker_phase = phase
+        self.linked = fields.get("linked") == "true"
+        self.connected = fields.get("connected") == "true"
+        self.logged_out = phase is Phase.LOGGED_OUT
+        self.phone = valid_phone(fields.get("phone")) if self.linked else None
+        last = parse_time(fields.get("last_connected_at"))
+        if last is not None:
+            self.last_connected_at = last
+        self.code_expires_at = parse_time(fields.get("pairing_code_expires_at"))
+        return True
+
+    def lose_heartbeat(self) -> None:
+        """The heartbeat hash expired: nobody vouches for an open socket any more."""
+        self.heartbeat_lost = True
+        self.connected = False
+
+    def set_health(self, healthy: bool | None, message: str) -> None:
+        self.healthy, self.health_message = healthy, message
+
+    def cleanup_failed(self, message: str) -> None:
+        self.cleanup_failure = message
+
+    # ---- views -------------------------------------------------------------------------
+    def compute_phase(self) -> tuple[Phase, str]:
+        if self.cleanup_failure is not None:
+            return Phase.FAILED, "CleanupFailed"
+        if self.suspended:
+            return Phase.SUSPENDED, "Suspended"
+        if not self.applied and self.observed_generation is None:
+            return Phase.PENDING, "Accepted"
+        if self.failure is not None:
+            return Phase.FAILED, "WorkerError"
+        if self.heartbeat_lost:
+            return (Phase.DISCONNECTED if self.linked else Phase.STARTING), "HeartbeatLost"
+        if self.connected:
+            return Phase.CONNECTED, "WorkerEvent"
+        if self.worker_phase is None:
+            return Phase.STARTING, "WorkerStarting"
+        if self.worker_phase is Phase.CONNECTED:
+            return (Phase.DISCONNECTED if self.linked else Phase.STARTING), "WorkerEvent"
+        return self.worker_phase, "WorkerEvent"
+
+    def _conditions(self) -> dict[str, Cond]:
+        if self.linked:
+            linked = Cond("True", "Linked", "WhatsApp accepted this device")
+        elif self.linked is None:
+            linked = Cond("Unknown", "NotReported", "the worker has not reported yet")
+        elif self.logged_out:
+            linked = Cond("False", "LoggedOut", "the phone removed the device; link again")
+        else:
+            linked = Cond("False", "NotLinked", "no device is linked; scan the QR code or "
+                                                "enter the pairing code")
+        if self.connected:
+            connected = Cond("True", "Connected", "the WhatsApp socket is open")
+        elif self.suspended:
+            connected = Cond("False", "Suspended", "spec.suspend is true")
+        elif self.heartbeat_lost:
+            connected = Cond("False", "HeartbeatLost",
+                             "the worker's heartbeat expired; no worker vouches for a socket")
+        elif self.logged_out:
+            connected = Cond("False", "LoggedOut", "the device was logged out")
+        elif self.linked:
+            connected = Cond("False", "Disconnected", "linked, the socket is closed")
+        else:
+            connected = Cond("False", "NotLinked", "the session is not linked")
+        if self.suspended:
+            worker = Cond("Unknown", "Suspended", "no worker runs while suspended")
+        elif self.healthy is None:
+            worker = Cond("Unknown", "NotProbed", "no health ping answered or missed yet")
+        elif self.healthy:
+            worker = Cond("True", "PongReceived", "the worker answers health pings")
+        else:
+            worker = Cond("False", "PongsMissed", self.health_message
+                          or "the worker does not answer health pings")
+        ready = self._ready(linked, connected, worker)
+        return {ConditionType.LINKED: linked, ConditionType.CONNECTED: connected,
+                ConditionType.WORKER_HEALTHY: worker, ConditionType.READY: ready}
+
+    def _ready(self, linked: Cond, connected: Cond, worker: Cond) -> Cond:
+        if self.cleanup_failure is not None:
+            return Cond("False", "CleanupFailed", self.cleanup_failure)
+        if self.failure is not None:
+            return Cond("False", "WorkerError", f"{self.failure[0]}: {self.failure[1]}")
+        for cond, what in ((linked, "Linked"), (connected, "Connected")):
+            if cond.status != "True":
+                return Cond("False", cond.reason, f"{what}: {cond.message}")
+        if worker.status == "False":
+            return Cond("False", "WorkerUnhealthy", worker.message)
+        return Cond("True", "SessionReady", "linked, connected and the worker is healthy")
+
+    def refresh(self, now: datetime | None = None) -> None:
+        """Recompute the phase and the conditions after facts changed."""
+        now = now or utcnow()
+        phase, reason = self.compute_phase()
+        if phase != self.phase:
+            if len(self.transitions) < MAX_TRANSITIONS:
+                self.transitions.append(Transition(self.phase, phase, reason, now))
+            self.phase = phase
+        for ctype, cond in self._conditions().items():
+            old = self.conditions.get(ctype)
+            changed = old is None or old.get("status") != cond.status
+            entry: dict[str, Any] = {
+                "type": str(ctype), "status": cond.status, "reason": cond.reason,
+                "message": cond.message,
+                "lastTransitionTime": (rfc3339(now) if changed or old is None
+                                       else old.get("lastTransitionTime", rfc3339(now))),
+            }
+            if self.observed_generation is not None:
+                entry["observedGeneration"] = self.observed_generation
+            self.conditions[ctype] = entry
+
+    def render(self, pod_name: str) -> dict[str, Any]:
+        """The `.status` object (fields that are unknown are absent)."""
+        status: dict[str, Any] = {
+            "phase": (self.phase or Phase.PENDING).value,
+            "connected": self.connected,
+            "conditions": [self.conditions[str(t)] for t in ConditionType
+                           if str(t) in self.conditions],
+        }
+        optional: dict[str, Any] = {
+            "linked": self.linked,
+            "phone": self.phone if self.linked else None,
+            "lastConnectedAt": rfc3339(self.last_connected_at) if self.last_connected_at
+            else None,
+            "lastEventAt": rfc3339(self.last_event_at) if self.last_event_at else None,
+            "lastEventSeq": self.last_event_seq or None,
+            "podName": pod_name if self.applied and not self.suspended else None,
+            "observedGeneration": self.observed_generation,
+        }
+        status.update({k: v for k, v in optional.items() if v is not None})
+        return status
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A JSON merge patch from `old` to `new` (removed fields become null) and whether it
+    changes anything beyond the lazy fields."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    urgent = any(k not in LAZY_FIELDS for k in patch)
+    return patch, urgent

@@ -1,0 +1,179 @@
+"""Level-triggered reconciliation of one SalonSession's StatefulSet, and the finalizer.
+
+`reconcile` applies the desired StatefulSet with a server-side apply: idempotent (an
+operator restart or two reconciles at once end with the same single StatefulSet), and it
+creates, updates (rolling the pod when the template's hash changes) or scales (suspend) in
+one call.
+
+`cleanup` runs in the finalizer: it stops the worker (scale to zero, wait for the pod to
+go, so nothing rewrites the Redis keys or the credentials behind us), deletes the Redis
+keys, then, with `deletionPolicy: Delete`, the credentials (`db.credentials`), with
+bounded retries. When the database stays unreachable it gives up: a Warning Event and the
+`Ready` condition (reason `CleanupFailed`) say why, and the SalonSession is released
+anyway — deletion never hangs forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from salon_sessions.core.channels import session_keys
+from salon_sessions.core.redact import redact_text
+from salon_sessions.core.resource import DeletionPolicy
+from salon_sessions.core.settings import OperatorSettings
+from salon_sessions.db.credentials import SessionInUse, delete_session_credentials
+from salon_sessions.operator.kube import Kube, KubeError
+from salon_sessions.operator.metrics import OperatorMetrics
+from salon_sessions.operator.recorder import EventRecorder, KubeEvent
+from salon_sessions.operator.registry import Session
+from salon_sessions.operator.statefulset import build_statefulset, matches
+from salon_sessions.operator.status_writer import StatusWriter
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(Exception):
+    """A transient failure; kopf retries the handler after `delay` seconds."""
+
+    def __init__(self, message: str, delay: float = 5.0) -> None:
+        self.delay = delay
+        super().__init__(message)
+
+
+class Reconciler:
+    def __init__(self, settings: OperatorSettings, kube: Kube, redis: Redis,
+                 writer: StatusWriter, recorder: EventRecorder,
+                 metrics: OperatorMetrics) -> None:
+        self._settings = settings
+        self._kube = kube
+        self._redis = redis
+        self._writer = writer
+        self._recorder = recorder
+        self._metrics = metrics
+
+    # ---- StatefulSet ------------------------------------------------------------------
+    async def reconcile(self, session: Session, body: dict[str, Any]) -> None:
+        if session.deleting:
+            return
+        session.model.refresh()
+        self._writer.mark(session)  # Pending, if this is the first we hear of it
+        desired = build_statefulset(body, self._settings)
+        started = time.monotonic()
+        try:
+            await self._kube.apply_statefulset(desired)
+        except KubeError as exc:
+            self._metrics.reconcile_errors.labels("statefulset", str(exc.status)).inc()
+            raise RetryLater(f"applying StatefulSet {session.name}: {exc}",
+                             delay=2.0 if exc.retryable else 10.0) from None
+        finally:
+            self._metrics.reconcile_seconds.labels("statefulset").observe(
+                time.monotonic() - started)
+        session.model.reconciled(session.generation, session.suspended)
+        self._writer.mark(session)
+
+    async def check_statefulset(self, session: Session, body: dict[str, Any],
+                                existing: dict[str, Any] | None) -> None:
+        """A watched StatefulSet changed or vanished: re-apply if it drifted."""
+        if session.deleting:
+            return
+        if existing is not None and matches(existing, build_statefulset(body, self._settings)):
+            return
+        log.info("StatefulSet %s/%s %s; reconciling", session.namespace, session.name,
+                 "was deleted" if existing is None else "drifted")
+        await self.reconcile(session, body)
+
+    # ---- finalizer -------------------------------------------------------------------------
+    async def cleanup(self, session: Session, body: dict[str, Any]) -> None:
+        started = time.monotonic()
+        try:
+            await self._stop_worker(session)
+            await self._delete_redis_keys(session)
+            if session.deletion_policy is DeletionPolicy.RETAIN:
+                self._metrics.cleanups.labels("retained").inc()
+                self._recorder.emit(session.ref(), "Normal", "CredentialsRetained",
+                                    "deletionPolicy Retain: the credentials are kept")
+                return
+            await self._delete_credentials(session)
+        finally:
+            self._metrics.reconcile_seconds.labels("cleanup").observe(
+                time.monotonic() - started)
+
+    async def _stop_worker(self, session: Session) -> None:
+        try:
+            await self._kube.scale_statefulset(session.namespace, session.name, 0)
+        except KubeError as exc:
+            raise RetryLater(f"scaling {session.name} down: {exc}", 2.0) from None
+        deadline = time.monotonic() + self._settings.pod_stop_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if await self._kube.get_pod(session.namespace, session.pod_name) is None:
+                    break
+            except KubeError as exc:
+                log.warning("checking pod %s: %s", session.pod_name, exc)
+            await asyncio.sleep(0.5)
+        else:
+            log.warning("pod %s/%s still exists after %.0fs; cleaning up anyway",
+                        session.namespace, session.pod_name,
+                        self._settings.pod_stop_timeout_s)
+        try:  # rather than waiting for the garbage collector after the SalonSession goes
+            await self._kube.delete_statefulset(session.namespace, session.name, session.uid)
+        except KubeError as exc:
+            log.warning("StatefulSet %s/%s not deleted: %s", session.namespace, session.name,
+                        exc)
+
+    async def _delete_redis_keys(self, session: Session) -> None:
+        try:
+            await self._redis.delete(*session_keys(session.company))
+        except (RedisError, OSError) as exc:
+            log.warning("Redis keys of %s not deleted: %s", session.company,
+                        type(exc).__name__, extra={"company_id": session.company})
+
+    async def _delete_credentials(self, session: Session) -> None:
+        settings = self._settings
+        last = ""
+        for attempt in range(1, settings.cleanup_attempts + 1):
+            try:
+                conn = await asyncpg.connect(settings.database_url.get_secret_value(),
+                                             timeout=5)
+                try:
+                    report = await delete_session_credentials(
+                        conn, session.company, actor="operator",
+                        reason=f"SalonSession {session.namespace}/{session.name} deleted")
+                finally:
+                    await conn.close()
+            except (OSError, asyncpg.PostgresError, SessionInUse, TimeoutError) as exc:
+                last = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+                log.warning("deleting the credentials of %s failed (attempt %d/%d): %s",
+                            session.company, attempt, settings.cleanup_attempts, last,
+                            extra={"company_id": session.company})
+                session.model.cleanup_failed(
+                    f"deleting the credentials failed (attempt {attempt}/"
+                    f"{settings.cleanup_attempts}): {last}")
+                self._writer.mark(session)
+                if attempt < settings.cleanup_attempts:
+                    await asyncio.sleep(settings.cleanup_retry_s)
+                continue
+            self._metrics.cleanups.labels("deleted").inc()
+            log.info("credentials of %s deleted (%d device(s))", session.company,
+                     report.whatsmeow_devices + report.simulator_devices,
+                     extra={"company_id": session.company})
+            self._recorder.emit(session.ref(), "Normal", "CredentialsDeleted",
+                                "the session's credentials and Redis keys were deleted")
+            return
+        self._metrics.cleanups.labels("failed").inc()
+        message = (f"gave up deleting the credentials after {settings.cleanup_attempts} "
+                   f"attempts ({last}); they are left in the database, the SalonSession "
+                   f"is released")
+        log.error(message, extra={"company_id": session.company})
+        session.model.cleanup_failed(message)
+        await self._writer.flush(session)
+        await self._recorder.post(KubeEvent(session.ref(), "Warning", "CleanupFailed",
+                                            message, datetime.now(UTC)))

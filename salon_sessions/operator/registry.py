@@ -1,0 +1,131 @@
+"""The SalonSessions this operator knows, by resource and by company id.
+
+Kept up to date from kopf's watch (`observe`, `forget`); the events consumer, the heartbeat
+reconciler, the pinger and the status writer all read from here. A session's model is
+created from its written `.status` the first time it is seen, and is authoritative after
+that (the operator is the only writer of `.status`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
+from salon_sessions.core.resource import DeletionPolicy
+from salon_sessions.operator.model import SessionModel
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass
+class Session:
+    namespace: str
+    name: str
+    uid: str
+    company: str
+    spec: dict[str, Any]
+    generation: int
+    model: SessionModel
+    deleting: bool = False
+    written: dict[str, Any] = field(default_factory=dict)
+    """The `.status` as last written (or as loaded)."""
+    pending_event_ts: Any = None
+    """Worker timestamp of the oldest event applied but not yet written (lag metric)."""
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+    @property
+    def pod_name(self) -> str:
+        return f"{self.name}-0"
+
+    @property
+    def suspended(self) -> bool:
+        return bool(self.spec.get("suspend", False))
+
+    @property
+    def deletion_policy(self) -> DeletionPolicy:
+        try:
+            return DeletionPolicy(self.spec.get("deletionPolicy", DeletionPolicy.DELETE))
+        except ValueError:
+            return DeletionPolicy.DELETE
+
+    @property
+    def active(self) -> bool:
+        """A worker is expected to run (so pings and heartbeats are meaningful)."""
+        return self.model.applied and not self.suspended and not self.deleting
+
+    def ref(self) -> dict[str, str]:
+        from salon_sessions.core.resource import API_VERSION, KIND
+
+        return {"apiVersion": API_VERSION, "kind": KIND, "name": self.name,
+                "namespace": self.namespace, "uid": self.uid}
+
+
+class Registry:
+    def __init__(self, on_new: Callable[[Session], None] | None = None) -> None:
+        self._sessions: dict[Key, Session] = {}
+        self._by_company: dict[str, set[Key]] = {}
+        self._on_new = on_new
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._sessions.values()))
+
+    def get(self, key: Key) -> Session | None:
+        return self._sessions.get(key)
+
+    def by_company(self, company_id: str) -> list[Session]:
+        return [self._sessions[k] for k in self._by_company.get(company_id, ())]
+
+    def observe(self, body: Mapping[str, Any]) -> Session | None:
+        """Record the latest body of a SalonSession; returns its session (None if the body
+        is not a valid SalonSession, which the CRD's validation should make impossible)."""
+        meta = body.get("metadata", {})
+        spec = dict(body.get("spec") or {})
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        uid = str(meta.get("uid", ""))
+        try:
+            company = canonical_company_id(str(spec.get("companyId", "")))
+        except InvalidCompanyId:
+            log.warning("SalonSession %s/%s has no valid companyId; ignored", *key)
+            return None
+        generation = int(meta.get("generation") or 0)
+        session = self._sessions.get(key)
+        if session is not None and session.uid != uid:
+            self.forget(key)  # deleted and created again under the same name
+            session = None
+        if session is None:
+            status = body.get("status") or {}
+            model = SessionModel.from_status(dict(status), generation,
+                                             bool(spec.get("suspend", False)))
+            session = Session(namespace=key[0], name=key[1], uid=uid, company=company,
+                              spec=spec, generation=generation, model=model)
+            if model.phase is not None:
+                session.written = dict(status)
+            self._sessions[key] = session
+            self._by_company.setdefault(company, set()).add(key)
+            if self._on_new is not None:
+                self._on_new(session)
+        else:
+            session.spec, session.generation = spec, generation
+            session.model.generation = generation
+        session.deleting = bool(meta.get("deletionTimestamp"))
+        return session
+
+    def forget(self, key: Key) -> Session | None:
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            keys = self._by_company.get(session.company)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_company[session.company]
+        return session

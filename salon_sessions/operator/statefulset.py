@@ -1,0 +1,203 @@
+"""The StatefulSet that runs one session's worker (1 replica, 0 while suspended).
+
+Pure: a SalonSession body and the operator's settings in, a StatefulSet body out (for a
+server-side apply). Secrets are referenced by name (`secretKeyRef`), never copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Final
+
+from salon_sessions.core.resource import API_VERSION, KIND, DriverName
+from salon_sessions.core.settings import OperatorSettings
+
+NAME_LABEL: Final = "app.kubernetes.io/name"
+COMPONENT_LABEL: Final = "app.kubernetes.io/component"
+INSTANCE_LABEL: Final = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+COMPANY_LABEL: Final = "wa.salonsessions.io/company-id"
+HASH_ANNOTATION: Final = "wa.salonsessions.io/config-hash"
+APP: Final = "salon-sessions"
+COMPONENT: Final = "session-worker"
+MANAGED_BY: Final = "salon-sessions-operator"
+CONTAINER: Final = "worker"
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {NAME_LABEL: APP, COMPONENT_LABEL: COMPONENT, INSTANCE_LABEL: name}
+
+
+def labels(name: str, company_id: str) -> dict[str, str]:
+    # the label value drops nothing: company_<digits> is a valid label value
+    return {**selector_labels(name), MANAGED_BY_LABEL: MANAGED_BY, COMPANY_LABEL: company_id}
+
+
+def _image(spec: dict[str, Any], settings: OperatorSettings) -> str:
+    return str(spec.get("image") or settings.worker_image)
+
+
+def _driver(spec: dict[str, Any]) -> str:
+    return str(spec.get("driver") or DriverName.NEONIZE.value)
+
+
+def resources(spec: dict[str, Any], settings: OperatorSettings) -> dict[str, dict[str, str]]:
+    """The spec's resources over the operator's defaults, field by field."""
+    wanted = spec.get("resources") or {}
+    defaults: dict[str, dict[str, str | None]] = {
+        "requests": {"cpu": settings.worker_cpu_request,
+                     "memory": settings.worker_memory_request},
+        "limits": {"cpu": settings.worker_cpu_limit, "memory": settings.worker_memory_limit},
+    }
+    out: dict[str, dict[str, str]] = {}
+    for kind, values in defaults.items():
+        merged = {k: v for k, v in values.items() if v is not None}
+        merged.update({k: str(v) for k, v in (wanted.get(kind) or {}).items()})
+        if merged:
+            out[kind] = merged
+    return out
+
+
+def config_hash(spec: dict[str, Any], settings: OperatorSettings) -> str:
+    """Hash of the inputs whose change must roll the pod: image, driver, proxy, resources
+    (plus the operator-wide worker settings)."""
+    inputs = {
+        "image": _image(spec, settings),
+        "driver": _driver(spec),
+        "proxy": spec.get("proxy") or None,
+        "resources": resources(spec, settings),
+        "env": sorted(settings.worker_env.items()),
+        "heartbeat": settings.worker_heartbeat_ttl_s,
+    }
+    raw = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[str, Any]]:
+    spec = body.get("spec") or {}
+    name = body["metadata"]["name"]
+    env: list[dict[str, Any]] = [
+        {"name": "SALON_COMPANY_ID", "value": str(spec["companyId"])},
+        {"name": "SALON_SESSION_NAME", "value": name},
+        _field_env("SALON_NAMESPACE", "metadata.namespace"),
+        _field_env("SALON_POD_NAME", "metadata.name"),
+        {"name": "SALON_DRIVER", "value": _driver(spec)},
+        _secret_env("SALON_DATABASE_URL", settings.database_secret,
+                    settings.database_secret_key),
+        _secret_env("SALON_REDIS_URL", settings.redis_secret, settings.redis_secret_key),
+        {"name": "SALON_METRICS_PORT", "value": str(settings.worker_metrics_port)},
+        {"name": "SALON_HEARTBEAT_TTL_S", "value": str(settings.worker_heartbeat_ttl_s)},
+        {"name": "SALON_LOG_JSON", "value": "true" if settings.worker_log_json else "false"},
+    ]
+    proxy = (spec.get("proxy") or {}).get("secretRef")
+    if proxy:
+        env.append(_secret_env("SALON_PROXY_URL", str(proxy["name"]),
+                               str(proxy.get("key") or "url")))
+    if settings.post_connect_secret:
+        env.append(_secret_env("SALON_POST_CONNECT_URL", settings.post_connect_secret, "url",
+                               optional=True))
+    extra = dict(sorted(settings.worker_env.items()))  # managed names are refused there
+    env = [e for e in env if e["name"] not in extra]
+    env.extend({"name": k, "value": v} for k, v in extra.items())
+    return env
+
+
+def _container(body: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    spec = body.get("spec") or {}
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": _image(spec, settings),
+        "imagePullPolicy": settings.worker_image_pull_policy,
+        "command": ["salon-sessions", "worker"],
+        "env": worker_env(body, settings),
+        "resources": resources(spec, settings),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if settings.worker_metrics_port:
+        container["ports"] = [{"name": "metrics", "containerPort": settings.worker_metrics_port,
+                               "protocol": "TCP"}]
+    return container
+
+
+def build_statefulset(body: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    meta = body["metadata"]
+    spec = body.get("spec") or {}
+    name, namespace = str(meta["name"]), str(meta["namespace"])
+    company = str(spec["companyId"])
+    all_labels = labels(name, company)
+    digest = config_hash(spec, settings)
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.worker_termination_grace_s,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(body, settings)],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+    }
+    if settings.worker_service_account:
+        pod_spec["serviceAccountName"] = settings.worker_service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": all_labels,
+            "annotations": {HASH_ANNOTATION: digest},
+            "ownerReferences": [{
+                "apiVersion": API_VERSION, "kind": KIND, "name": name,
+                "uid": str(meta["uid"]), "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "replicas": 0 if spec.get("suspend") else 1,
+            "serviceName": name,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete",
+                                                     "whenScaled": "Delete"},
+            "selector": {"matchLabels": selector_labels(name)},
+            "template": {
+                "metadata": {"labels": all_labels, "annotations": {HASH_ANNOTATION: digest}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def matches(existing: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """Whether a watched StatefulSet still has what we applied (replicas, hash, owner)."""
+    e_meta, d_meta = existing.get("metadata", {}), desired["metadata"]
+    owners = {o.get("uid") for o in e_meta.get("ownerReferences") or []}
+    return (
+        (existing.get("spec") or {}).get("replicas") == desired["spec"]["replicas"]
+        and (e_meta.get("annotations") or {}).get(HASH_ANNOTATION)
+        == d_meta["annotations"][HASH_ANNOTATION]
+        and d_meta["ownerReferences"][0]["uid"] in owners
+    )

@@ -1,0 +1,169 @@
+"""The status model: ordering by seq, heartbeats, conditions, phases (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from salon_sessions.core.events import (
+    ConnectedData,
+    DisconnectedData,
+    ErrorData,
+    EventSource,
+    LinkedData,
+    LoggedOutData,
+    PairingCodeData,
+    QrData,
+)
+from salon_sessions.core.resource import Phase
+from salon_sessions.operator.model import Applied, SessionModel, status_patch
+
+T0 = datetime(2025, 11, 25, 10, 0, tzinfo=UTC)
+JID = "79686484488:12@s.whatsapp.net"
+
+
+def started() -> SessionModel:
+    model = SessionModel(generation=1)
+    model.reconciled(1, suspended=False)
+    model.refresh(T0)
+    return model
+
+
+def conds(model: SessionModel) -> dict[str, tuple[str, str]]:
+    return {t: (c["status"], c["reason"]) for t, c in model.conditions.items()}
+
+
+def test_phases_follow_the_workers_events() -> None:
+    src = EventSource("company_1", "company-1")
+    model = SessionModel(generation=1)
+    model.refresh(T0)
+    assert model.phase is Phase.PENDING
+    model.reconciled(1, suspended=False)
+    model.refresh(T0)
+    assert model.phase is Phase.STARTING
+    steps = [
+        (QrData(code="q", timeout_s=20), Phase.AWAITING_LINK),
+        (LinkedData(jid=JID, phone="79686484488"), Phase.STARTING),
+        (ConnectedData(jid=JID), Phase.CONNECTED),
+        (DisconnectedData(reason="net"), Phase.DISCONNECTED),
+        (ConnectedData(jid=JID), Phase.CONNECTED),
+        (LoggedOutData(reason="phone"), Phase.LOGGED_OUT),
+    ]
+    for data, phase in steps:
+        assert model.apply_event(src.event(data), T0) is Applied.APPLIED
+        model.refresh(T0)
+        assert model.phase is phase, data
+    assert (model.linked, model.connected, model.phone) == (False, False, None)
+    assert conds(model)["Linked"] == ("False", "LoggedOut")
+    assert [t.new for t in model.transitions] == [
+        Phase.PENDING, Phase.STARTING, Phase.AWAITING_LINK, Phase.STARTING, Phase.CONNECTED,
+        Phase.DISCONNECTED, Phase.CONNECTED, Phase.LOGGED_OUT]
+
+
+def test_late_and_duplicate_events_never_move_the_status_backwards() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    disconnected = src.event(DisconnectedData(reason="old"))
+    linked = src.event(LinkedData(jid=JID, phone="79686484488"))
+    connected = src.event(ConnectedData(jid=JID))
+    assert model.apply_event(linked, T0) is Applied.APPLIED
+    assert model.apply_event(connected, T0) is Applied.APPLIED
+    assert model.apply_event(connected, T0) is Applied.DUPLICATE
+    assert model.apply_event(disconnected, T0) is Applied.STALE
+    model.refresh(T0)
+    assert (model.phase, model.connected, model.last_event_seq) == (
+        Phase.CONNECTED, True, connected.seq)
+
+
+def test_qr_rotation_keeps_a_pending_pairing_code() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    expires = datetime.now(UTC) + timedelta(minutes=3)
+    model.apply_event(src.event(PairingCodeData(code="ABCD1234", phone="79686484488",
+                                                expires_at=expires)), T0)
+    model.apply_event(src.event(QrData(code="q2", timeout_s=20)), T0)
+    model.refresh(T0)
+    assert model.phase is Phase.PAIRING_CODE_ISSUED
+
+
+def test_heartbeat_hash_applies_only_when_newer_and_expiry_means_not_connected() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    event = src.event(ConnectedData(jid=JID))
+    model.apply_event(event, T0)
+    older = {"phase": "AwaitingLink", "linked": "false", "connected": "false",
+             "updated_at": (event.ts - timedelta(seconds=5)).isoformat()}
+    assert model.apply_heartbeat(older, T0) is False
+    model.refresh(T0)
+    assert model.phase is Phase.CONNECTED
+    newer = {"phase": "Disconnected", "linked": "true", "connected": "false",
+             "phone": "79686484488", "updated_at": (event.ts + timedelta(seconds=5)).isoformat()}
+    assert model.apply_heartbeat(newer, T0) is True
+    model.refresh(T0)
+    assert (model.phase, model.linked, model.connected) == (Phase.DISCONNECTED, True, False)
+    model.apply_heartbeat({**newer, "connected": "true", "phase": "Connected",
+                           "updated_at": (event.ts + timedelta(seconds=9)).isoformat()}, T0)
+    model.lose_heartbeat()
+    model.refresh(T0)
+    assert model.connected is False
+    assert conds(model)["Connected"] == ("False", "HeartbeatLost")
+    assert model.render("p-0")["connected"] is False
+
+
+def test_conditions_keep_transition_times_and_carry_the_generation() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    first = model.conditions["Connected"]["lastTransitionTime"]
+    later = T0 + timedelta(minutes=1)
+    model.apply_event(src.event(QrData(code="q", timeout_s=20)), later)
+    model.refresh(later)
+    assert model.conditions["Connected"]["lastTransitionTime"] == first  # still False
+    model.apply_event(src.event(ConnectedData(jid=JID)), later)
+    model.refresh(later)
+    assert model.conditions["Connected"]["lastTransitionTime"] == "2025-11-25T10:01:00Z"
+    assert {c["observedGeneration"] for c in model.conditions.values()} == {1}
+    model.set_health(True, "")
+    model.refresh(later)
+    assert conds(model)["Ready"] == ("True", "SessionReady")
+    model.set_health(False, "3 consecutive health pings unanswered")
+    model.refresh(later)
+    assert conds(model)["WorkerHealthy"] == ("False", "PongsMissed")
+    assert conds(model)["Ready"] == ("False", "WorkerUnhealthy")
+
+
+def test_suspend_fatal_errors_and_cleanup_failures() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    model.apply_event(src.event(ErrorData(code="boom", message="bad", fatal=True)), T0)
+    model.refresh(T0)
+    assert model.phase is Phase.FAILED
+    model.apply_event(src.event(ConnectedData(jid=JID)), T0)
+    model.reconciled(2, suspended=True)
+    model.refresh(T0)
+    assert model.phase is Phase.SUSPENDED
+    assert model.connected is False  # never a stale true while suspended
+    assert conds(model)["WorkerHealthy"] == ("Unknown", "Suspended")
+    assert "podName" not in model.render("p-0")
+    model.reconciled(3, suspended=False)
+    model.refresh(T0)
+    assert model.phase is Phase.STARTING  # what the worker said before is history
+    model.cleanup_failed("database unreachable")
+    model.refresh(T0)
+    assert model.phase is Phase.FAILED
+    assert conds(model)["Ready"] == ("False", "CleanupFailed")
+
+
+def test_reload_from_a_written_status_and_patches() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    model.apply_event(src.event(LinkedData(jid=JID, phone="79686484488")), T0)
+    model.apply_event(src.event(ConnectedData(jid=JID)), T0)
+    model.refresh(T0)
+    written = model.render("company-1-0")
+    again = SessionModel.from_status(written, 1, suspended=False)
+    again.refresh(T0 + timedelta(hours=1))
+    assert again.render("company-1-0") == written  # nothing to patch after a restart
+    assert again.transitions == []
+    patch, urgent = status_patch(written, {**written, "lastEventSeq": 5})
+    assert (patch, urgent) == ({"lastEventSeq": 5}, False)
+    smaller = {k: v for k, v in written.items() if k != "phone"}
+    assert status_patch(written, smaller) == ({"phone": None}, True)

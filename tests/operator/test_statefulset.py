@@ -1,0 +1,70 @@
+"""The StatefulSet builder: security, env from Secrets, the roll-out hash."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from salon_sessions.core.settings import OperatorSettings
+from salon_sessions.operator.statefulset import HASH_ANNOTATION, build_statefulset, matches
+
+SECRET = "postgresql://salon:s3cr3t@db:5432/salon"
+
+
+def settings(**kw: Any) -> OperatorSettings:
+    return OperatorSettings(database_url=SECRET, redis_url="redis://:pw@r:6379/0", **kw)
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "company-1", "namespace": "ns", "uid": "u-1",
+                         "generation": 1},
+            "spec": {"companyId": "company_1", **spec}}
+
+
+def template_hash(sts: dict[str, Any]) -> str:
+    return str(sts["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION])
+
+
+def test_pod_template_is_locked_down_and_references_secrets() -> None:
+    sts = build_statefulset(body(proxy={"secretRef": {"name": "px", "key": "u"}}),
+                            settings(worker_env={"SALON_SIMULATOR_QR_PERIOD_S": "1"}))
+    assert sts["spec"]["replicas"] == 1
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SALON_PROXY_URL"]["valueFrom"]["secretKeyRef"] == {"name": "px", "key": "u"}
+    assert env["SALON_SIMULATOR_QR_PERIOD_S"]["value"] == "1"
+    assert env["SALON_DRIVER"]["value"] == "neonize"
+    assert container["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"},
+                                      "limits": {"cpu": "1", "memory": "512Mi"}}
+    assert "s3cr3t" not in json.dumps(sts)
+
+
+def test_inputs_that_roll_the_pod_change_the_hash() -> None:
+    base = template_hash(build_statefulset(body(), settings()))
+    for change in ({"image": "x:2"}, {"driver": "simulator"},
+                   {"proxy": {"secretRef": {"name": "p"}}},
+                   {"resources": {"limits": {"memory": "1Gi"}}}):
+        assert template_hash(build_statefulset(body(**change), settings())) != base, change
+    same = build_statefulset(body(displayName="Other", suspend=True), settings())
+    assert template_hash(same) == base
+    assert same["spec"]["replicas"] == 0
+
+
+def test_matches_detects_drift() -> None:
+    desired = build_statefulset(body(), settings())
+    assert matches(json.loads(json.dumps(desired)), desired)
+    scaled = json.loads(json.dumps(desired))
+    scaled["spec"]["replicas"] = 0
+    assert not matches(scaled, desired)
+
+
+@pytest.mark.parametrize("env", [{"SALON_DATABASE_URL": "x"}, {"PATH": "/bin"}])
+def test_worker_env_cannot_smuggle_managed_variables(env: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        settings(worker_env=env)
