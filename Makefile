@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: demo down status test lint bootstrap
+.PHONY: demo down status test lint bootstrap qr
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -15,6 +15,11 @@ down:
 
 status:
 	@$(PY) -m devstack status
+
+COMPANY ?= company_1001
+qr:
+	@SALON_REDIS_URL="$$($(PY) -c 'import json; print(json.load(open(".stack/state.json"))["redis_url"])')" \
+		.venv/bin/salon-sessions qr $(COMPANY)
 
 lint: bootstrap
 	.venv/bin/ruff check .

@@ -1,20 +1,23 @@
 """`python -m devstack up|down|status` — the local stack of real components.
 
 up      install nothing (scripts/bootstrap.sh does that), start every component, apply the
-        CRDs, start the operator and the API when they exist, create the demo salon, print
-        what to open and type.
+        CRDs, start the operator and the API, create the demo salon, print what to open and
+        type.
 down    stop everything `up` started, by pid (including the pods' processes).
 status  show which components run.
+phone   play the demo salon's phone (simulator driver): scan, code XXXX-XXXX, disconnect,
+        logout.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from devstack import stack
 from devstack.procs import StartError, pid_alive, pid_dir
@@ -37,17 +40,103 @@ def cmd_up(state_dir: Path) -> int:
     print(f"[demo]   export KUBECONFIG={kc}")
     print(f"[demo]   kubectl get nodes      (kubectl: {info.bin_dir}/kubectl)")
     print(f"[demo] secrets (database and Redis URLs with passwords) are in {state_dir}/state.json")
-    crds = sorted(stack.REPO.glob("crds/*.yaml"))
-    if crds:
-        info.kubectl("apply", "-f", str(stack.REPO / "crds"))
-        print(f"[demo] applied {len(crds)} CRD file(s) from crds/")
-    if importlib.util.find_spec("salon_sessions.operator.main") is None:
-        print("[demo] the operator and the onboarding API are not built yet: the stack stops "
-              "here (control plane, node agent, PostgreSQL and Redis are running).")
-        print("[demo] stop it with: make down")
-        return 0
-    print("[demo] the operator is present but the demo wiring is not: see docs/", file=sys.stderr)
+    info.kubectl("apply", "-f", str(stack.REPO / "crds"))
+    info.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/salonsessions.wa.salonsessions.io")
+    print("[demo] applied the SalonSession CRD from crds/")
+    try:
+        stack.start_operator(state_dir, info, namespace=DEMO_NAMESPACE)
+        info.api_url, info.api_admin_token = stack.start_api(state_dir, info,
+                                                             namespace=DEMO_NAMESPACE)
+        info.save()
+        link = create_demo_salon(info)
+    except (StartError, OSError, RuntimeError) as exc:
+        print(f"[demo] FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"[demo] operator and onboarding API running; demo salon {DEMO_COMPANY} created "
+          f"(simulator driver)")
+    print(f"[demo] onboarding page:  {link}")
+    print(f"[demo] API docs:         {info.api_url}/docs")
+    print(f"[demo] watch it:         {info.bin_dir}/kubectl --kubeconfig {kc} "
+          f"get salonsessions -w")
+    print(f"[demo] terminal QR:      make qr        (salon-sessions qr {DEMO_COMPANY})")
+    print("[demo] play the phone:   .venv/bin/python -m devstack phone scan        "
+          "(link with the QR on screen)")
+    print("                         .venv/bin/python -m devstack phone code ABCD-1234   "
+          "(enter a pairing code)")
+    print("                         .venv/bin/python -m devstack phone disconnect | logout")
+    print("[demo] stop everything:  make down")
     return 0
+
+
+DEMO_NAMESPACE = "default"
+DEMO_COMPANY = "company_1001"
+
+
+def _api(info: stack.StackInfo, method: str, path: str, body: object = None) -> dict[str, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{info.api_url}{path}", data=data, method=method, headers={
+        "Authorization": f"Bearer {info.api_admin_token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        result: dict[str, Any] = json.loads(resp.read() or b"{}")
+        return result
+
+
+def create_demo_salon(info: stack.StackInfo) -> str:
+    """Create the demo salon through the API, as a platform would; return its onboarding link."""
+    _api(info, "POST", "/v1/sessions", {"company_id": DEMO_COMPANY,
+                                        "display_name": "Demo salon", "driver": "simulator"})
+    token = _api(info, "POST", f"/v1/sessions/{DEMO_COMPANY}/tokens", {"ttl_s": 7 * 24 * 3600})
+    return str(token["onboarding_url"])
+
+
+def cmd_phone(state_dir: Path, action: list[str]) -> int:
+    """Play the demo salon's phone against the simulator driver."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from salon_sessions.core import channels
+
+    if not action:
+        print("usage: python -m devstack phone scan|code XXXX-XXXX|disconnect|logout "
+              "[--company company_N] [--phone 79...]", file=sys.stderr)
+        return 2
+    info = stack.StackInfo.load(state_dir)
+    company, phone = DEMO_COMPANY, "79686484488"
+    args = list(action)
+    for flag in ("--company", "--phone"):
+        if flag in args:
+            i = args.index(flag)
+            value = args[i + 1]
+            del args[i:i + 2]
+            company, phone = (value, phone) if flag == "--company" else (company, value)
+
+    async def run() -> int:
+        redis = Redis.from_url(info.redis_url)
+        try:
+            kind = args[0]
+            if kind == "scan":
+                qr = await redis.get(channels.latest_qr_key(company))
+                if qr is None:
+                    print(f"no QR on screen for {company} (linked already, or not started)")
+                    return 1
+                text = qr.decode() if isinstance(qr, bytes) else str(qr)
+                msg: dict[str, str] = {"action": "scan", "qr": text, "phone": phone}
+            elif kind == "code" and len(args) == 2:
+                msg = {"action": "enter_code", "code": args[1]}
+            elif kind in ("disconnect", "logout"):
+                msg = {"action": kind}
+            else:
+                print(f"unknown phone action {' '.join(args)!r}", file=sys.stderr)
+                return 2
+            heard = await redis.publish(channels.simulator_channel(company), json.dumps(msg))
+            print(f"phone: {kind} sent to {company} ({heard} simulator listening)")
+            return 0 if heard else 1
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
 
 
 def redact(url: str) -> str:
@@ -80,11 +169,15 @@ def cmd_status(state_dir: Path) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    p.add_argument("command", choices=["up", "down", "status"])
+    p.add_argument("command", choices=["up", "down", "status", "phone"])
+    p.add_argument("action", nargs=argparse.REMAINDER, help="phone: scan | code XXXX-XXXX | "
+                   "disconnect | logout [--company C] [--phone P]")
     p.add_argument("--state-dir", type=Path,
                    default=Path(os.environ.get("SALON_STATE_DIR", DEFAULT_STATE)))
     args = p.parse_args()
     state_dir = args.state_dir.resolve()
+    if args.command == "phone":
+        return cmd_phone(state_dir, args.action)
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](state_dir)
 
 

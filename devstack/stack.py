@@ -44,6 +44,8 @@ class StackInfo:
     node_name: str = NODE_NAME
     bin_dir: str = ""
     components: list[str] = field(default_factory=list)
+    api_url: str = ""
+    api_admin_token: str = ""
 
     def save(self) -> None:
         path = Path(self.state_dir) / "state.json"
@@ -342,6 +344,30 @@ def start_operator(state_dir: Path, info: StackInfo, namespace: str = "default",
         f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200, 60, proc,
         state_dir / "logs" / "operator.log")
     return proc
+
+
+def start_api(state_dir: Path, info: StackInfo, namespace: str = "default",
+              env: dict[str, str] | None = None) -> tuple[str, str]:
+    """Run `salon-sessions api` (pid file `api`, log logs/api.log) on a free port; returns
+    its base URL and admin token (kept in state.json, never printed)."""
+    port = free_port()
+    admin = secrets.token_urlsafe(24)
+    proc_env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "SALON_DATABASE_URL": info.postgres_dsn, "SALON_REDIS_URL": info.redis_url,
+        "SALON_NAMESPACE": namespace, "SALON_KUBECONFIG": info.kubeconfig,
+        "SALON_HOST": "127.0.0.1", "SALON_PORT": str(port),
+        "SALON_ADMIN_TOKEN": admin, "SALON_TOKEN_SECRET": secrets.token_urlsafe(32),
+        "SALON_DEFAULT_DRIVER": "simulator",
+        **(env or {}),
+    }
+    proc = spawn(state_dir, "api", [str(Path(sys.executable).parent / "salon-sessions"), "api"],
+                 env=proc_env, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    wait_until("onboarding API", lambda: urllib.request.urlopen(
+        f"{base}/healthz", timeout=1).status == 200, 60, proc, state_dir / "logs" / "api.log")
+    return base, admin
 
 
 # --------------------------------------------------------------------------- whole stack

@@ -133,7 +133,7 @@ def _container(body: dict[str, Any], settings: OperatorSettings) -> dict[str, An
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if settings.worker_metrics_port:
+    if settings.worker_metrics_port > 0:  # -1: a free port each (dev node agent)
         container["ports"] = [{"name": "metrics", "containerPort": settings.worker_metrics_port,
                                "protocol": "TCP"}]
     return container
