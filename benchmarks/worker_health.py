@@ -40,6 +40,7 @@ class Result:
     pongs: int
     ping_ms: list[float]
     raw_ms: list[float]
+    echo_ms: list[float]
     cpu_s_per_min: float
 
 
@@ -86,15 +87,22 @@ async def wait_ready(redis: Redis, companies: list[str], timeout: float = 300) -
 
 
 async def measure(redis_url: str, companies: list[str],
-                  seconds: float) -> tuple[int, list[float], list[float]]:
+                  seconds: float) -> tuple[int, list[float], list[float], list[float]]:
     pub = Redis.from_url(redis_url)
     sub = Redis.from_url(redis_url)
-    raw_channel = f"bench:raw:{uuid.uuid4().hex}"
+    tag = uuid.uuid4().hex
+    raw_channel, echo_in, echo_out = (f"bench:raw:{tag}", f"bench:echo-in:{tag}",
+                                      f"bench:echo-out:{tag}")
+    echo = subprocess.Popen([str(VENV_BIN / "python"), "-m", "benchmarks.echo", redis_url,
+                             echo_in, echo_out], cwd=Path(__file__).resolve().parent.parent)
     sent: dict[str, float] = {}
     ping_ms: list[float] = []
     raw_ms: list[float] = []
+    echo_ms: list[float] = []
     pubsub = sub.pubsub()
-    await pubsub.subscribe(channels.HEALTH_PONG_CHANNEL, raw_channel)
+    await pubsub.subscribe(channels.HEALTH_PONG_CHANNEL, raw_channel, echo_out)
+    while await pub.publish(echo_in, b"warm-up") == 0:  # the echo process is subscribed
+        await asyncio.sleep(0.1)
 
     async def receive() -> None:
         while True:
@@ -102,8 +110,12 @@ async def measure(redis_url: str, companies: list[str],
             if msg is None:
                 continue
             now = time.perf_counter()
-            if msg["channel"] == raw_channel.encode():
+            channel = msg["channel"].decode()
+            if channel == raw_channel:
                 raw_ms.append((now - float(msg["data"])) * 1000)
+            elif channel == echo_out:
+                if msg["data"] != b"warm-up":
+                    echo_ms.append((now - float(msg["data"])) * 1000)
             else:
                 cid = json.loads(msg["data"])["data"]["correlation_id"]
                 if cid in sent:
@@ -121,15 +133,18 @@ async def measure(redis_url: str, companies: list[str],
             sent[cid] = time.perf_counter()
             await pub.publish(channels.health_ping_channel(c), ping)
             await pub.publish(raw_channel, repr(time.perf_counter()))
+            await pub.publish(echo_in, repr(time.perf_counter()))
             pings += 1
             await asyncio.sleep(spacing)
     await asyncio.sleep(2)
     receiver.cancel()
     await asyncio.gather(receiver, return_exceptions=True)
+    echo.terminate()
+    echo.wait(timeout=10)
     await pubsub.aclose()
     await pub.aclose()
     await sub.aclose()
-    return pings, ping_ms, raw_ms
+    return pings, ping_ms, raw_ms, echo_ms
 
 
 async def run_one(n: int, info: stack.StackInfo, seconds: float, log_dir: Path) -> Result:
@@ -141,10 +156,10 @@ async def run_one(n: int, info: stack.StackInfo, seconds: float, log_dir: Path) 
         await asyncio.sleep(2)
         cpu0 = [cpu_seconds(p.pid) for _, p in procs]
         t0 = time.monotonic()
-        pings, ping_ms, raw_ms = await measure(info.redis_url, companies, seconds)
+        pings, ping_ms, raw_ms, echo_ms = await measure(info.redis_url, companies, seconds)
         elapsed = time.monotonic() - t0
         cpu = [cpu_seconds(p.pid) - c0 for (_, p), c0 in zip(procs, cpu0, strict=True)]
-        return Result(n, pings, len(ping_ms), ping_ms, raw_ms,
+        return Result(n, pings, len(ping_ms), ping_ms, raw_ms, echo_ms,
                       statistics.mean(cpu) / elapsed * 60)
     finally:
         for _, p in procs:
@@ -179,19 +194,22 @@ def main() -> None:
             rows.append(r)
             print(f"{n} workers: {r.pongs}/{r.pings} pongs, ping p50 {pct(r.ping_ms, 50):.2f} "
                   f"p99 {pct(r.ping_ms, 99):.2f} ms; raw p50 {pct(r.raw_ms, 50):.2f} "
-                  f"p99 {pct(r.raw_ms, 99):.2f} ms; worker CPU {r.cpu_s_per_min:.3f} s/min",
+                  f"p99 {pct(r.raw_ms, 99):.2f} ms; echo p50 {pct(r.echo_ms, 50):.2f} "
+                  f"p99 {pct(r.echo_ms, 99):.2f} ms; worker CPU {r.cpu_s_per_min:.3f} s/min",
                   flush=True)
     finally:
         if own:
             stack.stop(state_dir)
-    print("\n| workers | pings | pongs | ping→pong p50 ms | p99 ms | raw pub→sub p50 ms | "
-          "p99 ms | p99 ratio | CPU per worker (s/min) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| workers | pongs/pings | ping→pong p50 / p99 ms | raw pub→sub p50 / p99 ms | "
+          "Python echo (2 hops) p50 / p99 ms | ping p99 ÷ raw p99 | ÷ echo p99 | "
+          "CPU per worker (s/min) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        ratio = pct(r.ping_ms, 99) / pct(r.raw_ms, 99)
-        print(f"| {r.workers} | {r.pings} | {r.pongs} | {pct(r.ping_ms, 50):.2f} | "
-              f"{pct(r.ping_ms, 99):.2f} | {pct(r.raw_ms, 50):.2f} | {pct(r.raw_ms, 99):.2f} | "
-              f"{ratio:.2f} | {r.cpu_s_per_min:.3f} |")
+        print(f"| {r.workers} | {r.pongs}/{r.pings} | {pct(r.ping_ms, 50):.2f} / "
+              f"{pct(r.ping_ms, 99):.2f} | {pct(r.raw_ms, 50):.2f} / {pct(r.raw_ms, 99):.2f} | "
+              f"{pct(r.echo_ms, 50):.2f} / {pct(r.echo_ms, 99):.2f} | "
+              f"{pct(r.ping_ms, 99) / pct(r.raw_ms, 99):.2f} | "
+              f"{pct(r.ping_ms, 99) / pct(r.echo_ms, 99):.2f} | {r.cpu_s_per_min:.3f} |")
 
 
 if __name__ == "__main__":
