@@ -81,6 +81,18 @@ PairingCode = Annotated[
 CorrelationId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
+def correlation_id(origin: str) -> str:
+    """A fresh ping correlation id that names who pinged (`operator-…`, `api-…`): every
+    pinger hears every pong on `whatsapp:health` and keeps only its own."""
+    return f"{origin}-{uuid.uuid4().hex}"
+
+
+def correlation_origin(value: str) -> str:
+    """Who sent the ping a pong answers (`""` for ids without an origin)."""
+    head, sep, _ = value.partition("-")
+    return head if sep else ""
+
+
 class _Data(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 

@@ -126,6 +126,12 @@ class OperatorSettings(_Database, _Redis):
     worker_memory_request: str = "128Mi"
     worker_cpu_limit: str | None = "1"
     worker_memory_limit: str | None = "512Mi"
+
+    @field_validator("worker_cpu_limit", "worker_memory_limit", mode="before")
+    @classmethod
+    def _no_limit(cls, value: object) -> object:
+        """An empty value (`SALON_WORKER_CPU_LIMIT=`) means no limit."""
+        return None if isinstance(value, str) and not value.strip() else value
     worker_env: dict[str, str] = Field(
         default_factory=dict,
         description="extra SALON_* variables for every worker, as JSON (e.g. simulator "

@@ -13,19 +13,26 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from salon_sessions.core.channels import health_ping_channel
-from salon_sessions.core.events import PingData, PingEvent, PongEvent, SeqCounter
+from salon_sessions.core.events import (
+    PingData,
+    PingEvent,
+    PongEvent,
+    SeqCounter,
+    correlation_id,
+    correlation_origin,
+)
 from salon_sessions.core.publisher import Publisher, PublishFailed, RetryPolicy
 from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.registry import Key, Registry, Session
 from salon_sessions.operator.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
+PING_ORIGIN = "operator"
 PING_POLICY = RetryPolicy(max_attempts=2, max_total_s=1.0, attempt_timeout_s=1.0)
 
 
@@ -94,7 +101,7 @@ class HealthPinger:
             await asyncio.gather(*(self._ping(s) for s in due))
 
     async def _ping(self, session: Session) -> None:
-        correlation = uuid.uuid4().hex
+        correlation = correlation_id(PING_ORIGIN)
         ping = PingEvent(company_id=session.company, session=session.name,
                          seq=self._seq.next(), data=PingData(correlation_id=correlation))
         self._pending[correlation] = _Pending(session.key, session.company, time.monotonic())
@@ -114,12 +121,14 @@ class HealthPinger:
             self._miss(session.key, "no worker is subscribed to its health channel")
 
     def on_pong(self, pong: PongEvent) -> None:
+        if correlation_origin(pong.data.correlation_id) != PING_ORIGIN:
+            return  # an answer to someone else's ping (the API's /health/pubsub)
         pending = self._pending.get(pong.data.correlation_id)
         if pending is None or pending.company != pong.company_id:
             self._metrics.events_rejected.labels("unknown_pong").inc()
             return
         del self._pending[pong.data.correlation_id]
-        self._metrics.roundtrip.observe(time.monotonic() - pending.sent)
+        self._metrics.roundtrip.labels(pending.company).observe(time.monotonic() - pending.sent)
         self._metrics.pings.labels("answered").inc()
         probe = self._probes.get(pending.key)
         if probe is not None:

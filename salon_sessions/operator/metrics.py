@@ -55,7 +55,7 @@ class OperatorMetrics:
         self.roundtrip = Histogram(
             "salon_operator_pubsub_roundtrip_seconds",
             "Health ping to pong round trip through Redis, per session ping",
-            buckets=LATENCY_BUCKETS, registry=registry)
+            ["company_id"], buckets=LATENCY_BUCKETS, registry=registry)
         self.pings = Counter(
             "salon_operator_pings", "Health pings by outcome", ["result"], registry=registry)
         self.heartbeat_lost = Counter(

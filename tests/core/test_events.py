@@ -182,3 +182,14 @@ def test_decode_never_raises_on_random_bytes(raw: bytes) -> None:
 def test_decode_never_raises_on_random_json(obj: object) -> None:
     result = decode(json.dumps(obj))
     assert isinstance(result, Rejection)
+
+
+def test_correlation_ids_name_their_origin() -> None:
+    from salon_sessions.core.events import correlation_id, correlation_origin
+
+    operator_id, api_id = correlation_id("operator"), correlation_id("api")
+    assert correlation_origin(operator_id) == "operator"
+    assert correlation_origin(api_id) == "api"
+    assert operator_id != correlation_id("operator")
+    assert correlation_origin("0123456789abcdef") == ""
+    PingData(correlation_id=operator_id)  # fits the wire pattern

@@ -21,7 +21,7 @@ from salon_sessions.api.models import Check, Liveness, PubSubHealth, Readiness, 
 from salon_sessions.core import channels
 from salon_sessions.core.codec import encode
 from salon_sessions.core.company import canonical_company_id, resource_name
-from salon_sessions.core.events import PingData, PingEvent, SeqCounter
+from salon_sessions.core.events import PingData, PingEvent, SeqCounter, correlation_id
 
 router = APIRouter(tags=["health"])
 _seq = SeqCounter()
@@ -75,7 +75,7 @@ async def pubsub(request: Request, ctx: Ctx, company_id: str | None = Query(
         company = canonical_company_id(company_id)
         ctx.auth.company(token, company)
     _require_subscription(ctx, "pubsub")
-    correlation = uuid.uuid4().hex
+    correlation = correlation_id("api")
     ping = PingEvent(company_id=company, session=resource_name(company), seq=_seq.next(),
                      data=PingData(correlation_id=correlation))
     channel = channels.health_ping_channel(company)
