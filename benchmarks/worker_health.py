@@ -66,7 +66,8 @@ def start_workers(n: int, info: stack.StackInfo, log_dir: Path,
             "SALON_DATABASE_URL": info.postgres_dsn, "SALON_REDIS_URL": info.redis_url,
             "SALON_COMPANY_ID": company, "SALON_SESSION_NAME": company.replace("_", "-"),
             "SALON_DRIVER": "simulator", "SALON_POD_NAME": f"bench-{i}",
-            "SALON_METRICS_PORT": "0", "SALON_LOG_LEVEL": "WARNING",
+            "SALON_METRICS_PORT": "0",
+            "SALON_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
         }
         log = open(log_dir / f"{company}.log", "ab")  # noqa: SIM115
         procs.append((company, subprocess.Popen([str(VENV_BIN / "salon-sessions"), "worker"],

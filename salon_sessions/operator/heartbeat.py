@@ -67,7 +67,9 @@ class HeartbeatReconciler:
                 log.warning("heartbeat reconciliation failed: %s", type(exc).__name__)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
                 await asyncio.sleep(0.2)  # batch the triggers of a burst of new sessions
             except TimeoutError:
                 pass

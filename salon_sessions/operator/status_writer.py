@@ -179,4 +179,5 @@ class StatusWriter:
             self._timers.pop(key, None)
             self._queue.put_nowait(key)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()

@@ -31,6 +31,7 @@ class SessionLock:
         self._check_s = check_s
         self._conn: asyncpg.Connection | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._releasing = False
         self.lost = asyncio.Event()
         """Set when a held lock is lost (connection closed or unresponsive)."""
 
@@ -71,29 +72,38 @@ class SessionLock:
             await asyncio.sleep(self._retry_s)
 
     async def _keepalive(self, conn: asyncpg.Connection) -> None:
-        while not self.lost.is_set():
+        while not self.lost.is_set() and not self._releasing:
             await asyncio.sleep(self._check_s)
             try:
-                # the lock lives exactly as long as this database session
-                held = await asyncio.wait_for(conn.fetchval("SELECT 1"),
-                                              timeout=self._check_s * 3)
+                # the lock lives exactly as long as this database session. (asyncio.timeout,
+                # not wait_for: on 3.11 wait_for can swallow the cancellation of this task)
+                async with asyncio.timeout(self._check_s * 3):
+                    held = await conn.fetchval("SELECT 1")
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 held = 0
-            if not held:
+            if not held and not self._releasing:
                 log.warning("lock lost: its database connection is gone",
                             extra={"company_id": self._company})
                 self.lost.set()
 
     async def release(self) -> None:
+        self._releasing = True
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(self._check_s * 4):
+                    await watch
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await conn.execute("SELECT pg_advisory_unlock($1)", self._key)
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                                     TimeoutError):
+                async with asyncio.timeout(2):
+                    await conn.execute("SELECT pg_advisory_unlock($1)", self._key)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), timeout=2)
+                async with asyncio.timeout(2):
+                    await conn.close()
+            if not conn.is_closed():
+                conn.terminate()  # closing the session releases the lock in any case
         self.lost.set()
+        self._releasing = False

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from typing import Any
 
 from prometheus_client import start_http_server
 from pydantic import ValidationError
@@ -42,11 +44,46 @@ def run(_: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings, metrics_port))
 
 
+SHUTDOWN_DEADLINE_S = 20.0
+"""Past this after SIGTERM the worker logs what is still running and exits anyway, inside
+the pod's grace period, rather than waiting for SIGKILL."""
+
+
+def dump_tasks(reason: str) -> None:
+    """Log every asyncio task with where it waits (SIGUSR2, or a shutdown that hangs)."""
+    for task in asyncio.all_tasks():
+        chain: list[str] = []
+        awaitable: Any = task.get_coro()
+        while awaitable is not None and len(chain) < 20:
+            frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "ag_frame", None)
+            if frame is None:
+                chain.append(type(awaitable).__name__)
+                break
+            chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "ag_await",
+                                                                         None)
+        log.warning("%s: task %s at %s", reason, task.get_name(), " -> ".join(chain))
+
+
 async def _serve(settings: WorkerSettings, metrics_port: int) -> int:
     worker = Worker(settings, metrics_port=metrics_port)
     loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:
+        if not worker.stopping.is_set():
+            log.info("stop requested: disconnecting and releasing the session")
+            worker.stopping.set()
+            loop.call_later(SHUTDOWN_DEADLINE_S, _overdue)
+
+    def _overdue() -> None:
+        dump_tasks("shutdown overdue")
+        log.error("shutdown took longer than %.0fs; exiting now", SHUTDOWN_DEADLINE_S)
+        logging.shutdown()
+        os._exit(1)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stopping.set)
+        loop.add_signal_handler(sig, on_stop)
+    loop.add_signal_handler(signal.SIGUSR2, dump_tasks, "SIGUSR2")
     log.info("worker starting: session %s, driver %s, pod %s", settings.session_name,
              settings.driver.value, settings.pod_name)
     await worker.run()

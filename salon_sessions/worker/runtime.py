@@ -186,7 +186,8 @@ class Worker:
         driver, self.driver = self.driver, None
         if driver is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(driver.close(), timeout=10)
+                async with asyncio.timeout(10):
+                    await driver.close()
         if self.state.connected:
             from salon_sessions.worker.driver import Disconnected
 
@@ -215,7 +216,8 @@ class Worker:
             self._hook_task.cancel()
         self.lock_note = "stopped"
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._write_state(), timeout=3)
+            async with asyncio.timeout(3):
+                await self._write_state()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
