@@ -6,10 +6,8 @@ import argparse
 import logging
 import sys
 
-from pydantic import ValidationError
-
 from salon_sessions.core.logs import configure_logging
-from salon_sessions.core.settings import ApiSettings
+from salon_sessions.core.settings import ApiSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = ApiSettings.from_env()
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        print(f"salon-sessions api: invalid settings: {fields}\n{exc}", file=sys.stderr)
+    settings = load_settings(ApiSettings, "api")
+    if settings is None:
         return 2
     missing = [name for name, value in (("SALON_ADMIN_TOKEN", settings.admin_token),
                                         ("SALON_TOKEN_SECRET", settings.token_secret))

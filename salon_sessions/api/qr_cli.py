@@ -15,7 +15,6 @@ import asyncio
 import sys
 from typing import TextIO
 
-from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from salon_sessions.api import live
@@ -26,7 +25,7 @@ from salon_sessions.core.codec import decode
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
 from salon_sessions.core.events import ConnectedEvent, LinkedEvent, QrEvent
 from salon_sessions.core.redis_client import connect_redis
-from salon_sessions.core.settings import _Redis
+from salon_sessions.core.settings import _Redis, load_settings
 
 EXIT_LINKED, EXIT_NO_QR, EXIT_TIMEOUT = 3, 4, 5
 
@@ -57,11 +56,8 @@ def run(args: argparse.Namespace) -> int:
     except InvalidCompanyId as exc:
         print(f"salon-sessions qr: {exc.why}", file=sys.stderr)
         return 2
-    try:
-        settings = QrSettings.from_env()
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        print(f"salon-sessions qr: invalid settings: {fields}", file=sys.stderr)
+    settings = load_settings(QrSettings, "qr")
+    if settings is None:
         return 2
     redis = connect_redis(settings.redis_url)
     return asyncio.run(_main(redis, company, args, sys.stdout, sys.stderr))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from collections.abc import Callable
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, Secret, SecretStr, field_validator
+from pydantic import Field, Secret, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from salon_sessions.core.company import CompanyId
@@ -48,6 +49,20 @@ class _Settings(BaseSettings):
         """Read the environment (required fields come from it, so no arguments)."""
         build: Callable[[], Self] = cls
         return build()
+
+
+S = TypeVar("S", bound=_Settings)
+
+
+def load_settings(cls: type[S], command: str) -> S | None:
+    """`cls` from the environment, or None after telling stderr which fields are invalid
+    (names and reasons only: validation errors never echo values)."""
+    try:
+        return cls.from_env()
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        print(f"salon-sessions {command}: invalid settings: {fields}\n{exc}", file=sys.stderr)
+        return None
 
 
 def _scheme(value: SecretUrl, schemes: tuple[str, ...], what: str) -> SecretUrl:

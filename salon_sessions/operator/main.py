@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 from typing import Any
 
-from pydantic import ValidationError
-
 from salon_sessions.core.logs import configure_logging
-from salon_sessions.core.settings import OperatorSettings
+from salon_sessions.core.settings import OperatorSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +24,8 @@ def register(sub: Any) -> None:
 
 
 def run(_: argparse.Namespace) -> int:
-    try:
-        settings = OperatorSettings.from_env()
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        print(f"salon-sessions operator: invalid settings: {fields}\n{exc}", file=sys.stderr)
+    settings = load_settings(OperatorSettings, "operator")
+    if settings is None:
         return 2
     configure_logging("operator", level=settings.log_level, json_lines=settings.log_json)
     for handler in logging.getLogger().handlers:

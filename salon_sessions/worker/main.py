@@ -7,14 +7,12 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from typing import Any
 
 from prometheus_client import start_http_server
-from pydantic import ValidationError
 
 from salon_sessions.core.logs import configure_logging
-from salon_sessions.core.settings import WorkerSettings
+from salon_sessions.core.settings import WorkerSettings, load_settings
 from salon_sessions.worker.runtime import Worker
 
 log = logging.getLogger(__name__)
@@ -29,11 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(_: argparse.Namespace) -> int:
-    try:
-        settings = WorkerSettings()  # type: ignore[call-arg]  # from the environment
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        print(f"salon-sessions worker: invalid settings: {fields}\n{exc}", file=sys.stderr)
+    settings = load_settings(WorkerSettings, "worker")
+    if settings is None:
         return 2
     configure_logging("worker", level=settings.log_level, json_lines=settings.log_json,
                       company_id=settings.company_id)
