@@ -116,6 +116,9 @@ async def test_pairing_code_survives_qr_rotation_and_repeated_requests(
 
         qrs = len(obs.of("qr"))
         await obs.wait_event("qr", count=qrs + 2)  # two QR rotations while it is pending
+        for _ in range(3):  # repeated status requests leave it alone
+            state = await obs.control("state")
+            assert state["pairing_code_pending"] == "true"
         again = await obs.control("pairing_code", phone="79686484488")
         assert again == first
         assert len(obs.of("pairing_code")) == 1
