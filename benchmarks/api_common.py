@@ -13,31 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.measure import VENV_BIN, cpu_seconds, pct, rss_mib
 from devstack import stack
 from devstack.procs import free_port
 
-VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
+__all__ = ["VENV_BIN", "Api", "cpu_seconds", "local_stack", "pct", "rss_mib", "start_api"]
 
 @contextmanager
 def local_stack(state_dir: str | None) -> Iterator[stack.StackInfo]:

@@ -25,12 +25,10 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from benchmarks.measure import VENV_BIN, cpu_seconds, pct
 from devstack import stack
 from salon_sessions.core import channels
 from salon_sessions.core.events import PingData, PingEvent
-
-VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -42,18 +40,6 @@ class Result:
     raw_ms: list[float]
     echo_ms: list[float]
     cpu_s_per_min: float
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def start_workers(n: int, info: stack.StackInfo, log_dir: Path,

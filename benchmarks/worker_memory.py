@@ -21,17 +21,9 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from benchmarks.measure import VENV_BIN, rss_mib
 from devstack import stack
 from salon_sessions.core import channels
-
-VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 async def settle(info: stack.StackInfo, company: str, driver: str, seconds: float,
