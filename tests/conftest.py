@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,16 +55,23 @@ def postgres_dsn(stack: StackInfo) -> str:
     return stack.postgres_dsn
 
 
-@pytest.fixture
-def database(stack: StackInfo) -> Iterator[str]:
-    """A fresh, empty database for this test; dropped afterwards. Yields its DSN."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def fresh_database(stack: StackInfo, prefix: str = "t") -> Iterator[str]:
+    """Create an empty database, yield its DSN, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     base, _, _ = stack.postgres_dsn.rpartition("/")
     _psql(stack, f'CREATE DATABASE "{name}"')
     try:
         yield f"{base}/{name}"
     finally:
         _psql(stack, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database(stack: StackInfo) -> Iterator[str]:
+    """A fresh, empty database for this test; dropped afterwards. Yields its DSN."""
+    with fresh_database(stack) as dsn:
+        yield dsn
 
 
 def _psql(stack: StackInfo, sql: str) -> None:

@@ -3,17 +3,16 @@ and session workers started directly (the operator is not needed for these)."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from devstack import stack as devstack_stack
 from devstack.stack import StackInfo
 from salon_sessions.core import resource
 from tests.api.server import ApiServer, start_api
+from tests.conftest import fresh_database
 from tests.crd.crd_files import CRD_FILE
 from tests.worker.harness import WorkerProc, new_company
 
@@ -40,18 +39,8 @@ def api_namespace(crd: StackInfo) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def api_database(stack: StackInfo) -> Iterator[str]:
-    name = f"api_{uuid.uuid4().hex[:12]}"
-    base, _, _ = stack.postgres_dsn.rpartition("/")
-    _psql(stack, f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        _psql(stack, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _psql(stack: StackInfo, sql: str) -> None:
-    subprocess.run([devstack_stack.pg_bin("psql"), stack.postgres_dsn, "-v", "ON_ERROR_STOP=1",
-                    "-qc", sql], check=True, capture_output=True)
+    with fresh_database(stack, prefix="api") as dsn:
+        yield dsn
 
 
 API_ENV = {
