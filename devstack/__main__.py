@@ -90,7 +90,7 @@ def create_demo_salon(info: stack.StackInfo) -> str:
     return str(token["onboarding_url"])
 
 
-def cmd_phone(state_dir: Path, action: list[str]) -> int:
+def cmd_phone(state_dir: Path, kind: str, code: str | None, company: str, phone: str) -> int:
     """Play the demo salon's phone against the simulator driver."""
     import asyncio
 
@@ -98,24 +98,14 @@ def cmd_phone(state_dir: Path, action: list[str]) -> int:
 
     from salon_sessions.core import channels
 
-    if not action:
-        print("usage: python -m devstack phone scan|code XXXX-XXXX|disconnect|logout "
-              "[--company company_N] [--phone 79...]", file=sys.stderr)
+    if kind == "code" and not code:
+        print("phone code: give the pairing code shown on the page", file=sys.stderr)
         return 2
     info = stack.StackInfo.load(state_dir)
-    company, phone = DEMO_COMPANY, "79686484488"
-    args = list(action)
-    for flag in ("--company", "--phone"):
-        if flag in args:
-            i = args.index(flag)
-            value = args[i + 1]
-            del args[i:i + 2]
-            company, phone = (value, phone) if flag == "--company" else (company, value)
 
     async def run() -> int:
         redis = Redis.from_url(info.redis_url)
         try:
-            kind = args[0]
             if kind == "scan":
                 qr = await redis.get(channels.latest_qr_key(company))
                 if qr is None:
@@ -123,13 +113,10 @@ def cmd_phone(state_dir: Path, action: list[str]) -> int:
                     return 1
                 text = qr.decode() if isinstance(qr, bytes) else str(qr)
                 msg: dict[str, str] = {"action": "scan", "qr": text, "phone": phone}
-            elif kind == "code" and len(args) == 2:
-                msg = {"action": "enter_code", "code": args[1]}
-            elif kind in ("disconnect", "logout"):
-                msg = {"action": kind}
+            elif kind == "code":
+                msg = {"action": "enter_code", "code": str(code)}
             else:
-                print(f"unknown phone action {' '.join(args)!r}", file=sys.stderr)
-                return 2
+                msg = {"action": kind}
             heard = await redis.publish(channels.simulator_channel(company), json.dumps(msg))
             print(f"phone: {kind} sent to {company} ({heard} simulator listening)")
             return 0 if heard else 1
@@ -167,18 +154,26 @@ def cmd_status(state_dir: Path) -> int:
     return 0 if running else 3
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    p.add_argument("command", choices=["up", "down", "status", "phone"])
-    p.add_argument("action", nargs=argparse.REMAINDER, help="phone: scan | code XXXX-XXXX | "
-                   "disconnect | logout [--company C] [--phone P]")
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--state-dir", type=Path,
                    default=Path(os.environ.get("SALON_STATE_DIR", DEFAULT_STATE)))
-    args = p.parse_args()
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("up", "down", "status"):
+        sub.add_parser(name).add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
+    phone = sub.add_parser("phone", help="play the demo salon's phone (simulator driver)")
+    phone.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
+    phone.add_argument("--company", default=DEMO_COMPANY)
+    phone.add_argument("--phone", default="79686484488", help="the phone that scans")
+    phone.add_argument("action", choices=["scan", "code", "disconnect", "logout"])
+    phone.add_argument("code", nargs="?", help="with `code`: the pairing code on the page")
+    args = p.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "phone":
-        return cmd_phone(state_dir, args.action)
-    return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](state_dir)
+        return cmd_phone(state_dir, args.action, args.code, args.company, args.phone)
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status}
+    return commands[args.command](state_dir)
 
 
 if __name__ == "__main__":

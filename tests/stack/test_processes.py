@@ -31,3 +31,14 @@ def test_stop_all_kills_process_groups(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert not pid_alive(child)
     assert not list((tmp_path / "pids").glob("*.pid"))
+
+
+def test_devstack_down_stops_the_stack_of_the_given_state_dir(tmp_path: Path) -> None:
+    from devstack.__main__ import main
+
+    proc = spawn(tmp_path, "sleeper", [sys.executable, "-c", "import time; time.sleep(600)"])
+    assert pid_alive(proc.pid)
+    assert main(["down", "--state-dir", str(tmp_path)]) == 0
+    proc.wait(timeout=10)
+    assert not pid_alive(proc.pid)
+    assert main(["--state-dir", str(tmp_path), "status"]) == 3  # nothing runs
