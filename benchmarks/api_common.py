@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.measure import VENV_BIN, cpu_seconds, pct, rss_mib
 from devstack import stack
-from devstack.procs import free_port
+from devstack.procs import StartError, free_port, http_ok, wait_until
 
 __all__ = ["VENV_BIN", "Api", "cpu_seconds", "local_stack", "pct", "rss_mib", "start_api"]
 
@@ -63,12 +61,9 @@ def start_api(info: stack.StackInfo, log: Path, **env: str) -> Api:
         proc = subprocess.Popen([str(VENV_BIN / "salon-sessions"), "api"], env=full,
                                 stdout=out, stderr=subprocess.STDOUT)
     api = Api(f"http://127.0.0.1:{port}", admin, secret, proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{api.base_url}/healthz", timeout=1):
-                return api
-        except OSError:
-            time.sleep(0.1)
-    api.stop()
-    raise RuntimeError(f"the API did not start; see {log}")
+    try:
+        wait_until("the API", lambda: http_ok(f"{api.base_url}/healthz"), 30, proc, log)
+    except StartError:
+        api.stop()
+        raise
+    return api

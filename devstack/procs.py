@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -73,6 +74,15 @@ def wait_until(
             pass
         time.sleep(0.2)
     raise StartError(f"{what} not ready after {timeout:.0f}s; see {log}\n{tail(log)}")
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """True when GET `url` answers 200 (for readiness checks with `wait_until`)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def tail(path: Path | None, lines: int = 15) -> str:

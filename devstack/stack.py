@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devstack.procs import StartError, free_port, spawn, stop_all, wait_until
+from devstack.procs import StartError, free_port, http_ok, spawn, stop_all, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_NAME = "salon-dev-node"
@@ -228,8 +228,7 @@ def start_kubernetes(state_dir: Path, info: StackInfo, bin_dir: Path) -> None:
         "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
         "--unsafe-no-fsync", "--log-level", "warn",
     ])
-    wait_until("etcd", lambda: urllib.request.urlopen(f"{etcd_url}/health", timeout=1).status
-               == 200, 30, proc, logs / "etcd.log")
+    wait_until("etcd", lambda: http_ok(f"{etcd_url}/health"), 30, proc, logs / "etcd.log")
 
     # kube-apiserver, with static tokens for the admin and the control-plane identities
     tokens = {name: secrets.token_urlsafe(24) for name in ("admin", "cm", "sched", "node")}
@@ -340,8 +339,7 @@ def start_operator(state_dir: Path, info: StackInfo, namespace: str = "default",
     }
     proc = spawn(state_dir, "operator", [str(Path(sys.executable).parent / "salon-sessions"),
                                          "operator"], env=proc_env, cwd=REPO)
-    wait_until("operator", lambda: urllib.request.urlopen(
-        f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200, 60, proc,
+    wait_until("operator", lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 60, proc,
         state_dir / "logs" / "operator.log")
     return proc
 
@@ -365,8 +363,8 @@ def start_api(state_dir: Path, info: StackInfo, namespace: str = "default",
     proc = spawn(state_dir, "api", [str(Path(sys.executable).parent / "salon-sessions"), "api"],
                  env=proc_env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
-    wait_until("onboarding API", lambda: urllib.request.urlopen(
-        f"{base}/healthz", timeout=1).status == 200, 60, proc, state_dir / "logs" / "api.log")
+    wait_until("onboarding API", lambda: http_ok(f"{base}/healthz"), 60, proc,
+               state_dir / "logs" / "api.log")
     return base, admin
 
 

@@ -6,15 +6,13 @@ import os
 import secrets
 import signal
 import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from devstack.procs import free_port
+from devstack.procs import StartError, free_port, http_ok, wait_until
 from salon_sessions.api.auth import TokenSigner
 from tests.worker.harness import VENV_BIN
 
@@ -81,17 +79,9 @@ def start_api(tmp: Path, *, database: str, redis_url: str, kubeconfig: str | Non
         proc = subprocess.Popen([str(VENV_BIN / "salon-sessions"), "api"], env=full_env,
                                 stdout=log, stderr=subprocess.STDOUT)
     server = ApiServer(f"http://127.0.0.1:{port}", admin, secret, log_path, proc)
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited with {proc.returncode}:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(f"{server.base_url}/healthz", timeout=1) as resp:
-                if resp.status == 200:
-                    return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"the API did not start:\n{server.log()}")
-        time.sleep(0.1)
+    try:
+        wait_until("the API", lambda: http_ok(f"{server.base_url}/healthz"), 30, proc, log_path)
+    except StartError:
+        server.stop()
+        raise
+    return server

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from devstack.procs import free_port
+from devstack.procs import StartError, free_port, http_ok, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "monitoring" / "alerts.yaml"
@@ -139,17 +139,9 @@ def start_prometheus(tmp: Path, targets: list[ScrapeTarget],
              "--log.level=warn"],
             stdout=log, stderr=subprocess.STDOUT)
     prom = Prometheus(f"http://127.0.0.1:{port}", proc, log_path)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {proc.returncode}:\n{prom.log()}")
-        try:
-            with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return prom
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            prom.stop()
-            raise RuntimeError(f"prometheus did not become ready:\n{prom.log()}")
-        time.sleep(0.2)
+    try:
+        wait_until("prometheus", lambda: http_ok(f"{prom.url}/-/ready"), 60, proc, log_path)
+    except StartError:
+        prom.stop()
+        raise
+    return prom
