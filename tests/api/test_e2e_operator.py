@@ -79,7 +79,7 @@ async def test_onboarding_through_the_operator(operator_env: OperatorEnv,  # noq
                 path = shots.dir / f"qr-{attempt}.png"
                 await page.locator("#qr").screenshot(path=str(path))
                 [payload] = decode(path)
-                assert payload in {e["data"]["code"] for e in obs.of("qr")}
+                await obs.wait_published_qr(payload)
                 await obs.act({"action": "scan", "qr": payload, "phone": "79686484488"})
                 try:
                     await obs.wait_event("linked", timeout=3)

@@ -60,13 +60,13 @@ async def test_snapshot_first_then_live_events_and_heartbeats(
             assert first["heartbeat_s"] == 1.0
             qr = await _next(ws, lambda m: m["kind"] == "event" and m["event"]["type"] == "qr")
             assert qr["event"]["company_id"] == company
-            assert qr["event"]["data"]["code"] in {e["data"]["code"] for e in obs.of("qr")}
+            await obs.wait_published_qr(qr["event"]["data"]["code"])
             api.secrets_seen.add(qr["event"]["data"]["code"])
             await _next(ws, lambda m: m["kind"] == "heartbeat", timeout=5)
             await ws.send(json.dumps({"kind": "ping"}))
             await _next(ws, lambda m: m["kind"] == "pong", timeout=5)
 
-            await obs.act({"action": "scan", "qr": await obs.qr(), "phone": "79686484488"})
+            await obs.scan()
             linked = await _next(ws, lambda m: m.get("event", {}).get("type") == "linked")
             assert linked["event"]["data"]["method"] == "qr"
             await _next(ws, lambda m: m.get("event", {}).get("type") == "connected")

@@ -165,6 +165,32 @@ class Observer:
             raise AssertionError(f"no {count}x {kind} event; saw {self.types()}") from None
         return self.of(kind)[count - 1]
 
+    async def wait_published_qr(self, code: str, timeout: float = 5) -> None:
+        """Assert that `code` is a QR the worker published. Our subscription may get the event
+        a moment after another reader (the stored key, the API, a page) has it."""
+        try:
+            async with asyncio.timeout(timeout):
+                while code not in {e["data"]["code"] for e in self.of("qr")}:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            raise AssertionError("a QR that the worker never published") from None
+
+    async def scan(self, phone: str = "79686484488", timeout: float = 30) -> dict[str, Any]:
+        """Scan the QR on screen like a phone, again with the new one if it rotated between
+        reading and scanning (a phone cannot scan a QR that is gone). Returns `linked`."""
+        before = len(self.of("linked"))
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    code = await self.qr()
+                    assert await self.act({"action": "scan", "qr": code, "phone": phone}) == 1
+                    for _ in range(40):
+                        if len(self.of("linked")) > before:
+                            return self.of("linked")[before]
+                        await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(f"no scan linked the session; saw {self.types()}") from None
+
     async def act(self, action: dict[str, Any]) -> int:
         """Play the phone's part (simulator driver)."""
         return int(await self.redis.publish(channels.simulator_channel(self.company),

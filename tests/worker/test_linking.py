@@ -24,10 +24,8 @@ async def test_qr_flow_linked_only_after_pairing_connected_only_while_open(
         assert state["linked"] == "false"
         assert state["connected"] == "false"
 
-        qr = await obs.qr()
-        assert qr == obs.of("qr")[-1]["data"]["code"]
-        assert await obs.act({"action": "scan", "qr": qr, "phone": "+7 (968) 648-44-88"}) == 1
-        linked = await obs.wait_event("linked")
+        await obs.wait_published_qr(await obs.qr())  # the stored QR is one it published
+        linked = await obs.scan(phone="+7 (968) 648-44-88")
         assert linked["data"]["phone"] == "79686484488"
         assert linked["data"]["method"] == "qr"
         assert re.fullmatch(r"79686484488:\d+@s\.whatsapp\.net", linked["data"]["jid"])
@@ -89,7 +87,7 @@ async def test_linked_session_resumes_after_restart_without_new_link(
     async with observing(redis_url, company) as obs:
         w = workers()
         await obs.wait_event("qr")
-        await obs.act({"action": "scan", "qr": await obs.qr(), "phone": "79686484488"})
+        await obs.scan()
         await obs.wait_event("connected")
         await w.stop()
         qrs_before = len(obs.of("qr"))
@@ -158,7 +156,7 @@ async def test_logout_from_phone_removes_link_and_shows_qr_again(
     async with observing(redis_url, company) as obs:
         workers()
         await obs.wait_event("qr")
-        await obs.act({"action": "scan", "qr": await obs.qr(), "phone": "79686484488"})
+        await obs.scan()
         await obs.wait_event("connected")
         qrs = len(obs.of("qr"))
         await obs.act({"action": "logout"})

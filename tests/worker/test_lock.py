@@ -19,7 +19,7 @@ async def link(obs: object) -> None:
 
     assert isinstance(obs, Observer)
     await obs.wait_event("qr")
-    await obs.act({"action": "scan", "qr": await obs.qr(), "phone": "79686484488"})
+    await obs.scan()
     await obs.wait_event("connected")
 
 
