@@ -234,12 +234,19 @@ class OperatorEnv:
 
 
 @pytest.fixture
-def operator_env(stack: StackInfo, namespace: str, database: str, redis_url: str,
-                 tmp_path: Path) -> Iterator[OperatorEnv]:
+def salon_crd(stack: StackInfo) -> StackInfo:
+    """The SalonSession CRD applied from this checkout and established."""
     crd = REPO / "crds" / "salonsessions.wa.salonsessions.io.yaml"
     stack.kubectl("apply", "-f", str(crd))
     stack.kubectl("wait", "--for=condition=Established", "--timeout=30s",
                   "crd/salonsessions.wa.salonsessions.io")
+    return stack
+
+
+@pytest.fixture
+def operator_env(salon_crd: StackInfo, namespace: str, database: str, redis_url: str,
+                 tmp_path: Path) -> Iterator[OperatorEnv]:
+    stack = salon_crd
     for secret, value in (("salon-sessions-database", database),
                           ("salon-sessions-redis", redis_url)):
         stack.kubectl("create", "secret", "generic", secret, "-n", namespace,

@@ -1,13 +1,20 @@
-"""Publisher retry logic against a scripted Redis stand-in and against a closed port."""
+"""Publisher retry logic against the real Redis, with transient failures injected in front
+of it (on a fake clock, so that budgets are exact), against real permanent errors (a wrong
+password, an ACL without PUBLISH), and against a closed port."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from prometheus_client import CollectorRegistry
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from salon_sessions.core.backoff import Backoff
@@ -20,21 +27,21 @@ from salon_sessions.core.redis_client import connect_redis
 EVENT = EventSource("company_1", "company-1").event(QrData(code="2@x", timeout_s=20))
 
 
-class ScriptedRedis:
-    """Fails with the scripted errors, then succeeds; advances a fake clock per call."""
+class FlakyRedis:
+    """The real Redis behind a few injected transient failures; advances a fake clock."""
 
-    def __init__(self, errors: list[Exception], clock: FakeClock, call_s: float = 0.0) -> None:
+    def __init__(self, real: Redis, errors: list[Exception], clock: FakeClock,
+                 call_s: float = 0.0) -> None:
+        self.real = real
         self.errors = errors
         self.clock = clock
         self.call_s = call_s
-        self.published: list[tuple[str, bytes]] = []
 
     async def publish(self, channel: str, payload: bytes) -> int:
         self.clock.now += self.call_s
         if self.errors:
             raise self.errors.pop(0)
-        self.published.append((channel, payload))
-        return 3
+        return int(await self.real.publish(channel, payload))
 
 
 class FakeClock:
@@ -48,6 +55,20 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+@pytest.fixture
+async def real_redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = connect_redis(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _with_credentials(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}"))
 
 
 def _sample(registry: CollectorRegistry, name: str) -> float:
@@ -69,13 +90,19 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
         assert len(delays) > 1  # jittered
 
 
-async def test_transient_errors_are_retried_then_published() -> None:
+async def test_transient_errors_are_retried_then_published(real_redis: Redis) -> None:
     clock, registry = FakeClock(), CollectorRegistry()
-    redis = ScriptedRedis([RedisConnectionError("down"), OSError("reset")], clock)
+    channel = f"test:publisher:{uuid.uuid4().hex}"
+    redis = FlakyRedis(real_redis, [RedisConnectionError("down"), OSError("reset")], clock)
     publisher = _publisher(redis, clock, RetryPolicy(max_attempts=5), registry)
-    assert await publisher.publish(EVENT) == 3
-    assert decode(redis.published[0][1]) == EVENT
-    assert redis.published[0][0] == "whatsapp:events"
+    async with real_redis.pubsub() as sub:
+        await sub.subscribe(channel)
+        assert await publisher.publish(EVENT, channel) == 1  # our subscriber
+        async with asyncio.timeout(5):
+            while (msg := await sub.get_message(ignore_subscribe_messages=True,
+                                                timeout=1)) is None:
+                pass
+    assert decode(msg["data"]) == EVENT
     assert len(clock.sleeps) == 2
     assert clock.sleeps[1] > clock.sleeps[0] / 2
     assert _sample(registry, "salon_pubsub_publish_attempts_total") == 3
@@ -84,9 +111,9 @@ async def test_transient_errors_are_retried_then_published() -> None:
     assert _sample(registry, "salon_pubsub_publish_seconds_count") == 1
 
 
-async def test_attempts_are_bounded() -> None:
+async def test_attempts_are_bounded(real_redis: Redis) -> None:
     clock, registry = FakeClock(), CollectorRegistry()
-    redis = ScriptedRedis([RedisConnectionError("down")] * 10, clock)
+    redis = FlakyRedis(real_redis, [RedisConnectionError("down")] * 10, clock)
     publisher = _publisher(redis, clock, RetryPolicy(max_attempts=4, max_total_s=100),
                            registry)
     with pytest.raises(PublishFailed, match="after 4 attempt") as caught:
@@ -99,9 +126,9 @@ async def test_attempts_are_bounded() -> None:
     assert _sample(registry, "salon_pubsub_publish_seconds_count") == 0
 
 
-async def test_total_time_is_bounded() -> None:
+async def test_total_time_is_bounded(real_redis: Redis) -> None:
     clock, registry = FakeClock(), CollectorRegistry()
-    redis = ScriptedRedis([RedisConnectionError("down")] * 100, clock, call_s=0.5)
+    redis = FlakyRedis(real_redis, [RedisConnectionError("down")] * 100, clock, call_s=0.5)
     policy = RetryPolicy(max_attempts=100, max_total_s=3.0, backoff=Backoff(0.2, 0.4))
     start = clock.now
     with pytest.raises(PublishFailed):
@@ -110,12 +137,34 @@ async def test_total_time_is_bounded() -> None:
     assert _sample(registry, "salon_pubsub_publish_attempts_total") < 10
 
 
-@pytest.mark.parametrize("error", [AuthenticationError("bad password"), ResponseError("NOPERM")])
-async def test_permanent_errors_are_not_retried(error: Exception) -> None:
+async def test_a_wrong_password_is_not_retried(redis_url: str) -> None:
     clock, registry = FakeClock(), CollectorRegistry()
-    redis = ScriptedRedis([error], clock)
-    with pytest.raises(PublishFailed, match="after 1 attempt"):
-        await _publisher(redis, clock, RetryPolicy(), registry).publish(EVENT)
+    client = connect_redis(_with_credentials(redis_url, "default", "wrong-password"))
+    try:
+        with pytest.raises(PublishFailed, match="after 1 attempt") as caught:
+            await _publisher(client, clock, RetryPolicy(), registry).publish(EVENT)
+    finally:
+        await client.aclose()
+    assert isinstance(caught.value.last_error, AuthenticationError)
+    assert clock.sleeps == []
+    assert _sample(registry, "salon_pubsub_publish_attempts_total") == 1
+    assert _sample(registry, "salon_pubsub_publish_failures_total") == 1
+
+
+async def test_a_missing_publish_permission_is_not_retried(real_redis: Redis,
+                                                           redis_url: str) -> None:
+    user, password = f"t-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await real_redis.execute_command("ACL", "SETUSER", user, "on", f">{password}",
+                                     "~*", "&*", "+@all", "-publish")
+    client = connect_redis(_with_credentials(redis_url, user, password))
+    clock, registry = FakeClock(), CollectorRegistry()
+    try:
+        with pytest.raises(PublishFailed, match="after 1 attempt") as caught:
+            await _publisher(client, clock, RetryPolicy(), registry).publish(EVENT)
+    finally:
+        await client.aclose()
+        await real_redis.execute_command("ACL", "DELUSER", user)
+    assert isinstance(caught.value.last_error, NoPermissionError)
     assert clock.sleeps == []
     assert _sample(registry, "salon_pubsub_publish_attempts_total") == 1
     assert _sample(registry, "salon_pubsub_publish_failures_total") == 1
