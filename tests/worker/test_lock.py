@@ -29,8 +29,10 @@ async def test_two_workers_exactly_one_connects_and_the_other_takes_over_on_kill
         first = workers("w0")
         await link(obs)
         second = workers("w1")
-        await asyncio.sleep(2.0)  # the standby has had time to try the lock
-        assert "standing by" in second.log()
+        async with asyncio.timeout(20):  # the standby has started and tried the lock
+            while "standing by" not in second.log():
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # ... and keeps trying without connecting
         assert len(obs.of("connected")) == 1
         assert (await obs.state())["pod"] == "w0"
 
