@@ -34,7 +34,11 @@ from tests.api.browser import (
 from tests.api.server import ApiServer, start_api
 from tests.api.zbar import decode
 from tests.helpers import eventually
-from tests.operator.conftest import OperatorEnv, operator_env  # noqa: F401 - the fixture
+from tests.operator.conftest import (  # noqa: F401 - the fixtures
+    OperatorEnv,
+    operator_env,
+    salon_crd,
+)
 from tests.worker.harness import new_company, observing
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
