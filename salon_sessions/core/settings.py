@@ -113,7 +113,9 @@ class OperatorSettings(_Database, _Redis):
     namespace (likewise Redis).
     """
 
-    namespace: str | None = Field(default=None, description="watch one namespace; None = all")
+    namespace: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(,[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="watch one namespace, or several separated by commas; None = all")
     identity: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253,
                           description="this replica's name in the leader Lease (the pod name)")
     http_host: str = Field(default="0.0.0.0", description="/metrics, /healthz, /readyz")
@@ -141,6 +143,11 @@ class OperatorSettings(_Database, _Redis):
     worker_memory_request: str = "128Mi"
     worker_cpu_limit: str | None = "1"
     worker_memory_limit: str | None = "512Mi"
+
+    @property
+    def namespaces(self) -> list[str]:
+        """The watched namespaces; empty = all of them."""
+        return self.namespace.split(",") if self.namespace else []
 
     @field_validator("worker_cpu_limit", "worker_memory_limit", mode="before")
     @classmethod

@@ -74,8 +74,8 @@ class Operator:
 
     def lease_namespace(self) -> str:
         s = self.settings
-        return (s.lease_namespace or s.namespace or os.environ.get("POD_NAMESPACE")
-                or "default")
+        return (s.lease_namespace or next(iter(s.namespaces), None)
+                or os.environ.get("POD_NAMESPACE") or "default")
 
     # ---- lifecycle --------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -138,13 +138,13 @@ class Operator:
         self.consumer = EventsConsumer(redis, self.registry, writer, self.metrics,
                                        on_pong=pinger.on_pong, on_applied=on_applied,
                                        on_gap=heartbeat.on_gap, max_skew_s=s.max_event_skew_s)
-        reconciler = Reconciler(s, kube, redis, writer, recorder, self.metrics)
+        reconciler = Reconciler(s, kube, redis, writer, recorder, self.metrics, self.registry)
         registry = kopf.OperatorRegistry()
         handlers.register(registry, self.registry, reconciler)
         logging.getLogger("kopf").setLevel(s.kopf_log_level)
         kopf_stop = asyncio.Event()
         kopf_ready = asyncio.Event()
-        scope: dict[str, Any] = ({"namespaces": [s.namespace]} if s.namespace
+        scope: dict[str, Any] = ({"namespaces": s.namespaces} if s.namespaces
                                  else {"clusterwide": True})
         tasks = {
             asyncio.create_task(writer.run(), name="status-writer"),

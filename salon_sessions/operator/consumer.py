@@ -82,8 +82,8 @@ class EventsConsumer:
                  extra={"company_id": event.company_id})
 
     def apply(self, event: Event) -> None:
-        sessions = self._registry.by_company(event.company_id)
-        if not sessions:
+        owner = self._registry.owner(event.company_id)
+        if owner is None:
             self._reject("unknown_session", event)
             return
         now = datetime.now(UTC)
@@ -91,14 +91,13 @@ class EventsConsumer:
         if event.seq > horizon_us or event.ts > now + timedelta(seconds=self._max_skew):
             self._reject("future", event)
             return
-        for session in sessions:
-            if event.session != session.name:
-                self._reject("session_mismatch", event)
-                continue
-            outcome = session.model.apply_event(event, now)
-            if outcome is not Applied.APPLIED:
-                self._reject(outcome.value, event)
-                continue
-            if self._writer.mark(session) and session.pending_event_ts is None:
-                session.pending_event_ts = event.ts
-            self._on_applied(session, event)
+        if event.session != owner.name:  # a duplicate SalonSession runs no worker
+            self._reject("session_mismatch", event)
+            return
+        outcome = owner.model.apply_event(event, now)
+        if outcome is not Applied.APPLIED:
+            self._reject(outcome.value, event)
+            return
+        if self._writer.mark(owner) and owner.pending_event_ts is None:
+            owner.pending_event_ts = event.ts
+        self._on_applied(owner, event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ import kopf
 from salon_sessions.core.resource import GROUP, PLURAL, VERSION
 from salon_sessions.core.settings import OperatorSettings
 from salon_sessions.operator.reconciler import Reconciler, RetryLater
-from salon_sessions.operator.registry import Registry
+from salon_sessions.operator.registry import Registry, Session
 from salon_sessions.operator.statefulset import MANAGED_BY, MANAGED_BY_LABEL
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,37 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
 
 def register(registry: kopf.OperatorRegistry, sessions: Registry,
              reconciler: Reconciler) -> None:
+    background: set[asyncio.Task[None]] = set()
+
+    async def rereconcile(session: Session) -> None:
+        try:
+            await reconciler.reconcile(session, session_body(session))
+        except RetryLater as exc:  # the next watch event or resync retries
+            log.warning("%s", exc)
+        except Exception:
+            log.exception("reconciling %s/%s after an owner change failed",
+                          session.namespace, session.name)
+
+    def owner_changed(old: Session, new: Session | None) -> None:
+        """One company, one session: both sides of an ownership change are reconciled."""
+        for session in (old, new):
+            if session is not None and sessions.get(session.key) is session \
+                    and not session.deleting:
+                task = asyncio.create_task(rereconcile(session))
+                background.add(task)
+                task.add_done_callback(background.discard)
+
+    sessions.on_owner_change = owner_changed
+
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:
         return (kopf.login_with_service_account(**kwargs)
                 or kopf.login_with_kubeconfig(**kwargs))
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def session_event(type: str | None, body: Mapping[str, Any], **_: Any) -> None:
+    async def session_event(type: str | None, body: Mapping[str, Any], **_: Any) -> None:
+        # async: runs on the loop, like everything else that reads the registry (kopf would
+        # run a plain function in a thread)
         meta = body.get("metadata", {})
         if type == "DELETED":
             sessions.forget((meta.get("namespace", ""), meta.get("name", "")))

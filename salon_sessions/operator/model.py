@@ -34,6 +34,7 @@ from salon_sessions.core.phone import PHONE_PATTERN
 from salon_sessions.core.resource import ConditionType, Phase
 
 _PHONE = re.compile(PHONE_PATTERN, re.ASCII)
+_SERVED_BY = re.compile(r"served by SalonSession (\S+);")
 WORKER_PHASES: Final = frozenset({
     Phase.STARTING, Phase.AWAITING_LINK, Phase.PAIRING_CODE_ISSUED, Phase.CONNECTED,
     Phase.DISCONNECTED, Phase.LOGGED_OUT,
@@ -112,6 +113,9 @@ class SessionModel:
     health_message: str = ""
     failure: tuple[str, str] | None = None
     cleanup_failure: str | None = None
+    duplicate_of: str | None = None
+    """`namespace/name` of the SalonSession that owns this one's company (this one runs
+    nothing)."""
     phase: Phase | None = None
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
@@ -150,6 +154,11 @@ class SessionModel:
         connected = model.conditions.get(ConditionType.CONNECTED, {})
         model.heartbeat_lost = connected.get("reason") == "HeartbeatLost"
         model.logged_out = phase is Phase.LOGGED_OUT
+        ready = model.conditions.get(ConditionType.READY, {})
+        if ready.get("reason") == "DuplicateCompany":
+            owner = _SERVED_BY.search(str(ready.get("message", "")))
+            model.duplicate_of = owner.group(1) if owner else "another SalonSession"
+            model.applied = False
         return model
 
     # ---- facts from the reconciler -----------------------------------------------------
@@ -170,6 +179,25 @@ class SessionModel:
             self.worker_phase = None
             self.heartbeat_lost = False
             self.failure = None
+
+    def hold_as_duplicate(self, owner: str, generation: int) -> None:
+        """Another SalonSession owns the company: no worker runs for this one."""
+        self.duplicate_of = owner
+        self.generation = generation
+        self.observed_generation = generation
+        self.applied = False
+        self.worker_phase = None
+        self.linked = None
+        self.connected = False
+        self.phone = None
+        self.healthy = None
+        self.health_message = ""
+        self.heartbeat_lost = False
+        self.failure = None
+
+    def release_duplicate(self) -> None:
+        """This one owns its company now (the owner went away)."""
+        self.duplicate_of = None
 
     # ---- facts from the workers ---------------------------------------------------------
     def apply_event(self, event: Event, received_at: datetime) -> Applied:
@@ -267,6 +295,8 @@ class SessionModel:
     def compute_phase(self) -> tuple[Phase, str]:
         if self.cleanup_failure is not None:
             return Phase.FAILED, "CleanupFailed"
+        if self.duplicate_of is not None:
+            return Phase.FAILED, "DuplicateCompany"
         if self.suspended:
             return Phase.SUSPENDED, "Suspended"
         if not self.applied and self.observed_generation is None:
@@ -284,6 +314,13 @@ class SessionModel:
         return self.worker_phase, "WorkerEvent"
 
     def _conditions(self) -> dict[str, Cond]:
+        if self.duplicate_of is not None:
+            message = (f"its company is served by SalonSession {self.duplicate_of}; this one "
+                       f"runs no worker (delete it: its deletion leaves the credentials alone)")
+            return {ConditionType.LINKED: Cond("Unknown", "DuplicateCompany", message),
+                    ConditionType.CONNECTED: Cond("False", "DuplicateCompany", message),
+                    ConditionType.WORKER_HEALTHY: Cond("Unknown", "DuplicateCompany", message),
+                    ConditionType.READY: Cond("False", "DuplicateCompany", message)}
         if self.linked:
             linked = Cond("True", "Linked", "WhatsApp accepted this device")
         elif self.linked is None:

@@ -5,6 +5,11 @@ operator restart or two reconciles at once end with the same single StatefulSet)
 creates, updates (rolling the pod when the template's hash changes) or scales (suspend) in
 one call.
 
+One company, one session (`Registry.owner`): a SalonSession whose company another, older,
+one already names is held as a duplicate: no StatefulSet (deleted if it had one), phase
+`Failed` with reason `DuplicateCompany`, and its deletion leaves the company's credentials
+and Redis keys alone (they are the owner's). When the owner goes, the next one takes over.
+
 `cleanup` runs in the finalizer: it stops the worker (scale to zero, wait for the pod to
 go, so nothing rewrites the Redis keys or the credentials behind us), deletes the Redis
 keys, then, with `deletionPolicy: Delete`, the credentials (`db.credentials`), with
@@ -33,7 +38,7 @@ from salon_sessions.db.credentials import SessionInUse, delete_session_credentia
 from salon_sessions.operator.kube import Kube, KubeError
 from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.recorder import EventRecorder, KubeEvent
-from salon_sessions.operator.registry import Session
+from salon_sessions.operator.registry import Registry, Session
 from salon_sessions.operator.statefulset import build_statefulset, matches
 from salon_sessions.operator.status_writer import StatusWriter
 
@@ -51,8 +56,9 @@ class RetryLater(Exception):
 class Reconciler:
     def __init__(self, settings: OperatorSettings, kube: Kube, redis: Redis,
                  writer: StatusWriter, recorder: EventRecorder,
-                 metrics: OperatorMetrics) -> None:
+                 metrics: OperatorMetrics, registry: Registry) -> None:
         self._settings = settings
+        self._registry = registry
         self._kube = kube
         self._redis = redis
         self._writer = writer
@@ -63,6 +69,13 @@ class Reconciler:
     async def reconcile(self, session: Session, body: dict[str, Any]) -> None:
         if session.deleting:
             return
+        if not self._registry.is_owner(session):
+            await self._hold_duplicate(session)
+            return
+        if session.model.duplicate_of is not None:
+            log.info("SalonSession %s/%s now serves %s", session.namespace, session.name,
+                     session.company, extra={"company_id": session.company})
+            session.model.release_duplicate()
         session.model.refresh()
         self._writer.mark(session)  # Pending, if this is the first we hear of it
         desired = build_statefulset(body, self._settings)
@@ -76,7 +89,29 @@ class Reconciler:
         finally:
             self._metrics.reconcile_seconds.labels("statefulset").observe(
                 time.monotonic() - started)
+        if not self._registry.is_owner(session):  # an older one appeared meanwhile
+            await self._hold_duplicate(session)
+            return
         session.model.reconciled(session.generation, session.suspended)
+        self._writer.mark(session)
+
+    async def _hold_duplicate(self, session: Session) -> None:
+        owner = self._registry.owner(session.company)
+        owner_ref = f"{owner.namespace}/{owner.name}" if owner else "another SalonSession"
+        try:
+            await self._kube.delete_statefulset(session.namespace, session.name, session.uid)
+        except KubeError as exc:
+            raise RetryLater(f"deleting the StatefulSet of duplicate {session.name}: {exc}",
+                             delay=2.0) from None
+        if session.model.duplicate_of != owner_ref:
+            log.warning("SalonSession %s/%s names %s, which %s serves already: it runs "
+                        "nothing", session.namespace, session.name, session.company,
+                        owner_ref, extra={"company_id": session.company})
+            self._recorder.emit(session.ref(), "Warning", "DuplicateCompany",
+                                f"{session.company} is served by SalonSession {owner_ref}; "
+                                f"this one runs no worker")
+        session.model.hold_as_duplicate(owner_ref, session.generation)
+        session.model.refresh()
         self._writer.mark(session)
 
     async def check_statefulset(self, session: Session, body: dict[str, Any],
@@ -95,6 +130,14 @@ class Reconciler:
         started = time.monotonic()
         try:
             await self._stop_worker(session)
+            if not self._registry.is_owner(session):
+                owner = self._registry.owner(session.company)
+                served_by = f"{owner.namespace}/{owner.name}" if owner else "another session"
+                self._metrics.cleanups.labels("duplicate").inc()
+                self._recorder.emit(session.ref(), "Normal", "CredentialsKept",
+                                    f"a duplicate of {served_by}: the company's credentials "
+                                    f"and Redis keys are that session's and stay")
+                return
             await self._delete_redis_keys(session)
             if session.deletion_policy is DeletionPolicy.RETAIN:
                 self._metrics.cleanups.labels("retained").inc()

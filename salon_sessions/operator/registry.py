@@ -4,6 +4,11 @@ Kept up to date from kopf's watch (`observe`, `forget`); the events consumer, th
 reconciler, the pinger and the status writer all read from here. A session's model is
 created from its written `.status` the first time it is seen, and is authoritative after
 that (the operator is the only writer of `.status`).
+
+One company, one session: when several SalonSessions name the same company, the oldest
+(creation time, then namespace/name) owns it and the others are duplicates that run
+nothing (`owner`). When the owner changes (an older one appears, or the owner is
+forgotten), `on_owner_change(old, new)` is called so that both are reconciled again.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Session:
     """The `.status` as last written (or as loaded)."""
     pending_event_ts: Any = None
     """Worker timestamp of the oldest event applied but not yet written (lag metric)."""
+    created: str = ""
+    """`metadata.creationTimestamp` (RFC 3339, so that it sorts as text)."""
 
     @property
     def key(self) -> Key:
@@ -72,6 +79,7 @@ class Registry:
         self._sessions: dict[Key, Session] = {}
         self._by_company: dict[str, set[Key]] = {}
         self._on_new = on_new
+        self.on_owner_change: Callable[[Session, Session | None], None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -84,6 +92,22 @@ class Registry:
 
     def by_company(self, company_id: str) -> list[Session]:
         return [self._sessions[k] for k in self._by_company.get(company_id, ())]
+
+    def owner(self, company_id: str) -> Session | None:
+        """The session that serves `company_id`: the oldest of those that name it."""
+        keys = self._by_company.get(company_id)
+        if not keys:
+            return None
+        return min((self._sessions[k] for k in keys),
+                   key=lambda s: (s.created or "~", s.namespace, s.name))
+
+    def is_owner(self, session: Session) -> bool:
+        return self.owner(session.company) is session
+
+    def _owner_changed(self, old: Session | None, company: str) -> None:
+        new = self.owner(company)
+        if old is not None and new is not old and self.on_owner_change is not None:
+            self.on_owner_change(old, new)
 
     def observe(self, body: Mapping[str, Any]) -> Session | None:
         """Record the latest body of a SalonSession; returns its session (None if the body
@@ -103,17 +127,20 @@ class Registry:
             self.forget(key)  # deleted and created again under the same name
             session = None
         if session is None:
+            before = self.owner(company)
             status = body.get("status") or {}
             model = SessionModel.from_status(dict(status), generation,
                                              bool(spec.get("suspend", False)))
             session = Session(namespace=key[0], name=key[1], uid=uid, company=company,
-                              spec=spec, generation=generation, model=model)
+                              spec=spec, generation=generation, model=model,
+                              created=str(meta.get("creationTimestamp") or ""))
             if model.phase is not None:
                 session.written = dict(status)
             self._sessions[key] = session
             self._by_company.setdefault(company, set()).add(key)
             if self._on_new is not None:
                 self._on_new(session)
+            self._owner_changed(before, company)
         else:
             session.spec, session.generation = spec, generation
             session.model.generation = generation
@@ -121,11 +148,14 @@ class Registry:
         return session
 
     def forget(self, key: Key) -> Session | None:
-        session = self._sessions.pop(key, None)
+        session = self._sessions.get(key)
+        before = self.owner(session.company) if session is not None else None
+        self._sessions.pop(key, None)
         if session is not None:
             keys = self._by_company.get(session.company)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
                     del self._by_company[session.company]
+            self._owner_changed(before, session.company)
         return session

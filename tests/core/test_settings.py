@@ -66,6 +66,18 @@ def test_each_component_has_its_settings(env: pytest.MonkeyPatch) -> None:
     assert MigrateSettings.from_env().database_url.get_secret_value() == DB
 
 
+def test_the_operator_watches_one_several_or_all_namespaces(env: pytest.MonkeyPatch) -> None:
+    assert OperatorSettings.from_env().namespaces == []
+    env.setenv("SALON_NAMESPACE", "salons")
+    assert OperatorSettings.from_env().namespaces == ["salons"]
+    env.setenv("SALON_NAMESPACE", "salons-eu,salons-ru")
+    assert OperatorSettings.from_env().namespaces == ["salons-eu", "salons-ru"]
+    for bad in ("Salons", "a,,b", "a, b", "-a", "a,"):
+        env.setenv("SALON_NAMESPACE", bad)
+        with pytest.raises(ValidationError, match="namespace"):
+            OperatorSettings.from_env()
+
+
 def test_validation_errors_do_not_echo_secrets(env: pytest.MonkeyPatch) -> None:
     env.setenv("SALON_DATABASE_URL", "mysql://root:pg-S3cret@db/x")
     with pytest.raises(ValidationError) as caught:

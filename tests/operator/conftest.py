@@ -186,8 +186,8 @@ class OperatorEnv:
                 input: str | None = None) -> subprocess.CompletedProcess[str]:
         return self.stack.kubectl(*args, "-n", self.namespace, check=check, input=input)
 
-    def apply_session(self, company: str, **spec: Any) -> str:
-        name = company.replace("_", "-")
+    def apply_session(self, company: str, name: str | None = None, **spec: Any) -> str:
+        name = name or company.replace("_", "-")
         body = {"apiVersion": "wa.salonsessions.io/v1alpha1", "kind": "SalonSession",
                 "metadata": {"name": name},
                 "spec": {"companyId": company, "driver": "simulator", **spec}}

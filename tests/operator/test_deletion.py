@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import asyncpg
 import pytest
@@ -10,9 +12,17 @@ import pytest
 from devstack.procs import free_port
 from salon_sessions.db.migrator import migrate_database
 from salon_sessions.worker.simulator import SCHEMA as SIMULATOR_SCHEMA
-from tests.helpers import eventually
+from tests.helpers import eventually, get_json
 from tests.operator.conftest import OperatorEnv
-from tests.operator.helpers import PHONE, Phone, StatusWatch, credentials, history, new_company
+from tests.operator.helpers import (
+    PHONE,
+    Phone,
+    StatusWatch,
+    condition,
+    credentials,
+    history,
+    new_company,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -80,3 +90,91 @@ def test_unreachable_database_does_not_block_deletion(operator_env: OperatorEnv)
     assert warnings
     assert warnings[0]["type"] == "Warning"
     assert "nope" not in warnings[0]["message"]  # the password never shows
+
+
+def test_a_second_session_of_a_company_runs_nothing_and_deleting_it_loses_nothing(
+        operator_env: OperatorEnv) -> None:
+    """The CRD allows one SalonSession per company in a namespace (its name is derived
+    from the company id); an operator watching two namespaces may still see two."""
+    env, stack = operator_env, operator_env.stack
+    other = f"{env.namespace}-b"
+    stack.kubectl("create", "namespace", other)
+    stack.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "salon-sessions-operator", "namespace": other},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "salon-sessions-operator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "salon-sessions-operator",
+                      "namespace": env.namespace}]}))
+    for secret, value in (("salon-sessions-database", env.database),
+                          ("salon-sessions-redis", env.redis_url)):
+        stack.kubectl("create", "secret", "generic", secret, "-n", other,
+                      f"--from-literal=url={value}")
+    env.wait_role(env.start_operator(SALON_NAMESPACE=f"{env.namespace},{other}",
+                                     SALON_LEASE_NAMESPACE=env.namespace), "leader")
+    company = new_company()
+    seed_credentials(env.database, company, env.namespace)  # a linked device
+    owner = env.apply_session(company)
+    env.wait_status(owner, "resumed linked", phase="Connected", linked=True, connected=True)
+    manifest = json.dumps({"apiVersion": "wa.salonsessions.io/v1alpha1",
+                           "kind": "SalonSession", "metadata": {"name": owner},
+                           "spec": {"companyId": company, "driver": "simulator"}})
+
+    def copy_status() -> dict[str, Any] | None:
+        out = stack.kubectl("get", "salonsession", owner, "-n", other, "-o", "json",
+                            check=False)
+        status: dict[str, Any] | None = (json.loads(out.stdout).get("status")
+                                         if out.returncode == 0 else None)
+        return status
+
+    def copy_events() -> list[str]:
+        items = get_json(stack, "events", "-n", other, "--field-selector",
+                         f"involvedObject.name={owner}")["items"]
+        return [f"{e['type']}:{e['reason']}" for e in items]
+
+    def copy_statefulsets() -> list[str]:
+        return [s["metadata"]["name"]
+                for s in get_json(stack, "statefulsets", "-n", other)["items"]]
+
+    phone = Phone(env.redis_url, company)
+    try:
+        stack.kubectl("apply", "-n", other, "-f", "-", input=manifest)
+        status = eventually(lambda: (s := copy_status()) and s.get("phase") == "Failed" and s,
+                            60, "the copy held as a duplicate")
+        ready = condition(status, "Ready")
+        assert ready["reason"] == "DuplicateCompany"
+        assert f"{env.namespace}/{owner}" in ready["message"]
+        assert status["connected"] is False
+        assert "podName" not in status
+        assert copy_statefulsets() == []
+        assert "Warning:DuplicateCompany" in copy_events()
+        assert env.status(owner)["phase"] == "Connected"
+
+        # deleting the duplicate touches neither the credentials nor the live session
+        stack.kubectl("delete", "salonsession", owner, "-n", other, "--timeout=60s")
+        assert credentials(env.database, company) == {"simulator_device": 1,
+                                                      "salon_sessions": 1}
+        assert phone.state().get("connected") == "true"
+        assert "Normal:CredentialsKept" in copy_events()
+        assert env.status(owner)["phase"] == "Connected"
+
+        # a duplicate takes over when the owner goes (whose deletion removes the device)
+        stack.kubectl("apply", "-n", other, "-f", "-", input=manifest)
+        eventually(lambda: (copy_status() or {}).get("phase") == "Failed", 60,
+                   "the copy held again")
+        env.kubectl("delete", "salonsession", owner, "--timeout=90s")
+        assert credentials(env.database, company) == {"simulator_device": 0,
+                                                      "salon_sessions": 0}
+        status = eventually(
+            lambda: (s := copy_status()) and s.get("phase") == "AwaitingLink" and s, 90,
+            "the copy took over and awaits a link")
+        assert condition(status, "Ready")["reason"] != "DuplicateCompany"
+        assert copy_statefulsets() == [owner]
+        phone.scan()
+        eventually(lambda: (copy_status() or {}).get("connected") is True, 60,
+                   "the copy linked and connected")
+    finally:
+        phone.close()
+        stack.kubectl("delete", "salonsessions", "--all", "-n", other, "--timeout=60s",
+                      check=False)
+        stack.kubectl("delete", "namespace", other, "--wait=false", check=False)

@@ -167,3 +167,35 @@ def test_reload_from_a_written_status_and_patches() -> None:
     assert (patch, urgent) == ({"lastEventSeq": 5}, False)
     smaller = {k: v for k, v in written.items() if k != "phone"}
     assert status_patch(written, smaller) == ({"phone": None}, True)
+
+
+def test_a_duplicate_runs_nothing_says_who_owns_the_company_and_survives_a_reload() -> None:
+    src = EventSource("company_1", "company-1-copy")
+    model = started()
+    model.apply_event(src.event(ConnectedData(jid=JID)), T0)
+    model.hold_as_duplicate("salons/company-1", generation=2)
+    model.refresh(T0)
+    assert model.phase is Phase.FAILED
+    assert model.transitions[-1].reason == "DuplicateCompany"
+    assert set(conds(model).values()) <= {("Unknown", "DuplicateCompany"),
+                                          ("False", "DuplicateCompany")}
+    assert conds(model)["Ready"] == ("False", "DuplicateCompany")
+    assert "salons/company-1" in model.conditions["Ready"]["message"]
+    written = model.render("company-1-copy-0")
+    assert written["connected"] is False
+    assert "podName" not in written
+    assert "linked" not in written
+    assert written["observedGeneration"] == 2
+
+    again = SessionModel.from_status(written, 2, suspended=False)
+    assert again.duplicate_of == "salons/company-1"
+    assert again.applied is False  # no heartbeat or ping is expected from it
+    again.refresh(T0)
+    assert again.render("company-1-copy-0") == written
+    assert again.transitions == []
+
+    again.release_duplicate()  # the owner went away: this one takes over
+    again.reconciled(2, suspended=False)
+    again.refresh(T0)
+    assert again.phase is Phase.STARTING
+    assert conds(again)["Ready"][1] != "DuplicateCompany"
