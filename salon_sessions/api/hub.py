@@ -7,6 +7,11 @@ once per client). A client whose queue is full (it reads slower than events arri
 socket stopped draining) is disconnected with close code 4008; it reconnects and gets a
 fresh snapshot, which is better than a silently incomplete stream. A send that does not
 complete within the send timeout also disconnects the client.
+
+A client is registered before its snapshot is read, so that no event falls between the
+two; the events queued meanwhile that the snapshot already reflects (their `seq` is not
+above the state hash's `seq`, the `floor`) are skipped, so that a stale `disconnected` or
+`logged_out` never follows a snapshot that says connected.
 """
 
 from __future__ import annotations
@@ -34,22 +39,32 @@ Offer = Literal["queued", "dropped", "closed"]
 @dataclass(eq=False)
 class Client:
     company_id: str
-    queue: asyncio.Queue[str]
+    queue: asyncio.Queue[tuple[int, str]]
+    """(seq, text): the event's `seq`, 0 for what is not an event (never skipped)."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int = 1000
     close_reason: str = ""
+    floor: int = 0
+    """Events with a `seq` up to this one are already in the snapshot sent."""
 
-    def offer(self, text: str) -> Offer:
+    def offer(self, text: str, seq: int = 0) -> Offer:
         """Queue a message: "queued"; "dropped" when the queue is full (the client is
         closed now, once); "closed" when it was closed already."""
         if self.closed.is_set():
             return "closed"
         try:
-            self.queue.put_nowait(text)
+            self.queue.put_nowait((seq, text))
         except asyncio.QueueFull:
             self.close(CLOSE_TOO_SLOW, "client too slow: event queue full")
             return "dropped"
         return "queued"
+
+    async def next(self) -> str:
+        """The next message to send, skipping the events that the snapshot covers."""
+        while True:
+            seq, text = await self.queue.get()
+            if seq == 0 or seq > self.floor:
+                return text
 
     def close(self, code: int, reason: str) -> None:
         if not self.closed.is_set():
@@ -113,7 +128,7 @@ class Hub:
         text = event_message(event)
         queued = 0
         for client in list(group):
-            outcome = client.offer(text)
+            outcome = client.offer(text, event.seq)
             if outcome == "queued":
                 queued += 1
             elif outcome == "dropped":

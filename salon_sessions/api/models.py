@@ -81,6 +81,9 @@ class LiveState(BaseModel):
     lock: str | None = None
     heartbeat_at: datetime | None = None
     updated_at: datetime | None = None
+    seq: int | None = Field(default=None, ge=0, description=(
+        "the worker's sequence number when it wrote this state: events with a `seq` up to "
+        "this one are already reflected in it"))
 
 
 class SessionView(BaseModel):

@@ -33,7 +33,7 @@ from salon_sessions.operator.consumer import EventsConsumer
 from salon_sessions.operator.health import HealthPinger
 from salon_sessions.operator.heartbeat import HeartbeatReconciler
 from salon_sessions.operator.http import make_app, serve
-from salon_sessions.operator.kube import Kube, load_configuration
+from salon_sessions.operator.kube import Kube, KubeError, load_configuration
 from salon_sessions.operator.leader import LeaderElector
 from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.reconciler import Reconciler
@@ -138,6 +138,7 @@ class Operator:
         self.consumer = EventsConsumer(redis, self.registry, writer, self.metrics,
                                        on_pong=pinger.on_pong, on_applied=on_applied,
                                        on_gap=heartbeat.on_gap, max_skew_s=s.max_event_skew_s)
+        await self._prime_registry(kube)
         reconciler = Reconciler(s, kube, redis, writer, recorder, self.metrics, self.registry)
         registry = kopf.OperatorRegistry()
         handlers.register(registry, self.registry, reconciler)
@@ -187,6 +188,20 @@ class Operator:
         with contextlib.suppress(Exception):
             await redis.aclose()
         return code
+
+    async def _prime_registry(self, kube: Kube) -> None:
+        """Know every SalonSession before the first handler runs, so that which one owns a
+        company (the oldest) is decided on the whole picture, not on the order of kopf's
+        first events. Best effort: kopf's watch fills the registry anyway."""
+        try:
+            scopes: list[str | None] = list(self.settings.namespaces) or [None]
+            for namespace in scopes:
+                for item in await kube.list_sessions(namespace):
+                    self.registry.observe(item)
+        except KubeError as exc:
+            log.warning("listing SalonSessions before the watch failed: %s", exc)
+            return
+        log.info("%d SalonSession(s) known before the watch starts", len(self.registry))
 
     async def _when_kopf_ready(self, flag: asyncio.Event) -> None:
         await flag.wait()

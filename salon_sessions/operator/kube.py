@@ -82,6 +82,23 @@ class Kube:
         return await self.request("PATCH", path, body={"status": status},
                                   content_type=MERGE_PATCH)
 
+    async def list_sessions(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Every SalonSession in `namespace` (None: all), page by page."""
+        path = (f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}" if namespace
+                else f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = {"limit": "500", **({"continue": token} if token else {})}
+            page = await self.request("GET", path, query=query)
+            for item in page.get("items") or []:
+                item.setdefault("metadata", {}).setdefault(
+                    "namespace", namespace or item["metadata"].get("namespace", ""))
+                items.append(item)
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
+
     # ---- StatefulSets and pods -------------------------------------------------------------
     async def apply_statefulset(self, body: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply: creates or updates, idempotent, fields we stop setting go."""

@@ -37,7 +37,7 @@ async def test_slow_client_is_dropped_and_others_get_everything() -> None:
 
     async def read_fast() -> None:
         while True:
-            received.append(await fast.queue.get())
+            received.append(await fast.next())
 
     reader = asyncio.create_task(read_fast())
     for i in range(20):
@@ -66,13 +66,32 @@ async def test_heartbeats_and_restate_reach_every_client() -> None:
     task = asyncio.create_task(hub.heartbeats())
     await asyncio.sleep(0.12)
     task.cancel()
-    kinds = [json.loads(a.queue.get_nowait())["kind"] for _ in range(a.queue.qsize())]
+    kinds = [json.loads(a.queue.get_nowait()[1])["kind"] for _ in range(a.queue.qsize())]
     assert kinds
     assert set(kinds) == {"heartbeat"}
     await hub.restate()
     while not b.queue.empty():
-        last = json.loads(b.queue.get_nowait())
+        last = json.loads(b.queue.get_nowait()[1])
     assert last == {"kind": "snapshot", "company": "company_2"}
+
+
+async def test_events_that_the_snapshot_covers_are_skipped() -> None:
+    hub, metrics = _hub(queue_size=16)
+    source = EventSource("company_1", "company-1")
+    client = hub.register("company_1")
+    # queued between the registration and the snapshot's read of the state hash
+    before = [source.event(DisconnectedData(reason=f"old {i}")) for i in range(3)]
+    for event in before:
+        hub.route(event)
+    client.floor = source.next_seq()  # the state hash, written after those events
+    client.offer('{"kind":"heartbeat"}')  # not an event: never skipped
+    after = source.event(DisconnectedData(reason="new"))
+    hub.route(after)
+    got = [json.loads(await client.next()) for _ in range(2)]
+    assert got[0] == {"kind": "heartbeat"}
+    assert got[1]["event"]["id"] == after.id
+    assert client.queue.empty()
+    assert _value(metrics, "salon_api_events_fanned_out_total", type="disconnected") == 4
 
 
 def test_client_limit_per_company() -> None:

@@ -58,8 +58,12 @@ async def test_snapshot_first_then_live_events_and_heartbeats(
             assert first["state"]["company_id"] == company
             assert first["state"]["qr_available"] is True
             assert first["heartbeat_s"] == 1.0
+            floor = first["state"]["live"]["seq"]
+            assert isinstance(floor, int)
+            assert floor > 0
             qr = await _next(ws, lambda m: m["kind"] == "event" and m["event"]["type"] == "qr")
             assert qr["event"]["company_id"] == company
+            assert qr["event"]["seq"] > floor  # what the snapshot covers is not sent again
             await obs.wait_published_qr(qr["event"]["data"]["code"])
             api.secrets_seen.add(qr["event"]["data"]["code"])
             await _next(ws, lambda m: m["kind"] == "heartbeat", timeout=5)

@@ -110,8 +110,10 @@ def test_a_second_session_of_a_company_runs_nothing_and_deleting_it_loses_nothin
                           ("salon-sessions-redis", env.redis_url)):
         stack.kubectl("create", "secret", "generic", secret, "-n", other,
                       f"--from-literal=url={value}")
-    env.wait_role(env.start_operator(SALON_NAMESPACE=f"{env.namespace},{other}",
-                                     SALON_LEASE_NAMESPACE=env.namespace), "leader")
+    watch_both = {"SALON_NAMESPACE": f"{env.namespace},{other}",
+                  "SALON_LEASE_NAMESPACE": env.namespace}
+    first = env.start_operator(**watch_both)
+    env.wait_role(first, "leader")
     company = new_company()
     seed_credentials(env.database, company, env.namespace)  # a linked device
     owner = env.apply_session(company)
@@ -148,6 +150,18 @@ def test_a_second_session_of_a_company_runs_nothing_and_deleting_it_loses_nothin
         assert "podName" not in status
         assert copy_statefulsets() == []
         assert "Warning:DuplicateCompany" in copy_events()
+        assert env.status(owner)["phase"] == "Connected"
+
+        # an operator restart decides ownership on the whole picture (it lists first)
+        first.stop()
+        second = env.start_operator("op-b", **watch_both)
+        env.wait_role(second, "leader")
+        eventually(lambda: "2 SalonSession(s) known before the watch starts" in second.log(),
+                   30, "the registry primed from a LIST")
+        eventually(lambda: "Handler 'register.<locals>.reconcile' succeeded" in second.log(),
+                   30, "the resumed sessions reconciled")
+        assert copy_statefulsets() == []
+        assert (copy_status() or {}).get("phase") == "Failed"
         assert env.status(owner)["phase"] == "Connected"
 
         # deleting the duplicate touches neither the credentials nor the live session

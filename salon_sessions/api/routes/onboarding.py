@@ -159,6 +159,8 @@ async def _send(ctx: Context, websocket: WebSocket, text: str) -> None:
 
 async def _serve(ctx: Context, websocket: WebSocket, client: Client) -> None:
     view = await live_view(ctx.redis, client.company_id, ctx.settings.namespace, None)
+    if view.live is not None and view.live.seq is not None:
+        client.floor = view.live.seq
     await _send(ctx, websocket, snapshot_message(view, ctx.settings.ws_heartbeat_s))
     writer = asyncio.create_task(_pump(ctx, websocket, client))
     reader = asyncio.create_task(_read(websocket, client))
@@ -173,7 +175,7 @@ async def _serve(ctx: Context, websocket: WebSocket, client: Client) -> None:
 
 async def _pump(ctx: Context, websocket: WebSocket, client: Client) -> None:
     while True:
-        text = await client.queue.get()
+        text = await client.next()
         try:
             await _send(ctx, websocket, text)
         except TimeoutError:
@@ -196,4 +198,4 @@ async def _read(websocket: WebSocket, client: Client) -> None:
         except ValueError:
             continue
         if isinstance(body, dict) and body.get("kind") == "ping" and not client.queue.full():
-            client.queue.put_nowait('{"kind":"pong"}')
+            client.queue.put_nowait((0, '{"kind":"pong"}'))
