@@ -75,7 +75,8 @@ def create_app(settings: ApiSettings, *, registry: CollectorRegistry = REGISTRY)
 
 
 async def _start(settings: ApiSettings, metrics: ApiMetrics) -> Context:
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, max_connections=settings.redis_max_connections,
+                          pool_timeout_s=settings.redis_pool_timeout_s)
     secret = settings.token_secret.get_secret_value() if settings.token_secret else None
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     if admin is None:
@@ -89,7 +90,8 @@ async def _start(settings: ApiSettings, metrics: ApiMetrics) -> Context:
         return snapshot_message(view, settings.ws_heartbeat_s)
 
     hub = Hub(metrics, queue_size=settings.ws_queue_size, heartbeat_s=settings.ws_heartbeat_s,
-              max_per_company=settings.ws_max_clients_per_company, snapshot=snapshot)
+              max_per_company=settings.ws_max_clients_per_company, snapshot=snapshot,
+              send_timeout_s=settings.ws_send_timeout_s)
 
     async def on_gap(gap: Gap) -> None:
         await hub.restate()
@@ -101,7 +103,8 @@ async def _start(settings: ApiSettings, metrics: ApiMetrics) -> Context:
                   hub=hub, bus=bus, rate=PairingRateLimit(redis, settings.pairing_codes_per_minute),
                   pg=pg)
     ctx.tasks = [asyncio.create_task(bus.run(), name="bus"),
-                 asyncio.create_task(hub.heartbeats(), name="heartbeats")]
+                 asyncio.create_task(hub.heartbeats(), name="heartbeats"),
+                 asyncio.create_task(hub.watch_sends(), name="send-watchdog")]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(bus.subscriber.subscribed.wait(), 5)
     return ctx

@@ -6,7 +6,9 @@ Each client has a bounded queue and its own writer task. Routing an event only d
 once per client). A client whose queue is full (it reads slower than events arrive, or its
 socket stopped draining) is disconnected with close code 4008; it reconnects and gets a
 fresh snapshot, which is better than a silently incomplete stream. A send that does not
-complete within the send timeout also disconnects the client.
+complete within the send timeout (the socket stopped draining) also disconnects the client:
+each writer notes when its current send started and `watch_sends` checks them once in a
+while (one timer per hub rather than one per message).
 
 A client is registered before its snapshot is read, so that no event falls between the
 two; the events queued meanwhile that the snapshot already reflects (their `seq` is not
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008
 CLOSE_SERVER_GONE = 1001
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+"""After the WebSocket was accepted (e.g. Redis unavailable for the snapshot): reconnect."""
 
 SnapshotFn = Callable[[str], Awaitable[str]]
 Offer = Literal["queued", "dropped", "closed"]
@@ -46,6 +51,8 @@ class Client:
     close_reason: str = ""
     floor: int = 0
     """Events with a `seq` up to this one are already in the snapshot sent."""
+    sending_since: float | None = None
+    """Loop time at which the send in progress started (None: not sending)."""
 
     def offer(self, text: str, seq: int = 0) -> Offer:
         """Queue a message: "queued"; "dropped" when the queue is full (the client is
@@ -82,8 +89,10 @@ def heartbeat_message() -> str:
 
 class Hub:
     def __init__(self, metrics: ApiMetrics, *, queue_size: int, heartbeat_s: float,
-                 max_per_company: int, snapshot: SnapshotFn) -> None:
+                 max_per_company: int, snapshot: SnapshotFn,
+                 send_timeout_s: float = 10.0) -> None:
         self._metrics = metrics
+        self._send_timeout_s = send_timeout_s
         self._queue_size = queue_size
         self._heartbeat_s = heartbeat_s
         self._max_per_company = max_per_company
@@ -156,6 +165,24 @@ class Hub:
                 for client in list(group):
                     if client.offer(text) == "dropped":
                         self._dropped(client)
+
+    async def watch_sends(self) -> None:
+        """Close the clients whose send has not completed within the send timeout."""
+        loop = asyncio.get_running_loop()
+        every = min(1.0, self._send_timeout_s / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for group in list(self._clients.values()):
+                for client in list(group):
+                    started = client.sending_since
+                    if started is not None and now - started > self._send_timeout_s \
+                            and not client.closed.is_set():
+                        self._metrics.ws_dropped.labels("send_timeout").inc()
+                        log.warning("WebSocket client dropped: a send did not complete in "
+                                    "%.0fs", self._send_timeout_s,
+                                    extra={"company_id": client.company_id})
+                        client.close(CLOSE_TOO_SLOW, "send timed out")
 
     def _dropped(self, client: Client) -> None:
         self._metrics.ws_dropped.labels("slow").inc()

@@ -255,6 +255,12 @@ class ApiSettings(_Database, _Redis):
     ws_send_timeout_s: float = Field(default=10.0, gt=0, le=300)
     ws_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
     ws_max_clients_per_company: int = Field(default=50, ge=1, le=10_000)
+    redis_max_connections: int = Field(
+        default=100, ge=2, le=10_000,
+        description="Redis connections of this process; beyond, a command waits for one")
+    redis_pool_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="how long a command waits for a free "
+        "Redis connection before the request fails with 503")
     pairing_codes_per_minute: int = Field(
         default=6, ge=1, le=1000, description="pairing-code requests per company per minute")
     pong_timeout_s: float = Field(default=5.0, gt=0, le=60)

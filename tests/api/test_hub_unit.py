@@ -94,6 +94,29 @@ async def test_events_that_the_snapshot_covers_are_skipped() -> None:
     assert _value(metrics, "salon_api_events_fanned_out_total", type="disconnected") == 4
 
 
+async def test_a_send_that_hangs_closes_the_client_and_no_other() -> None:
+    metrics = ApiMetrics(CollectorRegistry())
+
+    async def snapshot(company: str) -> str:
+        return "{}"
+
+    hub = Hub(metrics, queue_size=4, heartbeat_s=60, max_per_company=3, snapshot=snapshot,
+              send_timeout_s=0.2)
+    stuck, sending, idle = (hub.register("company_1") for _ in range(3))
+    now = asyncio.get_running_loop().time()
+    stuck.sending_since = now - 1.0  # its socket stopped draining a second ago
+    sending.sending_since = now  # a send that just started
+    watchdog = asyncio.create_task(hub.watch_sends())
+    await asyncio.sleep(0.15)
+    watchdog.cancel()
+    assert stuck.closed.is_set()
+    assert stuck.close_code == CLOSE_TOO_SLOW
+    assert not sending.closed.is_set()
+    assert not idle.closed.is_set()
+    assert _value(metrics, "salon_api_websocket_clients_dropped_total",
+                  reason="send_timeout") == 1
+
+
 def test_client_limit_per_company() -> None:
     hub, _ = _hub()
     for _ in range(3):

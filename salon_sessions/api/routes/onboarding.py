@@ -24,7 +24,7 @@ from salon_sessions.api.auth import (
 from salon_sessions.api.context import Context
 from salon_sessions.api.deps import COMPANY_PATH_PATTERN, Company, CompanyAuth, Ctx
 from salon_sessions.api.errors import ApiError, responses
-from salon_sessions.api.hub import Client
+from salon_sessions.api.hub import CLOSE_INTERNAL, CLOSE_TRY_AGAIN, Client
 from salon_sessions.api.models import PairingCodeRequest, PairingCodeView
 from salon_sessions.api.views import live_view, snapshot_message
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
@@ -125,6 +125,9 @@ async def events(websocket: WebSocket, company_id: str) -> None:
         await websocket.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered
                                else None)
         await _serve(ctx, websocket, client)
+    except ApiError as exc:  # accepted already: no HTTP error any more, a close code
+        metrics.ws_dropped.labels(exc.code).inc()
+        client.close(CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_INTERNAL, exc.code)
     except (WebSocketDisconnect, ConnectionError, RuntimeError):
         pass
     finally:
@@ -174,14 +177,13 @@ async def _serve(ctx: Context, websocket: WebSocket, client: Client) -> None:
 
 
 async def _pump(ctx: Context, websocket: WebSocket, client: Client) -> None:
+    """Send what the hub queued; a send that hangs is caught by `Hub.watch_sends`."""
+    loop = asyncio.get_running_loop()
     while True:
         text = await client.next()
-        try:
-            await _send(ctx, websocket, text)
-        except TimeoutError:
-            ctx.metrics.ws_dropped.labels("send_timeout").inc()
-            client.close(4008, "send timed out")
-            return
+        client.sending_since = loop.time()
+        await websocket.send_text(text)
+        client.sending_since = None
 
 
 async def _read(websocket: WebSocket, client: Client) -> None:
