@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -12,7 +12,7 @@ import pytest
 from devstack.procs import free_port
 from salon_sessions.db.migrator import migrate_database
 from salon_sessions.worker.simulator import SCHEMA as SIMULATOR_SCHEMA
-from tests.helpers import eventually, get_json
+from tests.helpers import eventually
 from tests.operator.conftest import OperatorEnv
 from tests.operator.helpers import (
     PHONE,
@@ -118,31 +118,18 @@ def test_a_second_session_of_a_company_runs_nothing_and_deleting_it_loses_nothin
     seed_credentials(env.database, company, env.namespace)  # a linked device
     owner = env.apply_session(company)
     env.wait_status(owner, "resumed linked", phase="Connected", linked=True, connected=True)
-    manifest = json.dumps({"apiVersion": "wa.salonsessions.io/v1alpha1",
-                           "kind": "SalonSession", "metadata": {"name": owner},
-                           "spec": {"companyId": company, "driver": "simulator"}})
-
-    def copy_status() -> dict[str, Any] | None:
-        out = stack.kubectl("get", "salonsession", owner, "-n", other, "-o", "json",
-                            check=False)
-        status: dict[str, Any] | None = (json.loads(out.stdout).get("status")
-                                         if out.returncode == 0 else None)
-        return status
+    copy = replace(env, namespace=other, procs=[])  # the same helpers, other namespace
 
     def copy_events() -> list[str]:
-        items = get_json(stack, "events", "-n", other, "--field-selector",
-                         f"involvedObject.name={owner}")["items"]
-        return [f"{e['type']}:{e['reason']}" for e in items]
+        return [f"{e['type']}:{e['reason']}" for e in copy.events(owner)]
 
     def copy_statefulsets() -> list[str]:
-        return [s["metadata"]["name"]
-                for s in get_json(stack, "statefulsets", "-n", other)["items"]]
+        return [s["metadata"]["name"] for s in copy.statefulsets()]
 
     phone = Phone(env.redis_url, company)
     try:
-        stack.kubectl("apply", "-n", other, "-f", "-", input=manifest)
-        status = eventually(lambda: (s := copy_status()) and s.get("phase") == "Failed" and s,
-                            60, "the copy held as a duplicate")
+        copy.apply_session(company)
+        status = copy.wait_status(owner, "held as a duplicate", phase="Failed")
         ready = condition(status, "Ready")
         assert ready["reason"] == "DuplicateCompany"
         assert f"{env.namespace}/{owner}" in ready["message"]
@@ -161,11 +148,11 @@ def test_a_second_session_of_a_company_runs_nothing_and_deleting_it_loses_nothin
         eventually(lambda: "Handler 'register.<locals>.reconcile' succeeded" in second.log(),
                    30, "the resumed sessions reconciled")
         assert copy_statefulsets() == []
-        assert (copy_status() or {}).get("phase") == "Failed"
+        assert copy.status(owner).get("phase") == "Failed"
         assert env.status(owner)["phase"] == "Connected"
 
         # deleting the duplicate touches neither the credentials nor the live session
-        stack.kubectl("delete", "salonsession", owner, "-n", other, "--timeout=60s")
+        copy.kubectl("delete", "salonsession", owner, "--timeout=60s")
         assert credentials(env.database, company) == {"simulator_device": 1,
                                                       "salon_sessions": 1}
         assert phone.state().get("connected") == "true"
@@ -173,20 +160,17 @@ def test_a_second_session_of_a_company_runs_nothing_and_deleting_it_loses_nothin
         assert env.status(owner)["phase"] == "Connected"
 
         # a duplicate takes over when the owner goes (whose deletion removes the device)
-        stack.kubectl("apply", "-n", other, "-f", "-", input=manifest)
-        eventually(lambda: (copy_status() or {}).get("phase") == "Failed", 60,
-                   "the copy held again")
+        copy.apply_session(company)
+        copy.wait_status(owner, "held again", phase="Failed")
         env.kubectl("delete", "salonsession", owner, "--timeout=90s")
         assert credentials(env.database, company) == {"simulator_device": 0,
                                                       "salon_sessions": 0}
-        status = eventually(
-            lambda: (s := copy_status()) and s.get("phase") == "AwaitingLink" and s, 90,
-            "the copy took over and awaits a link")
+        status = copy.wait_status(owner, "took over, awaiting a link", timeout=90,
+                                  phase="AwaitingLink")
         assert condition(status, "Ready")["reason"] != "DuplicateCompany"
         assert copy_statefulsets() == [owner]
         phone.scan()
-        eventually(lambda: (copy_status() or {}).get("connected") is True, 60,
-                   "the copy linked and connected")
+        copy.wait_status(owner, "linked and connected", connected=True)
     finally:
         phone.close()
         stack.kubectl("delete", "salonsessions", "--all", "-n", other, "--timeout=60s",
