@@ -77,6 +77,7 @@ BAD_VALUES = [
     (["--set", "operator.env.FOO=bar"], "FOO"),
     (["--set", "operator.env.SALON_NAMESPACE=other"], "SALON_NAMESPACE"),
     (["--set", "operator.scope=everywhere"], "/operator/scope"),
+    (["--set", "operator.extraWatchNamespaces={Salons}"], "/operator/extraWatchNamespaces"),
     (["--set", "api.defaultDriver=whatsapp"], "/api/defaultDriver"),
     (["--set", "metrics.serviceMonitor.interval=30"], "/metrics/serviceMonitor/interval"),
     (["--set", "worker.resources.limits.memory=lots"], "/worker/resources"),
@@ -109,7 +110,34 @@ def test_numbers_in_env_maps_become_strings(tmp_path: Path) -> None:
 def test_api_session_namespace_must_be_watched() -> None:
     out = template("--set", "api.sessionNamespace=elsewhere", check=False)
     assert out.returncode != 0
-    assert "api.sessionNamespace must be the namespace the operator watches" in out.stderr
+    assert "api.sessionNamespace must be a namespace the operator watches" in out.stderr
+
+
+def test_extra_watch_namespaces_get_bindings_policies_and_monitoring() -> None:
+    docs = render("--set", "operator.extraWatchNamespaces={salons-eu,salons-ru}",
+                  "--set", "metrics.podMonitor.enabled=true",
+                  "--set", "api.sessionNamespace=salons-eu")
+    watched = ["salon", "salons-eu", "salons-ru"]
+    bindings = [b["metadata"]["namespace"] for b in kinds(docs, "RoleBinding")
+                if b["roleRef"]["kind"] == "ClusterRole"]
+    assert sorted(bindings) == watched
+    env = env_of(container(find(docs, "Deployment", "salon-sessions-operator")))
+    assert env["SALON_NAMESPACE"]["value"] == "salon,salons-eu,salons-ru"
+    assert env["SALON_LEASE_NAMESPACE"]["value"] == "salon"
+    settings = OperatorSettings.model_validate({
+        "database_url": "postgresql://x@h/d", "redis_url": "redis://h",
+        "namespace": env["SALON_NAMESPACE"]["value"]})
+    assert settings.namespaces == watched
+    policies = sorted(p["metadata"]["namespace"] for p in kinds(docs, "NetworkPolicy")
+                      if p["metadata"]["name"].endswith("session-workers"))
+    assert policies == watched
+    assert find(docs, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": watched}
+    api_env = env_of(container(find(docs, "Deployment", "salon-sessions-api")))
+    assert api_env["SALON_NAMESPACE"]["value"] == "salons-eu"
+    out = template("--set", "operator.scope=cluster",
+                   "--set", "operator.extraWatchNamespaces={salons-eu}", check=False)
+    assert out.returncode != 0
+    assert "operator.extraWatchNamespaces is for operator.scope namespace" in out.stderr
 
 
 # ---- CRDs ---------------------------------------------------------------------------------

@@ -89,6 +89,12 @@ app.kubernetes.io/component: session-worker
 {{- default .Release.Namespace .Values.operator.watchNamespace -}}
 {{- end -}}
 
+{{/* Every namespace the operator watches with scope namespace, as JSON (watchNamespace
+first: it is the default of the API's sessions). */}}
+{{- define "salon-sessions.watchNamespaces" -}}
+{{- concat (list (include "salon-sessions.watchNamespace" .)) .Values.operator.extraWatchNamespaces | uniq | toJson -}}
+{{- end -}}
+
 {{- define "salon-sessions.sessionNamespace" -}}
 {{- if .Values.api.sessionNamespace -}}
 {{- .Values.api.sessionNamespace -}}
@@ -103,7 +109,7 @@ app.kubernetes.io/component: session-worker
 {{- define "salon-sessions.workerNamespaces" -}}
 {{- $namespaces := list -}}
 {{- if eq .Values.operator.scope "namespace" -}}
-{{- $namespaces = list (include "salon-sessions.watchNamespace" .) -}}
+{{- $namespaces = include "salon-sessions.watchNamespaces" . | fromJsonArray -}}
 {{- else -}}
 {{- $namespaces = concat (list (include "salon-sessions.sessionNamespace" .)) .Values.networkPolicy.extraWorkerNamespaces -}}
 {{- end -}}
