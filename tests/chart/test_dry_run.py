@@ -23,11 +23,16 @@ EVERYTHING = [
 ]
 
 
-@pytest.mark.parametrize("scope", ["namespace", "cluster"])
+@pytest.mark.parametrize("scope", ["namespace", "cluster", "namespaces"])
 def test_rendered_chart_passes_server_side_dry_run(stack: StackInfo, namespace: str,
                                                    scope: str, tmp_path: Path) -> None:
     monitoring_crds.install(stack)
-    rendered = template("--include-crds", *EVERYTHING, "--set", f"operator.scope={scope}",
+    scoping = ["--set", f"operator.scope={scope}"]
+    if scope == "namespaces":  # the release namespace and one more
+        extra = f"{namespace}-x"
+        stack.kubectl("create", "namespace", extra)
+        scoping = ["--set", f"operator.extraWatchNamespaces={{{extra}}}"]
+    rendered = template("--include-crds", *EVERYTHING, *scoping,
                         namespace=namespace, release=f"dry-{scope}").stdout
     kinds = sorted({d["kind"] for d in yaml.safe_load_all(rendered) if d})
     assert {"CustomResourceDefinition", "Deployment", "Job", "NetworkPolicy",
@@ -35,7 +40,9 @@ def test_rendered_chart_passes_server_side_dry_run(stack: StackInfo, namespace: 
             "Ingress", "ConfigMap", "ClusterRole", "Role"} <= set(kinds)
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(rendered)
-    out = stack.kubectl("apply", "--dry-run=server", "--validate=strict", "-n", namespace,
+    # every namespaced object names its namespace; with two, kubectl must not force one
+    where = [] if scope == "namespaces" else ["-n", namespace]
+    out = stack.kubectl("apply", "--dry-run=server", "--validate=strict", *where,
                         "-f", str(manifest), check=False)
     assert out.returncode == 0, out.stderr
     assert "Warning" not in out.stderr, out.stderr
@@ -43,6 +50,8 @@ def test_rendered_chart_passes_server_side_dry_run(stack: StackInfo, namespace: 
     assert lines, out.stdout
     assert all(line.endswith("(server dry run)") for line in lines), out.stdout
     assert len(lines) == sum(1 for d in yaml.safe_load_all(rendered) if d)
+    if scope == "namespaces":
+        stack.kubectl("delete", "namespace", extra, "--wait=false")
 
 
 def test_install_dry_run_prints_next_steps(stack: StackInfo, namespace: str) -> None:
