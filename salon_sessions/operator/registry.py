@@ -90,9 +90,6 @@ class Registry:
     def get(self, key: Key) -> Session | None:
         return self._sessions.get(key)
 
-    def by_company(self, company_id: str) -> list[Session]:
-        return [self._sessions[k] for k in self._by_company.get(company_id, ())]
-
     def owner(self, company_id: str) -> Session | None:
         """The session that serves `company_id`: the oldest of those that name it."""
         keys = self._by_company.get(company_id)

@@ -165,7 +165,7 @@ async def _serve(ctx: Context, websocket: WebSocket, client: Client) -> None:
     if view.live is not None and view.live.seq is not None:
         client.floor = view.live.seq
     await _send(ctx, websocket, snapshot_message(view, ctx.settings.ws_heartbeat_s))
-    writer = asyncio.create_task(_pump(ctx, websocket, client))
+    writer = asyncio.create_task(_pump(websocket, client))
     reader = asyncio.create_task(_read(websocket, client))
     closed = asyncio.create_task(client.closed.wait())
     try:
@@ -176,7 +176,7 @@ async def _serve(ctx: Context, websocket: WebSocket, client: Client) -> None:
         await asyncio.gather(writer, reader, closed, return_exceptions=True)
 
 
-async def _pump(ctx: Context, websocket: WebSocket, client: Client) -> None:
+async def _pump(websocket: WebSocket, client: Client) -> None:
     """Send what the hub queued; a send that hangs is caught by `Hub.watch_sends`."""
     loop = asyncio.get_running_loop()
     while True:
