@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.measure import VENV_BIN, cpu_seconds, pct, rss_mib
 from devstack import stack
-from devstack.procs import StartError, free_port, http_ok, wait_until
+from devstack.procs import StartError, free_port, http_ok, stop_process, wait_until
 
 __all__ = ["VENV_BIN", "Api", "cpu_seconds", "local_stack", "pct", "rss_mib", "start_api"]
 
@@ -43,11 +43,7 @@ class Api:
         return self.proc.pid
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def start_api(info: stack.StackInfo, log: Path, **env: str) -> Api:

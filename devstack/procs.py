@@ -124,6 +124,18 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 20.0) -> int | None:
+    """SIGTERM a child we started, SIGKILL it after `grace` seconds; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 def stop_all(state_dir: Path, order: Sequence[str] = ()) -> list[str]:
     """Stop every process with a pid file in `state_dir` (named ones first, in order)."""
     pids = pid_dir(state_dir)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from devstack.procs import StartError, free_port, http_ok, wait_until
+from devstack.procs import StartError, free_port, http_ok, stop_process, wait_until
 from salon_sessions.api.auth import TokenSigner
 from tests.worker.harness import VENV_BIN
 
@@ -51,13 +50,7 @@ class ApiServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
 def start_api(tmp: Path, *, database: str, redis_url: str, kubeconfig: str | None,

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from devstack.procs import StartError, free_port, http_ok, wait_until
+from devstack.procs import StartError, free_port, http_ok, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "monitoring" / "alerts.yaml"
@@ -99,13 +99,7 @@ class Prometheus:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, grace=15)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

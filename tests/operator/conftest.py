@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from devstack.procs import free_port
+from devstack.procs import free_port, stop_process
 from devstack.stack import StackInfo
 from tests.helpers import eventually, get_json
 
@@ -114,14 +114,7 @@ class OperatorProc:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
     def get(self, path: str) -> tuple[int, str]:
         try:
