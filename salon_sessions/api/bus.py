@@ -5,6 +5,10 @@ Channels: `whatsapp:events` (session events, fanned out to WebSocket clients by 
 and the API's own self-test channel (`/health/pubsub/simple`). Handlers run inline and
 never block (they only resolve futures and put into bounded queues), so one slow client
 cannot hold up the subscription.
+
+Events numbered or dated beyond the horizon (`core.bounds`, the rule every consumer
+applies) are dropped and counted as `salon_events_dropped_total{consumer="api",
+reason="future"}`: a forged `connected` dated minutes ahead never reaches a page.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from redis.asyncio import Redis
 
 from salon_sessions.api.metrics import ApiMetrics
 from salon_sessions.core import channels
+from salon_sessions.core.bounds import Horizon
 from salon_sessions.core.codec import Rejection, decode
-from salon_sessions.core.events import Event, PongEvent
+from salon_sessions.core.events import Event, PongEvent, event_ahead
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
 
 log = logging.getLogger(__name__)
 CONSUMER = "api"
+FUTURE = "future"
 T = TypeVar("T")
 
 EventHandler = Callable[[Event], None]
@@ -58,8 +64,9 @@ class Waiters(Generic[T]):
 
 class Bus:
     def __init__(self, redis: Redis, metrics: ApiMetrics, on_event: EventHandler,
-                 on_gap: GapHandler) -> None:
+                 on_gap: GapHandler, horizon: Horizon | None = None) -> None:
         self._metrics = metrics
+        self._horizon = horizon or Horizon()
         self._on_event = on_event
         self.pongs: Waiters[tuple[PongEvent, float]] = Waiters()
         self.selftests: Waiters[float] = Waiters()
@@ -79,6 +86,12 @@ class Bus:
                 self._metrics.consumer.dropped.labels(CONSUMER, result.reason.value).inc()
                 log.warning("dropped a message on %s: %s (%s)", message.channel,
                             result.reason.value, result.detail)
+                continue
+            if event_ahead(result, self._horizon):
+                self._metrics.consumer.dropped.labels(CONSUMER, FUTURE).inc()
+                log.warning("dropped a %s event on %s: numbered or dated beyond the horizon",
+                            result.type.value, message.channel,
+                            extra={"company_id": result.company_id})
                 continue
             self._metrics.consumer.consumed.labels(CONSUMER, result.type.value).inc()
             if isinstance(result, PongEvent):

@@ -1,5 +1,9 @@
 """What the workers say, read from Redis: the per-session state hash, the latest QR, and
-control requests (pairing code, restart, logout) with their errors mapped to HTTP."""
+control requests (pairing code, restart, logout) with their errors mapped to HTTP.
+
+A state hash that breaks the bounds of every worker fact (`core.bounds`: `seq` outside
+int64, numbered or dated beyond the horizon) is treated as absent, as an unreadable one
+is: the page never shows "connected" on the word of a forged hash."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from redis.exceptions import RedisError
 from salon_sessions.api.errors import ApiError
 from salon_sessions.api.models import LiveState
 from salon_sessions.core import channels
+from salon_sessions.core.bounds import Horizon, state_out_of_bounds
 from salon_sessions.worker import control
 
 log = logging.getLogger(__name__)
@@ -53,11 +58,17 @@ async def _read(op: Callable[[], Awaitable[T]]) -> T:
         raise redis_unavailable(exc) from None
 
 
-async def read_state(redis: Redis, company_id: str) -> LiveState | None:
+async def read_state(redis: Redis, company_id: str,
+                     horizon: Horizon | None = None) -> LiveState | None:
     raw = await _read(lambda: redis.hgetall(channels.session_state_key(company_id)))
     if not raw:
         return None
     fields = {_text(k): _text(v) for k, v in raw.items()}
+    if (why := state_out_of_bounds(fields, horizon or Horizon())) is not None:
+        log.warning("session state hash refused: %s", "seq out of range" if why == "seq"
+                    else "numbered or dated beyond the horizon",
+                    extra={"company_id": company_id})
+        return None
     values: dict[str, Any] = {k: (v or None) for k, v in fields.items()}
     for flag in ("linked", "connected", "pairing_code_pending"):
         values[flag] = fields.get(flag) == "true"

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from salon_sessions.core.company import CompanyId
+from salon_sessions.core.display_name import DisplayName
 from salon_sessions.core.events import LinkMethod
 from salon_sessions.core.phone import Phone
 from salon_sessions.core.resource import DriverName, Phase
@@ -34,8 +35,8 @@ class SessionCreate(_In):
     company_id: CompanyId = Field(
         description="company_<digits>; the legacy bare number (962302) is accepted",
         examples=[COMPANY_EXAMPLE, "962302"])
-    display_name: str | None = Field(default=None, min_length=1, max_length=200,
-                                     description="shown on the onboarding page")
+    display_name: DisplayName | None = Field(default=None,
+                                             description="shown on the onboarding page")
     link_method: LinkMethod = Field(default=LinkMethod.QR,
                                     description="qr (default) or pairingCode")
     phone_number: Phone | None = Field(

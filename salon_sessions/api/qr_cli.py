@@ -21,9 +21,10 @@ from salon_sessions.api import live
 from salon_sessions.api.errors import ApiError
 from salon_sessions.api.qr import terminal
 from salon_sessions.core import channels
-from salon_sessions.core.codec import decode
+from salon_sessions.core.bounds import Horizon
+from salon_sessions.core.codec import Rejection, decode
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
-from salon_sessions.core.events import ConnectedEvent, LinkedEvent, QrEvent
+from salon_sessions.core.events import ConnectedEvent, LinkedEvent, QrEvent, event_ahead
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.settings import _Redis, load_settings
 
@@ -116,8 +117,9 @@ async def _watch(redis: Redis, company: str, compact: bool, out: TextIO, err: Te
             if message is None:
                 continue
             event = decode(message["data"])
-            if getattr(event, "company_id", None) != company:
-                continue
+            if getattr(event, "company_id", None) != company or (
+                    not isinstance(event, Rejection) and event_ahead(event, Horizon())):
+                continue  # another company's, or beyond the horizon (core.bounds)
             if isinstance(event, QrEvent):
                 if out.isatty():
                     out.write("\x1b[2J\x1b[H")

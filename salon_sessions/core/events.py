@@ -7,7 +7,8 @@ Wire format (JSON, UTF-8, at most `codec.MAX_EVENT_BYTES`):
      "data": {...}}
 
 - `seq` increases strictly per publisher (`SeqCounter`); consumers order a session's
-  events by it and drop stale ones.
+  events by it and drop stale ones. `seq` and `ts` are bounded (`core.bounds`): int64, and
+  not beyond the consumer's clock plus the allowed skew (`event_ahead`).
 - Unknown extra fields are ignored (additive changes stay v1); removing or retyping a field
   is a new `v`.
 - `linked` means WhatsApp accepted the device; `connected` means the socket is open now.
@@ -33,6 +34,7 @@ from pydantic import (
     TypeAdapter,
 )
 
+from salon_sessions.core.bounds import SEQ_MAX, Horizon
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.phone import InvalidJid, JidKind, Phone, parse_jid
 from salon_sessions.core.resource import Phase
@@ -163,7 +165,7 @@ class _Envelope(BaseModel):
     id: str = Field(default_factory=_new_id, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     company_id: CompanyId
     session: str = Field(pattern=SESSION_NAME_PATTERN, description="SalonSession name")
-    seq: int = Field(ge=0, le=2**63 - 1)
+    seq: int = Field(ge=0, le=SEQ_MAX)
     ts: AwareDatetime = Field(default_factory=_now)
 
 
@@ -232,6 +234,12 @@ _TYPE_OF_DATA: Final[dict[type[_Data], EventType]] = {
     PingData: EventType.PING,
     PongData: EventType.PONG,
 }
+
+
+def event_ahead(event: Event, horizon: Horizon, now: datetime | None = None) -> bool:
+    """The event is numbered or dated beyond the consumer's horizon (`core.bounds`): every
+    consumer refuses it."""
+    return horizon.ahead(event.seq, (event.ts,), now)
 
 
 class SeqCounter:

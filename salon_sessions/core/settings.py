@@ -17,6 +17,7 @@ from typing import Literal, Self, TypeVar
 from pydantic import Field, Secret, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from salon_sessions.core.bounds import DEFAULT_MAX_SKEW_S
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.events import SESSION_NAME_PATTERN
 from salon_sessions.core.redact import redact_url
@@ -169,14 +170,25 @@ class OperatorSettings(_Database, _Redis):
     ping_interval_s: float = Field(default=15.0, gt=0, le=3600)
     ping_timeout_s: float = Field(default=5.0, gt=0, le=600)
     ping_miss_threshold: int = Field(default=3, ge=1, le=100)
-    max_event_skew_s: float = Field(default=300.0, gt=0,
-                                    description="events dated further in the future are "
-                                                "rejected (they would freeze the status)")
+    max_event_skew_s: float = Field(
+        default=DEFAULT_MAX_SKEW_S, gt=0, le=86400,
+        description="events and state hashes numbered or dated further ahead of the "
+                    "operator's clock are refused (core.bounds: they would freeze the status)")
+    status_resync_s: float = Field(
+        default=120.0, gt=0, le=3600,
+        description="safety net: every SalonSession's .status is compared with the rendered "
+                    "one this often (a foreign edit the watch delivers is corrected at once)")
 
     # ---- deletion
     cleanup_attempts: int = Field(default=5, ge=1, le=100)
     cleanup_retry_s: float = Field(default=3.0, gt=0, le=600)
     pod_stop_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    pending_cleanup_retry_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="how often the cleanups that gave up are tried again")
+    pending_cleanup_configmap: str = Field(
+        default="salon-sessions-pending-cleanups", pattern=_K8S_NAME,
+        description="ConfigMap (in the Lease's namespace) recording the cleanups to finish")
 
     # ---- leader election (2 replicas, one active)
     leader_election: bool = True

@@ -5,7 +5,10 @@
                                         status writer (coalesced patches) ◄─┐
                                         events consumer (whatsapp:events) ──┤
                                         heartbeat reconciler (state hashes) ┤
-                                        health pinger (per-session pings) ──┘
+                                        health pinger (per-session pings) ──┤
+                                        status audit (foreign edits) ───────┘
+                                        pending cleanups (credentials left
+                                          behind while PostgreSQL was down)
                                         Kubernetes Event recorder
 
 Everything runs in one event loop. When the Lease is lost the process stops everything and
@@ -25,10 +28,13 @@ from typing import Any
 import kopf
 from redis.asyncio import Redis
 
+from salon_sessions.core.bounds import Horizon
 from salon_sessions.core.events import ConnectedEvent, Event
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.settings import OperatorSettings
 from salon_sessions.operator import handlers
+from salon_sessions.operator.audit import StatusAudit
+from salon_sessions.operator.cleanups import PendingCleanups
 from salon_sessions.operator.consumer import EventsConsumer
 from salon_sessions.operator.health import HealthPinger
 from salon_sessions.operator.heartbeat import HeartbeatReconciler
@@ -36,6 +42,7 @@ from salon_sessions.operator.http import make_app, serve
 from salon_sessions.operator.kube import Kube, KubeError, load_configuration
 from salon_sessions.operator.leader import LeaderElector
 from salon_sessions.operator.metrics import OperatorMetrics
+from salon_sessions.operator.pods import observe_pod
 from salon_sessions.operator.reconciler import Reconciler
 from salon_sessions.operator.recorder import EventRecorder
 from salon_sessions.operator.registry import Registry, Session
@@ -49,7 +56,8 @@ class Operator:
         self.settings = settings
         self.metrics = metrics
         self.stopping = asyncio.Event()
-        self.registry = Registry(on_new=self._on_new_session)
+        self.registry = Registry(on_new=self._on_new_session,
+                                 horizon=Horizon(settings.max_event_skew_s))
         self.role = "starting"
         self.elector: LeaderElector | None = None
         self.consumer: EventsConsumer | None = None
@@ -128,7 +136,7 @@ class Operator:
                               threshold=s.ping_miss_threshold)
         self.heartbeat = heartbeat = HeartbeatReconciler(
             redis, self.registry, writer, self.metrics, interval_s=s.heartbeat_check_s,
-            grace_s=s.worker_heartbeat_ttl_s)
+            ttl_s=s.worker_heartbeat_ttl_s, horizon=Horizon(s.max_event_skew_s))
 
         def on_applied(session: Session, event: Event) -> None:
             heartbeat.heard_from(session.key)
@@ -139,9 +147,17 @@ class Operator:
                                        on_pong=pinger.on_pong, on_applied=on_applied,
                                        on_gap=heartbeat.on_gap, max_skew_s=s.max_event_skew_s)
         await self._prime_registry(kube)
-        reconciler = Reconciler(s, kube, redis, writer, recorder, self.metrics, self.registry)
+        pending = PendingCleanups(kube, self.lease_namespace(), s.pending_cleanup_configmap,
+                                  s.database_url.get_secret_value(), self.metrics, recorder,
+                                  retry_s=s.pending_cleanup_retry_s)
+        reconciler = Reconciler(s, kube, redis, writer, recorder, self.metrics, self.registry,
+                                pending)
+        audit = StatusAudit(kube, self.registry, writer, s.namespaces,
+                            interval_s=s.status_resync_s)
         registry = kopf.OperatorRegistry()
-        handlers.register(registry, self.registry, reconciler)
+        handlers.register(registry, self.registry, reconciler, on_status=writer.observed,
+                          on_pod=lambda session, pod: observe_pod(session, pod, writer,
+                                                                  self.metrics))
         logging.getLogger("kopf").setLevel(s.kopf_log_level)
         kopf_stop = asyncio.Event()
         kopf_ready = asyncio.Event()
@@ -153,6 +169,8 @@ class Operator:
             asyncio.create_task(self.consumer.run(), name="events-consumer"),
             asyncio.create_task(heartbeat.run(), name="heartbeat"),
             asyncio.create_task(pinger.run(), name="pinger"),
+            asyncio.create_task(audit.run(), name="status-audit"),
+            asyncio.create_task(pending.run(), name="pending-cleanups"),
         }
         waiters = {asyncio.create_task(self.stopping.wait(), name="stop")}
         if self.elector is not None:

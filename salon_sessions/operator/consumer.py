@@ -2,8 +2,9 @@
 
 Every message is decoded (`core.codec`); what the decoder rejects is counted and dropped.
 Decoded events are refused, counted, when they name no session this operator knows, when
-their `session` is not the SalonSession of their `company_id`, when they are dated in the
-future (a forged `seq` near 2**63 would freeze the status forever), or when their `seq`
+their `session` is not the SalonSession of their `company_id`, when they are numbered or
+dated beyond the horizon (`core.bounds`: a forged `seq` near 2**63 would freeze the status
+forever), or when their `seq`
 is not above the last one applied (duplicates and late arrivals). Nothing else changes the
 status, so garbage and hostile messages change nothing.
 
@@ -14,15 +15,15 @@ does not buffer, the state hashes are the truth.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from salon_sessions.core.bounds import DEFAULT_MAX_SKEW_S, Horizon
 from salon_sessions.core.channels import EVENTS_CHANNEL, HEALTH_PONG_CHANNEL
 from salon_sessions.core.codec import Rejection, decode
-from salon_sessions.core.events import Event, EventType, PongEvent
+from salon_sessions.core.events import Event, EventType, PongEvent, event_ahead
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
 from salon_sessions.operator.metrics import CONSUMER, OperatorMetrics
 from salon_sessions.operator.model import Applied
@@ -37,7 +38,7 @@ class EventsConsumer:
                  metrics: OperatorMetrics, *, on_pong: Callable[[PongEvent], None],
                  on_applied: Callable[[Session, Event], None],
                  on_gap: Callable[[Gap], None],
-                 max_skew_s: float = 300.0) -> None:
+                 max_skew_s: float = DEFAULT_MAX_SKEW_S) -> None:
         self._redis = redis
         self._registry = registry
         self._writer = writer
@@ -45,7 +46,7 @@ class EventsConsumer:
         self._on_pong = on_pong
         self._on_applied = on_applied
         self._on_gap = on_gap
-        self._max_skew = max_skew_s
+        self._horizon = Horizon(max_skew_s)
         self.subscriber = ResilientSubscriber(
             redis, [EVENTS_CHANNEL, HEALTH_PONG_CHANNEL], name=CONSUMER,
             metrics=metrics.subscriber, on_gap=self._gap)
@@ -65,6 +66,9 @@ class EventsConsumer:
                         result.detail)
             return
         self._metrics.consumer.consumed.labels(CONSUMER, result.type.value).inc()
+        if event_ahead(result, self._horizon):
+            self._reject("future", result)
+            return
         if channel == HEALTH_PONG_CHANNEL:
             if isinstance(result, PongEvent):
                 self._on_pong(result)
@@ -87,8 +91,7 @@ class EventsConsumer:
             self._reject("unknown_session", event)
             return
         now = datetime.now(UTC)
-        horizon_us = (time.time() + self._max_skew) * 1_000_000
-        if event.seq > horizon_us or event.ts > now + timedelta(seconds=self._max_skew):
+        if event_ahead(event, self._horizon, now):  # handle() checked it; apply() is public
             self._reject("future", event)
             return
         if event.session != owner.name:  # a duplicate SalonSession runs no worker

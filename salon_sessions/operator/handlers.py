@@ -1,11 +1,15 @@
-"""kopf handlers: thin adapters from kopf's causes to the reconciler and the registry."""
+"""kopf handlers: thin adapters from kopf's causes to the reconciler and the registry.
+
+Every watch event of a SalonSession also hands its `.status` to `on_status` (the status
+writer re-asserts a status someone else changed); every watch event of a session pod goes
+to `on_pod` (worker restarts)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -14,9 +18,16 @@ from salon_sessions.core.resource import GROUP, PLURAL, VERSION
 from salon_sessions.core.settings import OperatorSettings
 from salon_sessions.operator.reconciler import Reconciler, RetryLater
 from salon_sessions.operator.registry import Registry, Session
-from salon_sessions.operator.statefulset import MANAGED_BY, MANAGED_BY_LABEL
+from salon_sessions.operator.statefulset import (
+    COMPANY_LABEL,
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+)
 
 log = logging.getLogger(__name__)
+StatusHandler = Callable[[Session, dict[str, Any], str], object]
+PodHandler = Callable[[Session, Mapping[str, Any]], object]
 
 
 def plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,7 +54,8 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
 
 
 def register(registry: kopf.OperatorRegistry, sessions: Registry,
-             reconciler: Reconciler) -> None:
+             reconciler: Reconciler, *, on_status: StatusHandler | None = None,
+             on_pod: PodHandler | None = None) -> None:
     background: set[asyncio.Task[None]] = set()
 
     async def rereconcile(session: Session) -> None:
@@ -79,7 +91,10 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
         if type == "DELETED":
             sessions.forget((meta.get("namespace", ""), meta.get("name", "")))
             return
-        sessions.observe(body)
+        session = sessions.observe(body)
+        if session is not None and on_status is not None and not session.deleting:
+            on_status(session, plain(body.get("status") or {}),
+                      str(meta.get("resourceVersion") or ""))
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, backoff=2)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, backoff=2)
@@ -121,6 +136,20 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
             await reconciler.check_statefulset(session, session_body(session), existing)
         except RetryLater as exc:
             log.warning("%s", exc)
+
+
+    if on_pod is not None:
+        @kopf.on.event("", "v1", "pods", registry=registry,
+                       labels={MANAGED_BY_LABEL: MANAGED_BY})
+        async def pod_event(type: str | None, body: Mapping[str, Any], **_: Any) -> None:
+            meta = body.get("metadata", {})
+            labels = meta.get("labels") or {}
+            session = sessions.get((meta.get("namespace", ""),
+                                    str(labels.get(INSTANCE_LABEL, ""))))
+            if type == "DELETED" or session is None or session.deleting \
+                    or labels.get(COMPANY_LABEL) != session.company:
+                return
+            on_pod(session, body)
 
 
 def session_body(session: Any) -> dict[str, Any]:

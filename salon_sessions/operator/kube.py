@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER: Final = "salon-sessions-operator"
 MERGE_PATCH: Final = "application/merge-patch+json"
 APPLY_PATCH: Final = "application/apply-patch+yaml"
+JSON_PATCH: Final = "application/json-patch+json"
 _OBJECT: Final = {200: "object", 201: "object", 202: "object"}
 
 
@@ -107,6 +108,15 @@ class Kube:
         return await self.request("PATCH", path, body=body, content_type=APPLY_PATCH,
                                   query={"fieldManager": FIELD_MANAGER, "force": "true"})
 
+    async def replace_pod_template(self, namespace: str, name: str,
+                                   template: dict[str, Any]) -> dict[str, Any]:
+        """Replace the StatefulSet's pod template as a whole (a JSON patch): unlike an
+        apply, this also drops what someone else added to it (an env var, a field)."""
+        path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"
+        return await self.request(
+            "PATCH", path, body=[{"op": "replace", "path": "/spec/template", "value": template}],
+            content_type=JSON_PATCH, query={"fieldManager": FIELD_MANAGER})
+
     async def scale_statefulset(self, namespace: str, name: str, replicas: int) -> bool:
         """Set the replicas of an existing StatefulSet; False when there is none."""
         path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"
@@ -147,6 +157,27 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    # ---- the operator's own ConfigMap (pending cleanups) ------------------------------------
+    def configmap_path(self, namespace: str, name: str | None = None) -> str:
+        base = f"/api/v1/namespaces/{namespace}/configmaps"
+        return base if name is None else f"{base}/{name}"
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", self.configmap_path(namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", self.configmap_path(namespace), body=body)
+
+    async def update_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT with the body's resourceVersion: 409 when someone changed it meanwhile."""
+        name = body["metadata"]["name"]
+        return await self.request("PUT", self.configmap_path(namespace, name), body=body)
 
     # ---- Events and Leases --------------------------------------------------------------------
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:

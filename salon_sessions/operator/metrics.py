@@ -61,9 +61,29 @@ class OperatorMetrics:
         self.heartbeat_lost = Counter(
             "salon_operator_heartbeats_lost", "Sessions whose heartbeat hash expired",
             registry=registry)
+        self.heartbeats_rejected = Counter(
+            "salon_operator_heartbeats_rejected",
+            "State hashes refused by the bounds of core.bounds (seq out of int64, numbered "
+            "or dated beyond the horizon)", ["reason"], registry=registry)
+        self.status_reasserts = Counter(
+            "salon_operator_status_reasserts",
+            "Status patches that put back a status someone else changed (foreign: seen on "
+            "the watch or by the audit; raced: in the response of our own patch)",
+            ["cause"], registry=registry)
         self.cleanups = Counter(
             "salon_operator_cleanups", "Finalizer cleanups by outcome", ["result"],
             registry=registry)
+        self.cleanups_pending = Gauge(
+            "salon_operator_cleanups_pending",
+            "Credential cleanups that gave up and are retried in the background until done",
+            registry=registry)
+        self.statefulset_drift = Counter(
+            "salon_operator_statefulset_drift",
+            "Session StatefulSets put back after someone else deleted or changed them",
+            ["kind"], registry=registry)
+        self.worker_restarts = Counter(
+            "salon_operator_worker_restarts",
+            "Restarts of session workers' containers seen by the operator", registry=registry)
         self.leader = Gauge(
             "salon_operator_leader", "1 while this replica is the active one",
             registry=registry)

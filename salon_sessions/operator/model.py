@@ -3,13 +3,22 @@
 Facts come from four places, each with its own method: the reconciler (the StatefulSet is
 applied, suspended or not), the workers' events (`apply_event`, ordered by `seq`), the
 workers' heartbeat hashes (`apply_heartbeat`, ordered by the worker's `updated_at`) and the
-health pinger (`set_health`). `render()` gives the `.status` object; conditions keep their
-`lastTransitionTime` until their status really changes; every phase change is recorded in
-`transitions` for the Kubernetes Events.
+health pinger (`set_health`), plus what the operator sees of the pod (`worker_restarted`).
+`render()` gives the `.status` object; conditions keep their `lastTransitionTime` until their
+status really changes; every phase change is recorded in `transitions`, and every worker
+trouble (lock lost, heartbeat lost, pongs missed, worker restarted) in `warnings`, for the
+Kubernetes Events.
+
+`WorkerHealthy` says what is wrong with the worker, most serious first: `HeartbeatLost`
+(nothing vouches for it), `LockLost` (it said it lost the session lock; cleared when it
+reports a connection again, which needs the lock), `WorkerRestarted` (its container
+restarted; cleared when the new process answers a health ping), `PongsMissed`.
 
 Ordering: an event is applied only if its `seq` is above `last_event_seq`, so a duplicate or
 a late event never moves the status backwards. A heartbeat hash is applied only if the
-worker changed its state after the newest fact already applied (`worker_time`).
+worker changed its state after the newest fact already applied (`worker_time`). Both are
+bounded first by the callers (`core.bounds`): a fact beyond the horizon never gets here,
+and a written `lastEventSeq` beyond it is not trusted on reload.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from salon_sessions.core.bounds import Horizon, parse_seq, parse_time
 from salon_sessions.core.events import (
     ConnectedEvent,
     DisconnectedEvent,
@@ -43,6 +53,8 @@ WARNING_PHASES: Final = frozenset({Phase.FAILED, Phase.LOGGED_OUT})
 LAZY_FIELDS: Final = frozenset({"lastEventAt", "lastEventSeq"})
 """Fields whose change alone is written late (a QR rotation must not cost a patch)."""
 MAX_TRANSITIONS: Final = 20
+LOCK_LOST: Final = "lock_lost"
+"""The `error` code a worker publishes when it lost its session lock."""
 
 
 class Applied(enum.Enum):
@@ -59,16 +71,6 @@ def rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
 def valid_phone(value: object) -> str | None:
     return value if isinstance(value, str) and _PHONE.fullmatch(value) else None
 
@@ -78,6 +80,15 @@ class Transition:
     old: Phase | None
     new: Phase
     reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Trouble:
+    """A Warning Event to post: the reason is also the condition reason it shows."""
+
+    reason: str
+    message: str
     at: datetime
 
 
@@ -109,6 +120,10 @@ class SessionModel:
     worker_time: datetime | None = None
     """When the worker's newest applied fact happened (event ts or hash updated_at)."""
     heartbeat_lost: bool = False
+    lock_lost: str | None = None
+    """Why the worker said it lost the session lock (until it reports a connection)."""
+    restarted: str | None = None
+    """The worker's container restarted (until the new process answers a ping)."""
     healthy: bool | None = None
     health_message: str = ""
     failure: tuple[str, str] | None = None
@@ -119,13 +134,16 @@ class SessionModel:
     phase: Phase | None = None
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
+    warnings: list[Trouble] = field(default_factory=list)
     last_error: str | None = None
 
     # ---- loading ----------------------------------------------------------------------
     @classmethod
     def from_status(cls, status: dict[str, Any] | None, generation: int,
-                    suspended: bool) -> SessionModel:
-        """Rebuild the model from a written `.status` (operator restart or takeover)."""
+                    suspended: bool, horizon: Horizon | None = None) -> SessionModel:
+        """Rebuild the model from a written `.status` (operator restart or takeover). A
+        `lastEventSeq` beyond the horizon (a forged or hand-written one) is not trusted: it
+        would make every real event look stale."""
         status = status or {}
         model = cls(generation=generation, suspended=suspended)
         try:
@@ -142,7 +160,8 @@ class SessionModel:
         model.last_event_at = parse_time(status.get("lastEventAt"))
         model.worker_time = model.last_event_at
         seq = status.get("lastEventSeq")
-        model.last_event_seq = seq if isinstance(seq, int) and seq >= 0 else 0
+        trusted = isinstance(seq, int) and not (horizon or Horizon()).ahead(seq)
+        model.last_event_seq = seq if isinstance(seq, int) and trusted else 0
         observed = status.get("observedGeneration")
         model.observed_generation = observed if isinstance(observed, int) else None
         model.applied = model.observed_generation is not None
@@ -151,6 +170,12 @@ class SessionModel:
                 model.conditions[cond["type"]] = dict(cond)
         worker = model.conditions.get(ConditionType.WORKER_HEALTHY, {})
         model.healthy = {"True": True, "False": False}.get(str(worker.get("status")))
+        if worker.get("reason") == "LockLost":
+            model.lock_lost = str(worker.get("message") or "the worker lost its lock")
+        elif worker.get("reason") == "WorkerRestarted":
+            model.restarted = str(worker.get("message") or "the worker restarted")
+        if worker.get("reason") in ("LockLost", "WorkerRestarted", "HeartbeatLost"):
+            model.healthy = None  # that condition said nothing about pongs
         connected = model.conditions.get(ConditionType.CONNECTED, {})
         model.heartbeat_lost = connected.get("reason") == "HeartbeatLost"
         model.logged_out = phase is Phase.LOGGED_OUT
@@ -179,6 +204,7 @@ class SessionModel:
             self.worker_phase = None
             self.heartbeat_lost = False
             self.failure = None
+            self.lock_lost = self.restarted = None
 
     def hold_as_duplicate(self, owner: str, generation: int) -> None:
         """Another SalonSession owns the company: no worker runs for this one."""
@@ -194,6 +220,7 @@ class SessionModel:
         self.health_message = ""
         self.heartbeat_lost = False
         self.failure = None
+        self.lock_lost = self.restarted = None
 
     def release_duplicate(self) -> None:
         """This one owns its company now (the owner went away)."""
@@ -233,6 +260,7 @@ class SessionModel:
                 self.last_connected_at = event.ts
                 self.worker_phase = Phase.CONNECTED
                 self.failure = None
+                self.lock_lost = None  # a connection needs the lock
             case DisconnectedEvent():
                 self.connected = False
                 if self.linked:
@@ -246,6 +274,9 @@ class SessionModel:
                 self.last_error = data.code
                 if data.fatal:
                     self.failure = (data.code, data.message[:512])
+                if data.code == LOCK_LOST:
+                    self.lose_lock(data.message[:512] or "the worker lost its session lock",
+                                   received_at)
             case _:
                 pass  # ping/pong never reach here (the consumer routes them)
         return Applied.APPLIED
@@ -254,12 +285,12 @@ class SessionModel:
         """A present heartbeat hash. True when it was newer than what we knew."""
         self.heartbeat_lost = False
         updated = parse_time(fields.get("updated_at"))
-        seq_text = fields.get("seq", "")
-        if seq_text.isdigit():
+        seq = parse_seq(fields.get("seq", ""))
+        if seq is not None:
             # the worker numbers its snapshots in the same sequence as its events
-            if int(seq_text) <= self.last_event_seq:
+            if seq <= self.last_event_seq:
                 return False
-            self.last_event_seq = int(seq_text)
+            self.last_event_seq = seq
         elif updated is None or (self.worker_time is not None and updated <= self.worker_time):
             return False
         if updated is not None:
@@ -272,6 +303,8 @@ class SessionModel:
             self.worker_phase = phase
         self.linked = fields.get("linked") == "true"
         self.connected = fields.get("connected") == "true"
+        if self.connected:
+            self.lock_lost = None  # a connection needs the lock
         self.logged_out = phase is Phase.LOGGED_OUT
         self.phone = valid_phone(fields.get("phone")) if self.linked else None
         last = parse_time(fields.get("last_connected_at"))
@@ -280,12 +313,30 @@ class SessionModel:
         self.code_expires_at = parse_time(fields.get("pairing_code_expires_at"))
         return True
 
-    def lose_heartbeat(self) -> None:
-        """The heartbeat hash expired: nobody vouches for an open socket any more."""
+    def lose_heartbeat(self, message: str, now: datetime | None = None) -> None:
+        """The heartbeat expired: nobody vouches for an open socket any more."""
+        if not self.heartbeat_lost:
+            self.warnings.append(Trouble("HeartbeatLost", message, now or utcnow()))
         self.heartbeat_lost = True
         self.connected = False
 
-    def set_health(self, healthy: bool | None, message: str) -> None:
+    def lose_lock(self, message: str, now: datetime | None = None) -> None:
+        """The worker says it lost the session lock (it dropped its connection)."""
+        self.lock_lost = message
+        self.warnings.append(Trouble("LockLost", message, now or utcnow()))
+
+    def worker_restarted(self, message: str, now: datetime | None = None) -> None:
+        """The session pod's container restarted (its restart count grew)."""
+        self.restarted = message
+        self.lock_lost = None  # that process is gone; the new one starts over
+        self.warnings.append(Trouble("WorkerRestarted", message, now or utcnow()))
+
+    def set_health(self, healthy: bool | None, message: str,
+                   now: datetime | None = None) -> None:
+        if healthy is False and self.healthy is not False:
+            self.warnings.append(Trouble("PongsMissed", message, now or utcnow()))
+        if healthy:
+            self.restarted = None  # the new process answers
         self.healthy, self.health_message = healthy, message
 
     def cleanup_failed(self, message: str) -> None:
@@ -345,6 +396,13 @@ class SessionModel:
             connected = Cond("False", "NotLinked", "the session is not linked")
         if self.suspended:
             worker = Cond("Unknown", "Suspended", "no worker runs while suspended")
+        elif self.heartbeat_lost:
+            worker = Cond("False", "HeartbeatLost",
+                          "the worker's heartbeat expired: it is stuck, gone or cut off")
+        elif self.lock_lost is not None:
+            worker = Cond("False", "LockLost", self.lock_lost)
+        elif self.restarted is not None:
+            worker = Cond("False", "WorkerRestarted", self.restarted)
         elif self.healthy is None:
             worker = Cond("Unknown", "NotProbed", "no health ping answered or missed yet")
         elif self.healthy:

@@ -14,8 +14,9 @@ and Redis keys alone (they are the owner's). When the owner goes, the next one t
 go, so nothing rewrites the Redis keys or the credentials behind us), deletes the Redis
 keys, then, with `deletionPolicy: Delete`, the credentials (`db.credentials`), with
 bounded retries. When the database stays unreachable it gives up: a Warning Event and the
-`Ready` condition (reason `CleanupFailed`) say why, and the SalonSession is released
-anyway — deletion never hangs forever.
+`Ready` condition (reason `CleanupFailed`) say why, the cleanup is recorded
+(`operator.cleanups`: finished in the background once the database is back), and the
+SalonSession is released — deletion never hangs forever, and the credentials do not stay.
 """
 
 from __future__ import annotations
@@ -26,15 +27,20 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from salon_sessions.core.channels import session_keys
-from salon_sessions.core.redact import redact_text
 from salon_sessions.core.resource import DeletionPolicy
 from salon_sessions.core.settings import OperatorSettings
-from salon_sessions.db.credentials import SessionInUse, delete_session_credentials
+from salon_sessions.operator.cleanups import (
+    CLEANUP_ERRORS,
+    PendingCleanups,
+    delete_credentials,
+    describe,
+    pending_entry,
+)
+from salon_sessions.operator.drift import generation, restored_template, template_matches
 from salon_sessions.operator.kube import Kube, KubeError
 from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.recorder import EventRecorder, KubeEvent
@@ -56,8 +62,10 @@ class RetryLater(Exception):
 class Reconciler:
     def __init__(self, settings: OperatorSettings, kube: Kube, redis: Redis,
                  writer: StatusWriter, recorder: EventRecorder,
-                 metrics: OperatorMetrics, registry: Registry) -> None:
+                 metrics: OperatorMetrics, registry: Registry,
+                 pending: PendingCleanups | None = None) -> None:
         self._settings = settings
+        self._pending = pending
         self._registry = registry
         self._kube = kube
         self._redis = redis
@@ -66,7 +74,10 @@ class Reconciler:
         self._metrics = metrics
 
     # ---- StatefulSet ------------------------------------------------------------------
-    async def reconcile(self, session: Session, body: dict[str, Any]) -> None:
+    async def reconcile(self, session: Session, body: dict[str, Any], *,
+                        drifted: dict[str, Any] | None = None) -> None:
+        """Apply the StatefulSet; `drifted`: the StatefulSet someone else changed (its pod
+        template is then replaced as a whole, see `operator.drift`)."""
         if session.deleting:
             return
         if not self._registry.is_owner(session):
@@ -76,17 +87,24 @@ class Reconciler:
             log.info("SalonSession %s/%s now serves %s", session.namespace, session.name,
                      session.company, extra={"company_id": session.company})
             session.model.release_duplicate()
+        await self._finish_pending_cleanup(session)
         session.model.refresh()
         self._writer.mark(session)  # Pending, if this is the first we hear of it
         desired = build_statefulset(body, self._settings)
         started = time.monotonic()
+        session.applying += 1
         try:
-            await self._kube.apply_statefulset(desired)
+            result = await self._kube.apply_statefulset(desired)
+            if drifted is not None:
+                result = await self._kube.replace_pod_template(
+                    session.namespace, session.name, restored_template(desired, drifted))
+            session.statefulset_generation = generation(result)
         except KubeError as exc:
             self._metrics.reconcile_errors.labels("statefulset", str(exc.status)).inc()
             raise RetryLater(f"applying StatefulSet {session.name}: {exc}",
                              delay=2.0 if exc.retryable else 10.0) from None
         finally:
+            session.applying -= 1
             self._metrics.reconcile_seconds.labels("statefulset").observe(
                 time.monotonic() - started)
         if not self._registry.is_owner(session):  # an older one appeared meanwhile
@@ -94,6 +112,16 @@ class Reconciler:
             return
         session.model.reconciled(session.generation, session.suspended)
         self._writer.mark(session)
+
+    async def _finish_pending_cleanup(self, session: Session) -> None:
+        """A deleted SalonSession of this company left its credentials behind (the
+        database was down): delete them before a new worker could resume that device."""
+        if self._pending is None or not await self._pending.pending(session.company):
+            return
+        if not await self._pending.finish(session.company):
+            raise RetryLater(f"{session.name} waits: the credentials of a deleted "
+                             f"SalonSession of {session.company} are still being deleted",
+                             delay=self._settings.pending_cleanup_retry_s)
 
     async def _hold_duplicate(self, session: Session) -> None:
         owner = self._registry.owner(session.company)
@@ -116,14 +144,25 @@ class Reconciler:
 
     async def check_statefulset(self, session: Session, body: dict[str, Any],
                                 existing: dict[str, Any] | None) -> None:
-        """A watched StatefulSet changed or vanished: re-apply if it drifted."""
-        if session.deleting:
-            return
-        if existing is not None and matches(existing, build_statefulset(body, self._settings)):
-            return
+        """A watched StatefulSet changed or vanished: re-apply if someone else changed it
+        (a generation above our last write's; see `operator.drift`)."""
+        if session.deleting or session.applying:
+            return  # the write in flight settles it (and records its generation)
+        if existing is not None:
+            desired = build_statefulset(body, self._settings)
+            seen, ours = generation(existing), session.statefulset_generation
+            if ours is not None and seen is not None and seen <= ours \
+                    and matches(existing, desired):
+                return
+            if ours is None and matches(existing, desired) and template_matches(
+                    desired["spec"]["template"], existing["spec"].get("template")):
+                session.statefulset_generation = seen  # first sight: it is as we want it
+                return
         log.info("StatefulSet %s/%s %s; reconciling", session.namespace, session.name,
-                 "was deleted" if existing is None else "drifted")
-        await self.reconcile(session, body)
+                 "was deleted" if existing is None else "was changed by someone else")
+        self._metrics.statefulset_drift.labels("deleted" if existing is None
+                                               else "changed").inc()
+        await self.reconcile(session, body, drifted=existing)
 
     # ---- finalizer -------------------------------------------------------------------------
     async def cleanup(self, session: Session, body: dict[str, Any]) -> None:
@@ -184,16 +223,11 @@ class Reconciler:
         last = ""
         for attempt in range(1, settings.cleanup_attempts + 1):
             try:
-                conn = await asyncpg.connect(settings.database_url.get_secret_value(),
-                                             timeout=5)
-                try:
-                    report = await delete_session_credentials(
-                        conn, session.company, actor="operator",
-                        reason=f"SalonSession {session.namespace}/{session.name} deleted")
-                finally:
-                    await conn.close()
-            except (OSError, asyncpg.PostgresError, SessionInUse, TimeoutError) as exc:
-                last = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+                report = await delete_credentials(
+                    settings.database_url.get_secret_value(), session.company,
+                    f"SalonSession {session.namespace}/{session.name} deleted")
+            except CLEANUP_ERRORS as exc:
+                last = describe(exc)
                 log.warning("deleting the credentials of %s failed (attempt %d/%d): %s",
                             session.company, attempt, settings.cleanup_attempts, last,
                             extra={"company_id": session.company})
@@ -211,10 +245,23 @@ class Reconciler:
             self._recorder.emit(session.ref(), "Normal", "CredentialsDeleted",
                                 "the session's credentials and Redis keys were deleted")
             return
-        self._metrics.cleanups.labels("failed").inc()
         message = (f"gave up deleting the credentials after {settings.cleanup_attempts} "
-                   f"attempts ({last}); they are left in the database, the SalonSession "
-                   f"is released")
+                   f"attempts ({last}); the SalonSession is released and the cleanup "
+                   f"recorded: it is retried every {settings.pending_cleanup_retry_s:g}s "
+                   f"until the database lets it finish")
+        if self._pending is not None:
+            try:  # durable before the SalonSession goes
+                await self._pending.add(session.company, pending_entry(
+                    session.namespace, session.name, session.uid, settings.cleanup_attempts,
+                    last))
+            except KubeError as exc:
+                raise RetryLater(f"the cleanup of {session.name} could not be recorded "
+                                 f"({exc}); keeping the SalonSession", 5.0) from None
+        else:
+            message = (f"gave up deleting the credentials after {settings.cleanup_attempts} "
+                       f"attempts ({last}); they are left in the database, the "
+                       f"SalonSession is released")
+        self._metrics.cleanups.labels("failed").inc()
         log.error(message, extra={"company_id": session.company})
         session.model.cleanup_failed(message)
         await self._writer.flush(session)

@@ -14,12 +14,14 @@ forgotten), `on_owner_change(old, new)` is called so that both are reconciled ag
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from salon_sessions.core.bounds import Horizon
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
-from salon_sessions.core.resource import DeletionPolicy
+from salon_sessions.core.resource import API_VERSION, KIND, DeletionPolicy
 from salon_sessions.operator.model import SessionModel
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,17 @@ class Session:
     """Worker timestamp of the oldest event applied but not yet written (lag metric)."""
     created: str = ""
     """`metadata.creationTimestamp` (RFC 3339, so that it sorts as text)."""
+    own_versions: deque[str] = field(default_factory=lambda: deque(maxlen=16))
+    """resourceVersions our own status patches produced (their watch echoes are ours)."""
+    races: int = 0
+    """Patches in a row whose response still differed from the rendered status."""
+    statefulset_generation: int | None = None
+    """`metadata.generation` of the StatefulSet after our last write: a higher one means
+    someone else changed its spec."""
+    applying: int = 0
+    """StatefulSet writes in flight (their watch events are not drift)."""
+    pod: tuple[str, int] | None = None
+    """(uid, restartCount) of the session pod's worker container when last seen."""
 
     @property
     def key(self) -> Key:
@@ -68,14 +81,19 @@ class Session:
         return self.model.applied and not self.suspended and not self.deleting
 
     def ref(self) -> dict[str, str]:
-        from salon_sessions.core.resource import API_VERSION, KIND
+        return session_ref(self.namespace, self.name, self.uid)
 
-        return {"apiVersion": API_VERSION, "kind": KIND, "name": self.name,
-                "namespace": self.namespace, "uid": self.uid}
+
+def session_ref(namespace: str, name: str, uid: str) -> dict[str, str]:
+    """A SalonSession as an Event's `involvedObject`."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "namespace": namespace,
+            "uid": uid}
 
 
 class Registry:
-    def __init__(self, on_new: Callable[[Session], None] | None = None) -> None:
+    def __init__(self, on_new: Callable[[Session], None] | None = None,
+                 horizon: Horizon | None = None) -> None:
+        self._horizon = horizon or Horizon()
         self._sessions: dict[Key, Session] = {}
         self._by_company: dict[str, set[Key]] = {}
         self._on_new = on_new
@@ -127,12 +145,11 @@ class Registry:
             before = self.owner(company)
             status = body.get("status") or {}
             model = SessionModel.from_status(dict(status), generation,
-                                             bool(spec.get("suspend", False)))
+                                             bool(spec.get("suspend", False)), self._horizon)
             session = Session(namespace=key[0], name=key[1], uid=uid, company=company,
                               spec=spec, generation=generation, model=model,
                               created=str(meta.get("creationTimestamp") or ""))
-            if model.phase is not None:
-                session.written = dict(status)
+            session.written = dict(status)  # whatever is there, even if not ours
             self._sessions[key] = session
             self._by_company.setdefault(company, set()).add(key)
             if self._on_new is not None:

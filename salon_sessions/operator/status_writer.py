@@ -8,8 +8,16 @@ per session would otherwise be a patch each). A bounded pool of writers sends th
 so a burst of events becomes at most one patch per session per window, never a burst of
 concurrent API calls.
 
-After a patch is accepted, the phase transitions it contained are posted as Kubernetes
-Events (so an Event never announces a phase the status does not show yet).
+After a patch is accepted, the phase transitions and worker troubles (`model.warnings`) it
+contained are posted as Kubernetes Events (so an Event never announces a phase the status
+does not show yet); a trouble that changes nothing in the status is posted at once.
+
+The status is level-triggered: `written` is what the API server holds as far as we know
+(the accepted patch's response, or the body the watch delivered). When the watch delivers
+a `.status` that is not ours (`observed`: a hand edit, another writer), `written` becomes
+that body and the next patch puts back every field that differs — within `batch_s` of the
+watch event. Our own writes' echoes are recognised by their resourceVersion, so the
+operator never fights itself; a periodic audit (`resync`) catches what the watch missed.
 """
 
 from __future__ import annotations
@@ -19,14 +27,18 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from salon_sessions.operator.kube import Kube, KubeError
 from salon_sessions.operator.metrics import OperatorMetrics
-from salon_sessions.operator.model import WARNING_PHASES, status_patch
+from salon_sessions.operator.model import WARNING_PHASES, SessionModel, status_patch
 from salon_sessions.operator.recorder import EventRecorder
 from salon_sessions.operator.registry import Key, Registry, Session
 
 log = logging.getLogger(__name__)
+MAX_RACES = 3
+"""Patches in a row whose response still differs from the rendered status (a writer that
+keeps racing with us, or a server that normalises a field): then we stop insisting."""
 
 
 class StatusWriter:
@@ -46,6 +58,7 @@ class StatusWriter:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._inflight: set[Key] = set()
         self._remark: set[Key] = set()
+        self._observed_later: dict[Key, tuple[dict[str, Any], str]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -58,6 +71,7 @@ class StatusWriter:
         rendered = session.model.render(session.pod_name)
         patch, is_urgent = status_patch(session.written, rendered)
         if not patch:
+            self._post_warnings(session, session.model)
             return False
         urgent = is_urgent if urgent is None else urgent
         self._schedule(session.key, self._batch_s if urgent else self._lazy_s)
@@ -113,6 +127,9 @@ class StatusWriter:
                 self._inflight.discard(key)
                 self._queue.task_done()
             session = self._registry.get(key)
+            later = self._observed_later.pop(key, None)
+            if session is not None and later is not None:
+                self.observed(session, *later)  # now that our patch's version is known
             if session is not None and (retry or key in self._remark):
                 self._remark.discard(key)
                 if retry:
@@ -136,15 +153,18 @@ class StatusWriter:
         if not patch:
             return True
         transitions, model.transitions = model.transitions, []
+        warnings, model.warnings = model.warnings, []
         started = time.monotonic()
         try:
-            await self._kube.patch_session_status(session.namespace, session.name, patch)
+            result = await self._kube.patch_session_status(session.namespace, session.name,
+                                                           patch)
         except KubeError as exc:
             self._metrics.status_patches.labels(str(exc.status or "error")).inc()
             if exc.status == 404:
                 log.info("SalonSession %s/%s is gone; dropping its status", *key)
                 return True
             model.transitions = transitions + model.transitions
+            model.warnings = warnings + model.warnings
             if exc.retryable:
                 log.warning("status patch of %s/%s failed (%s); retrying", *key, exc)
                 return False
@@ -152,7 +172,7 @@ class StatusWriter:
             return True
         self._metrics.status_patch_seconds.observe(time.monotonic() - started)
         self._metrics.status_patches.labels("ok").inc()
-        session.written = rendered
+        self._accepted(session, result, rendered)
         if session.pending_event_ts is not None:
             lag = (datetime.now(UTC) - session.pending_event_ts).total_seconds()
             self._metrics.event_status_lag.observe(max(lag, 0.0))
@@ -162,6 +182,58 @@ class StatusWriter:
             self._recorder.emit(session.ref(), "Warning" if t.new in WARNING_PHASES
                                 else "Normal", t.new.value,
                                 f"phase {old} -> {t.new.value} ({t.reason})", t.at)
+        for w in warnings:
+            self._recorder.emit(session.ref(), "Warning", w.reason, w.message, w.at)
+        return True
+
+    def _post_warnings(self, session: Session, model: SessionModel) -> None:
+        warnings, model.warnings = model.warnings, []
+        for w in warnings:
+            self._recorder.emit(session.ref(), "Warning", w.reason, w.message, w.at)
+
+    def _accepted(self, session: Session, result: dict[str, Any],
+                  rendered: dict[str, Any]) -> None:
+        """Our patch is in: what the server holds now is its response (a foreign edit
+        that raced with it shows there, and is corrected by the next mark)."""
+        status = result.get("status")
+        version = str((result.get("metadata") or {}).get("resourceVersion") or "")
+        session.written = dict(status) if isinstance(status, dict) else rendered
+        if version:
+            session.own_versions.append(version)
+        if session.written == rendered:
+            session.races = 0
+        elif session.races < MAX_RACES:
+            # someone else wrote in between: what they added is still there
+            session.races += 1
+            self._metrics.status_reasserts.labels("raced").inc()
+            self.mark(session)
+        else:
+            log.error("the status of SalonSession %s/%s still differs from ours after %d "
+                      "patches; not insisting until the next change", session.namespace,
+                      session.name, MAX_RACES, extra={"company_id": session.company})
+
+    # ---- level-triggered: the status the API server holds --------------------------------
+    def observed(self, session: Session, status: dict[str, Any] | None,
+                 resource_version: str) -> bool:
+        """The watch (or the audit) delivered the SalonSession's `.status`. If it is not
+        the status we wrote (a foreign edit), re-assert ours. True when it was foreign."""
+        status = dict(status or {})
+        if resource_version and resource_version in session.own_versions:
+            return False  # the echo of one of our own patches
+        if session.key in self._inflight:
+            # it may be the echo of the patch in flight: judge once its response is in
+            self._observed_later[session.key] = (status, resource_version)
+            return False
+        if status == session.written:
+            return False
+        if not session.written and not status:
+            return False
+        log.warning("the status of SalonSession %s/%s was changed by someone else; "
+                    "re-asserting it", session.namespace, session.name,
+                    extra={"company_id": session.company})
+        self._metrics.status_reasserts.labels("foreign").inc()
+        session.written = status
+        self.mark(session, urgent=True)
         return True
 
     async def flush(self, session: Session) -> bool:

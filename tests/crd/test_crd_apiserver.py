@@ -114,6 +114,14 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
                                                        "limits": {"memory": "512Mi"}}),
      "spec.resources: Invalid value: resources.requests must not exceed resources.limits"),
     ("empty display name", _with("spec.displayName", ""), "spec.displayName: Invalid value"),
+    ("display name with NUL", _with("spec.displayName", "Salon\x00Aurora"),
+     "spec.displayName"),
+    ("display name with RLO", _with("spec.displayName", "Salon \u202eexe.gnp"),
+     "spec.displayName: Invalid value"),
+    ("display name with a newline", _with("spec.displayName", "Salon\nAurora"),
+     "spec.displayName: Invalid value"),
+    ("display name with an isolate", _with("spec.displayName", "Salon \u2067x\u2069"),
+     "spec.displayName: Invalid value"),
     ("unknown spec field", _with("spec.phone", "79686484488"), 'unknown field "spec.phone"'),
 ]
 
@@ -127,6 +135,15 @@ def test_invalid_manifests_are_rejected_naming_the_field(
     assert message in out.stderr, out.stderr
     listed = crd.kubectl("get", "salonsessions", "-n", namespace, "-o", "name")
     assert listed.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("name", ["Salon Aurora", "Салон «Аврора»", "صالون", "👩\u200d🎤 Studio",
+                                  "x" * 200])
+def test_display_names_people_write_are_accepted(crd: StackInfo, namespace: str,
+                                                 name: str) -> None:
+    out = _apply(crd, namespace, _with("spec.displayName", name))
+    assert out.returncode == 0, out.stderr
+    assert _get(crd, namespace, "company-962302")["spec"]["displayName"] == name
 
 
 def test_company_id_is_immutable(crd: StackInfo, namespace: str) -> None:

@@ -11,6 +11,7 @@ import yaml
 
 from salon_sessions.core import resource
 from salon_sessions.core.company import COMPANY_ID_PATTERN, canonical_company_id, resource_name
+from salon_sessions.core.display_name import DISPLAY_NAME_CRD_PATTERN
 from salon_sessions.core.events import LinkMethod
 from salon_sessions.core.phone import PHONE_PATTERN
 from tests.crd.crd_files import EXAMPLES, load_crd, schema
@@ -63,6 +64,7 @@ def test_enums_match_the_python_enums(path: str, enum: type[Any]) -> None:
     ("spec.companyId", COMPANY_ID_PATTERN),
     ("spec.link.phoneNumber", PHONE_PATTERN),
     ("status.phone", PHONE_PATTERN),
+    ("spec.displayName", DISPLAY_NAME_CRD_PATTERN),
 ])
 def test_patterns_are_the_core_patterns(path: str, pattern: str) -> None:
     assert dict(_fields(schema(), ""))[path]["pattern"] == pattern

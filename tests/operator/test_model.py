@@ -102,11 +102,57 @@ def test_heartbeat_hash_applies_only_when_newer_and_expiry_means_not_connected()
     assert (model.phase, model.linked, model.connected) == (Phase.DISCONNECTED, True, False)
     model.apply_heartbeat({**newer, "connected": "true", "phase": "Connected",
                            "updated_at": (event.ts + timedelta(seconds=9)).isoformat()}, T0)
-    model.lose_heartbeat()
+    model.lose_heartbeat("no heartbeat for 30s", T0)
     model.refresh(T0)
     assert model.connected is False
     assert conds(model)["Connected"] == ("False", "HeartbeatLost")
+    assert conds(model)["WorkerHealthy"] == ("False", "HeartbeatLost")
     assert model.render("p-0")["connected"] is False
+    assert [w.reason for w in model.warnings] == ["HeartbeatLost"]
+    model.lose_heartbeat("still nothing", T0)  # one Event per loss, not per check
+    assert len(model.warnings) == 1
+
+
+def test_worker_troubles_are_condition_reasons_and_warnings() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    model.apply_event(src.event(ConnectedData(jid=JID)), T0)
+    model.set_health(True, "", T0)
+    model.apply_event(src.event(ErrorData(code="lock_lost", message="lock connection gone")),
+                      T0)
+    model.refresh(T0)
+    assert conds(model)["WorkerHealthy"] == ("False", "LockLost")
+    assert model.conditions["WorkerHealthy"]["message"] == "lock connection gone"
+    assert conds(model)["Ready"] == ("False", "WorkerUnhealthy")
+    reloaded = SessionModel.from_status(model.render("p-0"), 1, suspended=False)
+    reloaded.refresh(T0)
+    assert conds(reloaded)["WorkerHealthy"] == ("False", "LockLost")
+    model.apply_event(src.event(ConnectedData(jid=JID)), T0)  # needs the lock again
+    model.refresh(T0)
+    assert conds(model)["WorkerHealthy"] == ("True", "PongReceived")
+    model.worker_restarted("the worker container restarted (1 restart)", T0)
+    model.refresh(T0)
+    assert conds(model)["WorkerHealthy"] == ("False", "WorkerRestarted")
+    model.set_health(True, "", T0)  # the new process answers
+    model.refresh(T0)
+    assert conds(model)["WorkerHealthy"] == ("True", "PongReceived")
+    model.set_health(False, "3 consecutive health pings unanswered", T0)
+    model.set_health(False, "4 consecutive health pings unanswered", T0)
+    model.refresh(T0)
+    assert conds(model)["WorkerHealthy"] == ("False", "PongsMissed")
+    assert [w.reason for w in model.warnings] == ["LockLost", "WorkerRestarted",
+                                                  "PongsMissed"]
+
+
+def test_a_written_seq_beyond_the_horizon_is_not_trusted_on_reload() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    forged = {**model.render("p-0"), "lastEventSeq": 2**63 - 1}
+    reloaded = SessionModel.from_status(forged, 1, suspended=False)
+    assert reloaded.last_event_seq == 0
+    assert reloaded.apply_event(src.event(ConnectedData(jid=JID)), T0) is Applied.APPLIED
+    fine = {**model.render("p-0"), "lastEventSeq": 5}
+    assert SessionModel.from_status(fine, 1, suspended=False).last_event_seq == 5
 
 
 def test_conditions_keep_transition_times_and_carry_the_generation() -> None:
