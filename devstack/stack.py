@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -111,18 +112,41 @@ def start_postgres(state_dir: Path, info: StackInfo) -> None:
         check=True, capture_output=True, user=user,
     )
     pwfile.unlink()
-    proc = spawn(state_dir, "postgres", [
-        pg_bin("postgres"), "-D", str(pgdata), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-        "-c", "fsync=off", "-c", "max_connections=600",
-    ], user=user)
+    _run_postgres(state_dir, port)
     env = {**os.environ, "PGPASSWORD": password}
-    wait_until("PostgreSQL", lambda: subprocess.run(
-        [pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-    ).returncode == 0, 30, proc, state_dir / "logs" / "postgres.log")
     subprocess.run([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "salon",
                     "salon"], check=True, env=env, capture_output=True)
     info.postgres_dsn = f"postgresql://salon:{password}@127.0.0.1:{port}/salon"
+
+
+def _run_postgres(state_dir: Path, port: int) -> None:
+    """Start the postmaster on the data directory of `start_postgres` and wait for it."""
+    proc = spawn(state_dir, "postgres", [
+        pg_bin("postgres"), "-D", str(state_dir / "postgres" / "data"), "-p", str(port),
+        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+        "-c", "fsync=off", "-c", "max_connections=600",
+    ], user="postgres" if os.geteuid() == 0 else None)
+    wait_until("PostgreSQL", lambda: subprocess.run(
+        [pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+    ).returncode == 0, 30, proc, state_dir / "logs" / "postgres.log")
+
+
+def stop_postgres(info: StackInfo) -> None:
+    """Stop PostgreSQL as an outage would (fast shutdown: clients are cut off); the data
+    stays for `start_postgres_again` (tests of a database that goes away)."""
+    from devstack.procs import pid_alive, pid_dir
+
+    path = pid_dir(Path(info.state_dir)) / "postgres.pid"
+    pid = int(path.read_text().strip())
+    os.kill(pid, signal.SIGINT)  # the postmaster's "fast" shutdown
+    wait_until("PostgreSQL to stop", lambda: not pid_alive(pid), 30)
+    path.unlink(missing_ok=True)
+
+
+def start_postgres_again(info: StackInfo) -> None:
+    """Start PostgreSQL after `stop_postgres`, on the same port, data and password."""
+    port = int(info.postgres_dsn.rsplit(":", 1)[1].split("/")[0])
+    _run_postgres(Path(info.state_dir), port)
 
 
 # --------------------------------------------------------------------------- redis

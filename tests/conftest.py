@@ -12,8 +12,8 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -98,3 +98,27 @@ def namespace(stack: StackInfo) -> Iterator[str]:
 def restart_redis(stack: StackInfo) -> object:
     """Call it to stop and restart the stack's Redis on the same port and password."""
     return lambda: devstack_stack.restart_redis(stack)
+
+
+@pytest.fixture
+def postgres_outage(stack: StackInfo) -> Iterator[Callable[[], AbstractContextManager[None]]]:
+    """`with postgres_outage(): ...` stops the stack's PostgreSQL (fast shutdown, clients
+    cut off) for the block and starts it again on the same port and data after it; a test
+    that fails inside the block still gets it back."""
+    down: list[bool] = []
+
+    @contextmanager
+    def outage() -> Iterator[None]:
+        devstack_stack.stop_postgres(stack)
+        down.append(True)
+        try:
+            yield
+        finally:
+            devstack_stack.start_postgres_again(stack)
+            down.pop()
+
+    try:
+        yield outage
+    finally:
+        if down:  # never leave the rest of the run without its database
+            devstack_stack.start_postgres_again(stack)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 SEQ_MAX: Final = 2**63 - 1
-DEFAULT_MAX_SKEW_S: Final = 300.0
+DEFAULT_MAX_SKEW_S: Final = 30.0
 MAX_SEQ_DIGITS: Final = len(str(SEQ_MAX))
 STATE_TIME_FIELDS: Final = ("updated_at", "heartbeat_at", "last_connected_at")
 """The state hash's timestamps of things that happened (bounded by the horizon)."""

@@ -187,7 +187,7 @@ class OperatorSettings(_Database, _Redis):
         default=30.0, gt=0, le=3600,
         description="how often the cleanups that gave up are tried again")
     pending_cleanup_configmap: str = Field(
-        default="salon-sessions-pending-cleanups", pattern=_K8S_NAME,
+        default="salon-sessions-operator-pending-cleanups", pattern=_K8S_NAME,
         description="ConfigMap (in the Lease's namespace) recording the cleanups to finish")
 
     # ---- leader election (2 replicas, one active)

@@ -164,6 +164,11 @@ def test_operator_rbac_is_deploy_rbac() -> None:
     assert cluster_role["metadata"]["name"] == "salon-sessions-salon-sessions-operator"
     leader = find(docs, "Role", "salon-sessions-operator-leader-election")
     assert leader["rules"] == deploy[("Role", "salon-sessions-operator-leader-election")]["rules"]
+    state = find(docs, "Role", "salon-sessions-operator-state")
+    assert state["rules"] == deploy[("Role", "salon-sessions-operator-state")]["rules"]
+    operator = env_of(container(find(docs, "Deployment", "salon-sessions-operator")))
+    assert operator["SALON_PENDING_CLEANUP_CONFIGMAP"]["value"] == \
+        state["rules"][1]["resourceNames"][0]
     sa = find(docs, "ServiceAccount", "salon-sessions-operator")
     assert sa["metadata"]["namespace"] == "salon-sessions"
     binding = find(docs, "RoleBinding", "salon-sessions-operator")
