@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from salon_sessions.operator.kube import Kube, KubeError
 from salon_sessions.operator.registry import Registry
@@ -42,6 +43,7 @@ class StatusAudit:
         """Compare every known SalonSession's status with ours; the number re-asserted."""
         foreign = 0
         for namespace in self._namespaces:
+            listed_at = time.monotonic()
             for item in await self._kube.list_sessions(namespace):
                 meta = item.get("metadata") or {}
                 session = self._registry.get((str(meta.get("namespace", "")),
@@ -49,5 +51,5 @@ class StatusAudit:
                 if session is None or session.uid != meta.get("uid") or session.deleting:
                     continue
                 foreign += self._writer.observed(session, item.get("status") or {},
-                                                 str(meta.get("resourceVersion") or ""))
+                                                 listed_at)
         return foreign

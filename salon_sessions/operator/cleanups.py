@@ -20,7 +20,8 @@ had its credentials deleted, kept them by policy, or left a durable record here.
 The background task (leader only) tries every entry each `retry_s`, one transaction each
 as the finalizer does (`db.credentials`). Done: the entry goes, a Normal Event
 `CredentialsDeleted`, `salon_operator_cleanups_total{result="deleted_late"}`. Not yet: a
-Warning Event `CleanupPending` at most every `report_s` per entry,
+Warning Event `CleanupPending` (on the first background failure, then at most every
+`report_s` per entry),
 `salon_operator_cleanups_total{result="retry_failed"}`; `salon_operator_cleanups_pending`
 is the number of entries. A new SalonSession of the same company first finishes the
 pending cleanup (the deletion asked for the old device to go; the new worker must not
@@ -243,4 +244,4 @@ def pending_entry(namespace: str, name: str, uid: str, attempts: int,
                   error: str) -> PendingCleanup:
     return PendingCleanup(namespace=namespace, name=name, uid=uid,
                           since=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                          attempts=attempts, error=error, reported=time.time())
+                          attempts=attempts, error=error)

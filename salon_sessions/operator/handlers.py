@@ -26,7 +26,7 @@ from salon_sessions.operator.statefulset import (
 )
 
 log = logging.getLogger(__name__)
-StatusHandler = Callable[[Session, dict[str, Any], str], object]
+StatusHandler = Callable[[Session, dict[str, Any]], object]
 PodHandler = Callable[[Session, Mapping[str, Any]], object]
 
 
@@ -93,8 +93,7 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
             return
         session = sessions.observe(body)
         if session is not None and on_status is not None and not session.deleting:
-            on_status(session, plain(body.get("status") or {}),
-                      str(meta.get("resourceVersion") or ""))
+            on_status(session, plain(body.get("status") or {}))
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, backoff=2)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, backoff=2)

@@ -134,7 +134,8 @@ class HealthPinger:
         if probe is not None:
             probe.misses = 0
         session = self._registry.get(pending.key)
-        if session is not None and session.model.healthy is not True:
+        if session is not None and (session.model.healthy is not True
+                                    or session.model.restarted is not None):
             session.model.set_health(True, "")
             self._writer.mark(session)
 

@@ -13,7 +13,9 @@ forgotten), `on_owner_change(old, new)` is called so that both are reconciled ag
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,8 +46,11 @@ class Session:
     """Worker timestamp of the oldest event applied but not yet written (lag metric)."""
     created: str = ""
     """`metadata.creationTimestamp` (RFC 3339, so that it sorts as text)."""
-    own_versions: deque[str] = field(default_factory=lambda: deque(maxlen=16))
-    """resourceVersions our own status patches produced (their watch echoes are ours)."""
+    own_statuses: deque[str] = field(default_factory=lambda: deque(maxlen=16))
+    """The statuses we wrote (or loaded) lately, as canonical JSON: a watch event that
+    carries one of them is ours, even when it arrives late."""
+    written_at: float = 0.0
+    """Monotonic time of our last accepted status patch."""
     races: int = 0
     """Patches in a row whose response still differed from the rendered status."""
     statefulset_generation: int | None = None
@@ -55,6 +60,13 @@ class Session:
     """StatefulSet writes in flight (their watch events are not drift)."""
     pod: tuple[str, int] | None = None
     """(uid, restartCount) of the session pod's worker container when last seen."""
+
+    def remember_written(self, status: dict[str, Any], *, ours: bool = True) -> None:
+        """What the API server holds now (`ours`: written or loaded by us)."""
+        self.written = status
+        if ours:
+            self.own_statuses.append(canonical(status))
+            self.written_at = time.monotonic()
 
     @property
     def key(self) -> Key:
@@ -82,6 +94,10 @@ class Session:
 
     def ref(self) -> dict[str, str]:
         return session_ref(self.namespace, self.name, self.uid)
+
+
+def canonical(status: dict[str, Any]) -> str:
+    return json.dumps(status, sort_keys=True, separators=(",", ":"))
 
 
 def session_ref(namespace: str, name: str, uid: str) -> dict[str, str]:
@@ -149,7 +165,7 @@ class Registry:
             session = Session(namespace=key[0], name=key[1], uid=uid, company=company,
                               spec=spec, generation=generation, model=model,
                               created=str(meta.get("creationTimestamp") or ""))
-            session.written = dict(status)  # whatever is there, even if not ours
+            session.remember_written(dict(status))  # what is there (a restart's)
             self._sessions[key] = session
             self._by_company.setdefault(company, set()).add(key)
             if self._on_new is not None:

@@ -16,8 +16,11 @@ The status is level-triggered: `written` is what the API server holds as far as 
 (the accepted patch's response, or the body the watch delivered). When the watch delivers
 a `.status` that is not ours (`observed`: a hand edit, another writer), `written` becomes
 that body and the next patch puts back every field that differs — within `batch_s` of the
-watch event. Our own writes' echoes are recognised by their resourceVersion, so the
-operator never fights itself; a periodic audit (`resync`) catches what the watch missed.
+watch event. A watch event that carries one of the statuses we wrote lately is ours (an
+echo, possibly late: the watch may deliver an older version after our patch's response),
+so the operator never fights itself; a periodic audit (`operator.audit`) lists the
+SalonSessions and catches what the watch missed, judging only those not written since the
+list began.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from salon_sessions.operator.kube import Kube, KubeError
 from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.model import WARNING_PHASES, SessionModel, status_patch
 from salon_sessions.operator.recorder import EventRecorder
-from salon_sessions.operator.registry import Key, Registry, Session
+from salon_sessions.operator.registry import Key, Registry, Session, canonical
 
 log = logging.getLogger(__name__)
 MAX_RACES = 3
@@ -58,7 +61,7 @@ class StatusWriter:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._inflight: set[Key] = set()
         self._remark: set[Key] = set()
-        self._observed_later: dict[Key, tuple[dict[str, Any], str]] = {}
+        self._observed_later: dict[Key, tuple[dict[str, Any], float | None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -129,7 +132,7 @@ class StatusWriter:
             session = self._registry.get(key)
             later = self._observed_later.pop(key, None)
             if session is not None and later is not None:
-                self.observed(session, *later)  # now that our patch's version is known
+                self.observed(session, *later)  # now that our patch's result is known
             if session is not None and (retry or key in self._remark):
                 self._remark.discard(key)
                 if retry:
@@ -196,10 +199,7 @@ class StatusWriter:
         """Our patch is in: what the server holds now is its response (a foreign edit
         that raced with it shows there, and is corrected by the next mark)."""
         status = result.get("status")
-        version = str((result.get("metadata") or {}).get("resourceVersion") or "")
-        session.written = dict(status) if isinstance(status, dict) else rendered
-        if version:
-            session.own_versions.append(version)
+        session.remember_written(dict(status) if isinstance(status, dict) else rendered)
         if session.written == rendered:
             session.races = 0
         elif session.races < MAX_RACES:
@@ -214,25 +214,27 @@ class StatusWriter:
 
     # ---- level-triggered: the status the API server holds --------------------------------
     def observed(self, session: Session, status: dict[str, Any] | None,
-                 resource_version: str) -> bool:
-        """The watch (or the audit) delivered the SalonSession's `.status`. If it is not
-        the status we wrote (a foreign edit), re-assert ours. True when it was foreign."""
+                 listed_at: float | None = None) -> bool:
+        """The watch (or the audit, with the monotonic time its LIST began) delivered the
+        SalonSession's `.status`. If it is not ours (a foreign edit), re-assert ours. True
+        when it was foreign."""
         status = dict(status or {})
-        if resource_version and resource_version in session.own_versions:
-            return False  # the echo of one of our own patches
         if session.key in self._inflight:
             # it may be the echo of the patch in flight: judge once its response is in
-            self._observed_later[session.key] = (status, resource_version)
+            self._observed_later[session.key] = (status, listed_at)
             return False
         if status == session.written:
             return False
-        if not session.written and not status:
-            return False
+        if listed_at is None:
+            if canonical(status) in session.own_statuses:
+                return False  # a late echo of one of our own patches
+        elif session.written_at >= listed_at:
+            return False  # we wrote since the list was read
         log.warning("the status of SalonSession %s/%s was changed by someone else; "
                     "re-asserting it", session.namespace, session.name,
                     extra={"company_id": session.company})
         self._metrics.status_reasserts.labels("foreign").inc()
-        session.written = status
+        session.remember_written(status, ours=False)
         self.mark(session, urgent=True)
         return True
 

@@ -24,9 +24,10 @@ from salon_sessions.core.events import (
     EventSource,
     QrData,
 )
+from salon_sessions.operator.audit import StatusAudit
 from salon_sessions.operator.kube import Kube, KubeError
 from salon_sessions.operator.metrics import OperatorMetrics
-from salon_sessions.operator.model import utcnow
+from salon_sessions.operator.model import status_patch, utcnow
 from salon_sessions.operator.recorder import EventRecorder
 from salon_sessions.operator.registry import Registry
 from salon_sessions.operator.status_writer import StatusWriter
@@ -174,3 +175,51 @@ async def test_failed_patches_are_retried_and_lazy_fields_wait(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await kube.close()
+
+
+async def test_foreign_edits_are_put_back_and_our_own_echoes_are_not(
+        salon_crd: StackInfo, namespace: str, kube: RecordingKube) -> None:
+    """The level-triggered status: the audit (a LIST) and watch-like deliveries of old
+    versions of our own status cost no patch; a hand edit costs exactly one."""
+    stack = salon_crd
+    registry, writer, recorder = setup(kube, create_sessions(stack, namespace, 10))
+    audit = StatusAudit(kube, registry, writer, [namespace])
+    tasks = [asyncio.create_task(writer.run()), asyncio.create_task(recorder.run())]
+    try:
+        history: dict[str, list[dict[str, Any]]] = {}
+        for session in registry:
+            src = EventSource(session.company, session.name)
+            for data in (QrData(code="q", timeout_s=20), ConnectedData(jid=JID)):
+                session.model.apply_event(src.event(data), utcnow())
+                writer.mark(session)
+                await until(lambda s=session: not status_patch(
+                    s.written, s.model.render(s.pod_name))[0])
+                history.setdefault(session.name, []).append(dict(session.written))
+        await writer.drain(2)
+        patches = len(kube.patches)
+        # late echoes of our own earlier statuses (as a watch may deliver them): nothing
+        for session in registry:
+            for old in history[session.name]:
+                assert writer.observed(session, old) is False
+        assert await audit.audit() == 0
+        await writer.drain(2)
+        assert len(kube.patches) == patches
+        # a hand edit of one session: put back by the audit, with one patch
+        stack.kubectl("patch", "salonsession", "company-3", "-n", namespace,
+                      "--subresource=status", "--type=merge", "-p", json.dumps(
+                          {"status": {"phase": "Failed", "linked": False,
+                                      "phone": "70000000000"}}))
+        assert await audit.audit() == 1
+        await until(lambda: len(kube.patches) == patches + 1)
+        await writer.drain(2)
+        assert await audit.audit() == 0
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    stored = {o["metadata"]["name"]: o["status"]
+              for o in get_json(stack, "salonsessions", "-n", namespace)["items"]}
+    assert stored["company-3"]["phase"] == "Connected"
+    assert "phone" not in stored["company-3"]  # never linked with a phone: none shown
+    assert stored["company-3"]["linked"] is True
+    assert len(kube.patches) == patches + 1
