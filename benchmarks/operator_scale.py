@@ -255,6 +255,10 @@ async def run_one(n: int, paced_s: float, extra: dict[str, str]) -> dict[str, An
         result["status_patches_ok"] = sum(
             float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
             if line.startswith('salon_operator_status_patches_total{result="ok"}'))
+        # the level-triggered status must not fight its own writes: expected 0
+        result["status_reasserts"] = sum(
+            float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith("salon_operator_status_reasserts_total{"))
     finally:
         await api.close()
         stop_pid(operator.pid)

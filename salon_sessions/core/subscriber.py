@@ -22,8 +22,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from salon_sessions.core.backoff import Backoff
+from salon_sessions.core.bounds import Horizon
 from salon_sessions.core.codec import Rejection, decode
-from salon_sessions.core.events import Event
+from salon_sessions.core.events import Event, event_ahead
 from salon_sessions.core.metrics import ConsumerMetrics, SubscriberMetrics
 from salon_sessions.core.publisher import RETRYABLE
 
@@ -164,14 +165,21 @@ async def _close_quietly(pubsub: PubSub) -> None:
 
 
 async def iter_events(messages: AsyncIterator[PubSubMessage], metrics: ConsumerMetrics,
-                      consumer: str) -> AsyncIterator[Event]:
-    """Decode messages to events; count and drop everything the decoder rejects."""
+                      consumer: str, horizon: Horizon | None = None) -> AsyncIterator[Event]:
+    """Decode messages to events; count and drop everything the decoder rejects, and the
+    events beyond the horizon (`core.bounds`, reason `future`)."""
+    horizon = horizon or Horizon()
     async for message in messages:
         result = decode(message.data)
         if isinstance(result, Rejection):
             metrics.dropped.labels(consumer, result.reason.value).inc()
             log.warning("%s dropped a message on %s: %s (%s)", consumer, message.channel,
                         result.reason.value, result.detail)
+            continue
+        if event_ahead(result, horizon):
+            metrics.dropped.labels(consumer, "future").inc()
+            log.warning("%s dropped a %s event on %s: beyond the horizon", consumer,
+                        result.type.value, message.channel)
             continue
         metrics.consumed.labels(consumer, result.type.value).inc()
         yield result

@@ -264,6 +264,11 @@ async def test_bad_input_gets_json_errors_naming_the_field(api: ApiServer) -> No
             resp = await admin.post("/v1/sessions", json={"company_id": raw})
             assert resp.status_code == 422
             assert _error(resp)["field"] == "body.company_id"
+        for display in ("Salon\u202eexe.gnp", "Salon\x00", "Salon\nAurora", "\u2067x\u2069"):
+            resp = await admin.post("/v1/sessions", json={"company_id": new_company(),
+                                                          "display_name": display})
+            assert resp.status_code == 422, repr(display)
+            assert _error(resp)["field"] == "body.display_name"
         nowhere = await admin.get("/v1/nothing")
         assert nowhere.status_code == 404
         assert _error(nowhere)["field"] == "path"

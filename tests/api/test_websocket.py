@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 
 from salon_sessions.core.channels import EVENTS_CHANNEL
 from salon_sessions.core.codec import encode
-from salon_sessions.core.events import EventSource, QrData
+from salon_sessions.core.events import ConnectedData, EventSource, QrData
 from tests.api.conftest import WorkerFactory
 from tests.api.server import ApiServer
 from tests.worker.harness import new_company, observing
@@ -184,3 +185,40 @@ async def test_clients_get_a_fresh_snapshot_after_a_redis_restart(
         assert snap["state"]["company_id"] == company
         # events flow again through the new subscription
         await _next(ws, lambda m: m.get("event", {}).get("type") == "qr", timeout=30)
+
+
+async def test_events_and_state_beyond_the_horizon_never_reach_a_page(
+        api: ApiServer, redis_url: str) -> None:
+    """A well-formed `connected` of a never-linked company dated 200 s ahead, and a state
+    hash numbered beyond int64 or dated ahead, are refused (core.bounds), not relayed."""
+    company = new_company()
+    name = company.replace("_", "-")
+    source = EventSource(company, name)
+    redis = Redis.from_url(redis_url)
+    key = f"whatsapp:session:{company}"
+    future = 'salon_events_dropped_total{consumer="api",reason="future"}'
+    try:
+        ahead = (datetime.now(UTC) + timedelta(seconds=200)).isoformat()
+        for forged in ({"seq": "99999999999999999999", "connected": "true"},
+                       {"seq": str(time.time_ns() // 1000), "connected": "true",
+                        "heartbeat_at": ahead, "updated_at": ahead}):
+            await redis.hset(key, mapping={"phase": "Connected", "linked": "true",
+                                           "session": name, **forged})
+            async with _open(api, company, api.token(company)) as ws:
+                snap = json.loads(await ws.recv())
+                assert snap["kind"] == "snapshot"
+                assert snap["state"]["live"] is None, forged
+                assert snap["state"]["connected"] is False
+        await redis.delete(key)
+        dropped = await _metric(api, future)
+        async with _open(api, company, api.token(company)) as ws:
+            assert json.loads(await ws.recv())["kind"] == "snapshot"
+            later = source.event(ConnectedData(), ts=datetime.now(UTC) + timedelta(seconds=200))
+            await redis.publish(EVENTS_CHANNEL, encode(later))
+            marker = source.event(QrData(code="after-the-forged-one", timeout_s=20))
+            await redis.publish(EVENTS_CHANNEL, encode(marker))
+            got = await _next(ws, lambda m: m["kind"] == "event")
+            assert got["event"]["type"] == "qr"  # the connected one was dropped, not sent
+        assert await _metric(api, future) == dropped + 1
+    finally:
+        await redis.aclose()
