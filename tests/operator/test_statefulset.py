@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from salon_sessions.core.settings import OperatorSettings
+from salon_sessions.operator.drift import generation, restored_template, template_matches
 from salon_sessions.operator.statefulset import HASH_ANNOTATION, build_statefulset, matches
 
 SECRET = "postgresql://salon:s3cr3t@db:5432/salon"
@@ -68,3 +69,30 @@ def test_matches_detects_drift() -> None:
 def test_worker_env_cannot_smuggle_managed_variables(env: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         settings(worker_env=env)
+
+
+def test_template_drift_by_content_and_what_is_put_back() -> None:
+    desired = build_statefulset(body(), settings())
+    template = desired["spec"]["template"]
+    live = json.loads(json.dumps(template))
+    # the API server's defaults are no drift
+    live["spec"]["dnsPolicy"] = "ClusterFirst"
+    live["spec"]["containers"][0]["terminationMessagePath"] = "/dev/termination-log"
+    assert template_matches(template, live)
+    added = json.loads(json.dumps(live))
+    added["spec"]["containers"][0]["env"].append({"name": "SALON_X", "value": "1"})
+    assert not template_matches(template, added)
+    changed = json.loads(json.dumps(live))
+    changed["spec"]["containers"][0]["image"] = "evil:latest"
+    assert not template_matches(template, changed)
+    # a `kubectl rollout restart` survives the put-back, nothing else of theirs does
+    restarted = {"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": "2026-11-29T10:00:00Z", "other": "x"}}}}}
+    back = restored_template(desired, restarted)
+    assert back["metadata"]["annotations"] == {
+        **template["metadata"]["annotations"],
+        "kubectl.kubernetes.io/restartedAt": "2026-11-29T10:00:00Z"}
+    assert back["spec"] == template["spec"]
+    assert restored_template(desired, None) == template
+    assert generation({"metadata": {"generation": 3}}) == 3
+    assert generation(None) is None
