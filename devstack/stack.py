@@ -7,10 +7,12 @@ kube-scheduler and the node agent, on loopback and free ports, in one state dire
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -20,7 +22,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devstack.procs import StartError, free_port, http_ok, spawn, stop_all, wait_until
+from devstack.procs import (
+    StartError,
+    free_port,
+    http_ok,
+    pid_alive,
+    pid_dir,
+    spawn,
+    stop_all,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_NAME = "salon-dev-node"
@@ -111,18 +122,41 @@ def start_postgres(state_dir: Path, info: StackInfo) -> None:
         check=True, capture_output=True, user=user,
     )
     pwfile.unlink()
-    proc = spawn(state_dir, "postgres", [
-        pg_bin("postgres"), "-D", str(pgdata), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-        "-c", "fsync=off", "-c", "max_connections=600",
-    ], user=user)
+    _spawn_postgres(state_dir, port)
     env = {**os.environ, "PGPASSWORD": password}
-    wait_until("PostgreSQL", lambda: subprocess.run(
-        [pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-    ).returncode == 0, 30, proc, state_dir / "logs" / "postgres.log")
     subprocess.run([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "salon",
                     "salon"], check=True, env=env, capture_output=True)
     info.postgres_dsn = f"postgresql://salon:{password}@127.0.0.1:{port}/salon"
+
+
+def _spawn_postgres(state_dir: Path, port: int) -> None:
+    """Start the postmaster on the existing data directory; wait until it accepts."""
+    proc = spawn(state_dir, "postgres", [
+        pg_bin("postgres"), "-D", str(state_dir / "postgres" / "data"), "-p", str(port),
+        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+        "-c", "fsync=off", "-c", "max_connections=600",
+    ], user="postgres" if os.geteuid() == 0 else None)
+    wait_until("PostgreSQL", lambda: subprocess.run(
+        [pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+    ).returncode == 0, 30, proc, state_dir / "logs" / "postgres.log")
+
+
+def stop_postgres_fast(info: StackInfo) -> None:
+    """`pg_ctl stop -m fast`: SIGINT to the postmaster, which terminates every backend
+    (FATAL 57P01 to each client), checkpoints and exits; wait until it has."""
+    state_dir = Path(info.state_dir)
+    path = pid_dir(state_dir) / "postgres.pid"
+    pid = int(path.read_text().strip())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    wait_until("PostgreSQL shutdown", lambda: not pid_alive(pid), 60)
+    path.unlink(missing_ok=True)
+
+
+def start_postgres_again(info: StackInfo) -> None:
+    """Start the stopped PostgreSQL again on the same port, data and password."""
+    port = int(info.postgres_dsn.rsplit(":", 1)[1].split("/")[0])
+    _spawn_postgres(Path(info.state_dir), port)
 
 
 # --------------------------------------------------------------------------- redis
@@ -162,7 +196,7 @@ def restart_redis(info: StackInfo) -> None:
 
 
 def stop_all_named(state_dir: Path, names: Iterable[str]) -> None:
-    from devstack.procs import pid_alive, pid_dir, stop_pid
+    from devstack.procs import stop_pid
 
     for name in names:
         path = pid_dir(state_dir) / f"{name}.pid"
