@@ -29,6 +29,12 @@ def session_state_key(company_id: str | int) -> str:
     return f"whatsapp:session:{canonical_company_id(company_id)}"
 
 
+def standby_key(company_id: str | int, pod: str) -> str:
+    """A standby worker's own hash (pod, note, heartbeat) with a TTL: a worker that does not
+    hold the session's lock never writes the session's state hash."""
+    return f"whatsapp:standby:{canonical_company_id(company_id)}:{pod}"
+
+
 def latest_qr_key(company_id: str | int) -> str:
     """The latest QR payload, with a short TTL."""
     return f"whatsapp:qr:{canonical_company_id(company_id)}"

@@ -14,7 +14,14 @@ import sys
 from collections.abc import Callable
 from typing import Literal, Self, TypeVar
 
-from pydantic import Field, Secret, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    Secret,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from salon_sessions.core.bounds import DEFAULT_MAX_SKEW_S
@@ -225,7 +232,12 @@ class WorkerSettings(_Database, _Redis):
                     "publishes it in the state hash (dev stack: many pods share one host)")
     heartbeat_ttl_s: int = Field(default=30, ge=5, le=3600)
     lock_check_s: float = Field(default=1.0, gt=0, le=30,
-                                description="how often the lock's connection is checked")
+                                description="how often the holder proves that PostgreSQL "
+                                            "still grants it the session lock")
+    lock_lost_exit_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="exit (the pod restarts) after this long without proving or re-acquiring "
+                    "a held lock; more than 3 x lock_check_s")
     proxy_url: SecretUrl | None = Field(default=None,
                                         description="SOCKS5/HTTP proxy (from the spec's Secret)")
     post_connect_url: SecretUrl | None = Field(
@@ -235,6 +247,13 @@ class WorkerSettings(_Database, _Redis):
     simulator_first_qr_s: float = Field(default=60.0, gt=0, le=600)
     simulator_qr_period_s: float = Field(default=20.0, gt=0, le=600)
     simulator_code_ttl_s: float = Field(default=180.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _exit_after_fencing(self) -> Self:
+        if self.lock_lost_exit_s <= 3 * self.lock_check_s:
+            raise ValueError("lock_lost_exit_s must be more than 3 x lock_check_s (the worker "
+                             "drops WhatsApp after 3 checks without a proof, then exits)")
+        return self
 
 
 class ApiSettings(_Database, _Redis):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from salon_sessions.core.company import canonical_company_id
-from salon_sessions.db.locks import session_lock_key
+from salon_sessions.db.locks import session_lock_key, try_xact_lock
 
 
 class SessionInUse(Exception):
@@ -61,8 +61,7 @@ async def delete_session_credentials(conn: asyncpg.Connection, company_id: str, 
     company = canonical_company_id(company_id)
     report = DeletedCredentials(company)
     async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)",
-                                   session_lock_key(company)):
+        if not await try_xact_lock(conn, session_lock_key(company)):
             raise SessionInUse(f"a worker still holds the session lock of {company}")
         jids: set[str] = set()
         phone: str | None = None

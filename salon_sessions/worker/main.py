@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 
 from salon_sessions.core.logs import configure_logging
 from salon_sessions.core.settings import WorkerSettings, load_settings
+from salon_sessions.worker import fence
 from salon_sessions.worker.runtime import Worker
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,11 @@ async def _serve(settings: WorkerSettings, metrics_port: int) -> int:
     loop.add_signal_handler(signal.SIGUSR2, dump_tasks, "SIGUSR2")
     log.info("worker starting: session %s, driver %s, pod %s", settings.session_name,
              settings.driver.value, settings.pod_name)
-    await worker.run()
-    log.info("worker stopped")
-    return 0
+    watchdog = fence.HardExitWatchdog(worker.fence_state, worker.fence_bounds)
+    watchdog.start()
+    try:
+        await worker.run()
+    finally:
+        watchdog.stop()
+    log.info("worker stopped%s", f" (exit {worker.exit_code})" if worker.exit_code else "")
+    return worker.exit_code

@@ -5,6 +5,12 @@
 
 Loop: wait for the session's lock (standby while another worker holds it), start the
 driver, run until SIGTERM, a lost lock or a restart request, close the driver, release.
+
+Only the proven holder (`SessionLock.held`: PostgreSQL confirmed the lock within the proof
+deadline) writes the session's state hash and answers its pings and control requests; a
+standby writes only its own `whatsapp:standby:<company>:<pod>`. A fence watchdog ticks every
+second: it drops WhatsApp when the last lock proof is overdue and exits when the worker
+stays unproven (`worker.fence`), whatever the path that should have noticed.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +48,7 @@ from salon_sessions.core.resource import DriverName
 from salon_sessions.core.settings import WorkerSettings
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
 from salon_sessions.db.migrator import migrate_database
-from salon_sessions.worker import control
+from salon_sessions.worker import control, fence
 from salon_sessions.worker.bridge import MessageBridge
 from salon_sessions.worker.driver import (
     Connected,
@@ -59,6 +66,8 @@ from salon_sessions.worker.state import RefusedError, SessionState
 log = logging.getLogger(__name__)
 DriverFactory = Callable[["Worker"], Driver]
 RESTATE_AFTER_GAP_S = (0.0, 3.0)
+TICK_S = 1.0
+TASK_STOP_S = 5.0
 
 
 def make_driver(worker: Worker) -> Driver:
@@ -102,24 +111,36 @@ class Worker:
         self._hook_task: asyncio.Task[None] | None = None
         self.driver: Driver | None = None
         self.lock_note = "starting"
+        self.exit_code = 0
+        self.fence_bounds = fence.FenceBounds(settings.lock_check_s, settings.lock_lost_exit_s)
+        self.tick_at = time.monotonic()
+        self.holding_since: float | None = None
+        """Set from acquiring the lock until the driver is closed again (WhatsApp may be open)."""
+        self.fence_file = fence.state_file()
+        self.lock = SessionLock(settings.database_url.get_secret_value(), self.company,
+                                check_s=settings.lock_check_s)
         # set in run()
         self.redis: Redis
         self.pool: asyncpg.Pool
         self.publisher: Publisher
-        self.lock: SessionLock
         self.bridge: MessageBridge
 
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
         dsn = self.settings.database_url.get_secret_value()
-        await migrate_database(dsn)
-        self.redis = connect_redis(self.settings.redis_url)
-        self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        watchdog = asyncio.create_task(self._fence_watchdog(), name="fence-watchdog")
+        try:
+            await migrate_database(dsn)
+            self.redis = connect_redis(self.settings.redis_url)
+            self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        except BaseException:
+            watchdog.cancel()
+            raise
         self.publisher = Publisher(self.redis, self.publisher_metrics)
-        self.lock = SessionLock(dsn, self.company, check_s=self.settings.lock_check_s)
         self.bridge = MessageBridge(self.redis, self.company, self.pod, self.metrics,
                                     self._report_error)
         self._tasks = [
+            watchdog,
             asyncio.create_task(self._listen(), name="listen"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._expiry(), name="code-expiry"),
@@ -132,21 +153,22 @@ class Worker:
     async def _sessions(self) -> None:
         while not self.stopping.is_set():
             self.lock_note = "waiting for the session lock"
-            await self._write_state()
+            await self._write_standby()
             if not await self._until_stopping(self.lock.acquire()):
                 return
+            self.holding_since = time.monotonic()
             self.metrics.lock_held.set(1)
             self.lock_note = "holding the session lock"
             outbound = asyncio.create_task(self.bridge.run_outbound(self._driver(), self.connected))
             try:
                 await self._run_driver()
             finally:
-                outbound.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await outbound
-            lost = self.lock.lost.is_set() and not self.stopping.is_set()
-            await self._close_driver("lock lost" if lost else "worker stopping"
-                                     if self.stopping.is_set() else "restart requested")
+                await _cancel(outbound)
+            lost = self.lock.lost_at is not None
+            if self.stopping.is_set() and not lost:
+                return  # _shutdown closes the driver, writes the final state and releases
+            await self._close_driver("lock lost" if lost else "restart requested")
+            self.holding_since = None
             await self.lock.release()
             self.metrics.lock_held.set(0)
             self.state.restarted()
@@ -163,6 +185,26 @@ class Worker:
         return self.driver
 
     async def _run_driver(self) -> None:
+        """Start the driver and run until stopping, a lost lock or a restart request,
+        whichever comes first - even while the driver is still starting."""
+        start = asyncio.create_task(self._start_driver(), name="driver-start")
+        waits = {asyncio.create_task(e.wait()) for e in
+                 (self.stopping, self.lock.lost, self._restart)}
+        pending: set[asyncio.Task[Any]] = {start, *waits}
+        try:
+            while not pending.isdisjoint(waits):
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if start in done:
+                    start.result()  # a driver that cannot start fails the worker, as before
+                if not done.isdisjoint(waits):
+                    break
+        finally:
+            for task in (start, *waits):
+                task.cancel()
+            await _cancel(start)
+        self._restart.clear()
+
+    async def _start_driver(self) -> None:
         driver = self._driver()
         stored = await driver.stored_device()
         if stored is not None:
@@ -173,14 +215,6 @@ class Worker:
             self.state.resume_linked(stored, phone)
         await driver.start(self.on_driver_event)
         await self._write_state()
-        waits = [asyncio.create_task(e.wait()) for e in
-                 (self.stopping, self.lock.lost, self._restart)]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-        self._restart.clear()
 
     async def _close_driver(self, reason: str) -> None:
         driver, self.driver = self.driver, None
@@ -210,14 +244,15 @@ class Worker:
 
     async def _shutdown(self) -> None:
         await self._close_driver("worker stopping")
-        with contextlib.suppress(Exception):
-            await self.lock.release()
         if self._hook_task is not None:
             self._hook_task.cancel()
         self.lock_note = "stopped"
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # the final state, while still the holder
             async with asyncio.timeout(3):
                 await self._write_state()
+        self.holding_since = None
+        with contextlib.suppress(Exception):
+            await self.lock.release()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -309,6 +344,9 @@ class Worker:
 
     # ---- Redis: state hash, pings, control --------------------------------------------
     async def _write_state(self) -> None:
+        """Write the session's state hash - only as the proven holder of its lock."""
+        if not self.lock.held:
+            return
         fields = self.state.snapshot() | {
             "pod": self.pod, "driver": self.settings.driver.value,
             "session": self.settings.session_name, "lock": self.lock_note,
@@ -319,20 +357,60 @@ class Worker:
         hook = getattr(self, "hook", None)
         if hook is not None:
             fields["post_connect_hook"] = hook.status
-        key = channels.session_state_key(self.company)
+        await self._write_hash(channels.session_state_key(self.company), fields)
+
+    async def _write_standby(self) -> None:
+        """A worker without the lock says so in its own key, never in the session's hash."""
+        await self._write_hash(channels.standby_key(self.company, self.pod), {
+            "pod": self.pod, "lock": self.lock_note,
+            "heartbeat_at": datetime.now(UTC).isoformat()})
+
+    async def _write_hash(self, key: str, fields: dict[str, str]) -> None:
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                 pipe.expire(key, self.settings.heartbeat_ttl_s)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            log.warning("state hash not written: %s", type(exc).__name__,
+            log.warning("%s not written: %s", key, type(exc).__name__,
                         extra={"company_id": self.company})
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(max(1.0, self.settings.heartbeat_ttl_s / 3))
-            await self._write_state()
+            if self.lock.held:
+                await self._write_state()
+            elif self.holding_since is None:
+                await self._write_standby()
+
+    # ---- fencing --------------------------------------------------------------------
+    def fence_state(self) -> fence.FenceState:
+        """A snapshot for the fence rule (also read by the watchdog thread)."""
+        return fence.FenceState(tick_at=self.tick_at, holding_since=self.holding_since,
+                                proved_at=self.lock.proved_at, lost_at=self.lock.lost_at)
+
+    async def _fence_watchdog(self) -> None:
+        """Every tick: record that the loop runs, apply the fence rule, and write the state
+        file the liveness probe reads."""
+        while True:
+            self.tick_at = time.monotonic()
+            state = self.fence_state()
+            verdict, why = fence.judge(state, self.fence_bounds, self.tick_at)
+            if verdict is fence.Verdict.FENCE:
+                self.lock.lose(why)
+            elif verdict is fence.Verdict.EXIT and not self.stopping.is_set():
+                log.critical("fence: %s; exiting so that the pod restarts", why,
+                             extra={"company_id": self.company})
+                self.lock.lose(why)
+                self.exit_code = fence.EXIT_LOCK_LOST
+                self.stopping.set()
+            try:
+                await asyncio.to_thread(fence.write_state_file, state, self.fence_bounds,
+                                        self.fence_file)
+            except OSError as exc:
+                log.warning("fence state file not written: %s", exc,
+                            extra={"company_id": self.company})
+            await asyncio.sleep(TICK_S)
 
     async def _expiry(self) -> None:
         while True:
@@ -345,6 +423,8 @@ class Worker:
         again a little later for consumers that resubscribe after us."""
         for delay in RESTATE_AFTER_GAP_S:
             await asyncio.sleep(delay)
+            if not self.lock.held:
+                continue
             await self._write_state()
             async with self._events_lock:
                 await self._publish([self.state.status_event()])
@@ -357,6 +437,8 @@ class Worker:
                                   metrics=self.subscriber_metrics,
                                   on_gap=lambda gap: self._spawn(self._on_gap(gap)))
         async for message in sub.messages():
+            if not self.lock.held:
+                continue  # a standby (or a holder that cannot prove its lock) stays silent
             if message.channel == ping_channel:
                 await self._on_ping(message.data)
             else:
@@ -431,3 +513,12 @@ class Worker:
                 assert pending is not None
             return {"code": pending.code, "phone": pending.phone,
                     "expires_at": pending.expires_at.isoformat()}
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait for it a bounded time: a task that swallows its cancellation
+    must not hold the worker (the fence watchdog bounds what happens meanwhile)."""
+    task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        async with asyncio.timeout(TASK_STOP_S):
+            await task

@@ -46,8 +46,10 @@ class WorkerProc:
         self.company = company
         self.name = name
         self.log_path = tmp / f"{name}.log"
+        self.tmpdir = tmp / f"{name}.tmp"  # its own /tmp, as in a pod (the fence state file)
+        self.tmpdir.mkdir(exist_ok=True)
         self.env = {
-            "PATH": os.environ["PATH"], "HOME": str(tmp),
+            "PATH": os.environ["PATH"], "HOME": str(tmp), "TMPDIR": str(self.tmpdir),
             "SALON_DATABASE_URL": database, "SALON_REDIS_URL": redis_url,
             "SALON_COMPANY_ID": company,
             "SALON_SESSION_NAME": company.replace("_", "-"),
