@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import redis
+
 from devstack.stack import StackInfo
+from salon_sessions.core import redis_acl
 
 T = TypeVar("T")
 
@@ -34,3 +39,21 @@ def get_json(stack: StackInfo, *args: str) -> dict[str, Any]:
     out = stack.kubectl("get", *args, "-o", "json")
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+@contextmanager
+def session_redis_user(admin_url: str, company: str,
+                       namespace: str = "tests") -> Iterator[str]:
+    """A company's own Redis user, with the rules the operator gives a session's worker
+    (`core.redis_acl.session_rules`); yields its URL, deletes the user afterwards. Workers
+    started by the tests run with it, so a command the rules lack fails the tests."""
+    admin = redis.Redis.from_url(admin_url)
+    user = redis_acl.session_user(namespace, company.replace("_", "-"))
+    password = secrets.token_urlsafe(24)
+    admin.execute_command(*redis_acl.setuser_args(user, password,
+                                                  redis_acl.session_rules(company)))
+    try:
+        yield redis_acl.user_url(admin_url, user, password)
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()

@@ -104,7 +104,8 @@ def _show(payload: str, company: str, compact: bool, out: TextIO, err: TextIO) -
 
 async def _watch(redis: Redis, company: str, compact: bool, out: TextIO, err: TextIO) -> int:
     pubsub = redis.pubsub()
-    await pubsub.subscribe(channels.EVENTS_CHANNEL)
+    channel = channels.events_channel(company)
+    await pubsub.subscribe(channel)
     try:
         first = await _once(redis, company, compact, out, err)
         if first == EXIT_LINKED:
@@ -115,9 +116,7 @@ async def _watch(redis: Redis, company: str, compact: bool, out: TextIO, err: Te
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is None:
                 continue
-            event = decode(message["data"])
-            if getattr(event, "company_id", None) != company:
-                continue
+            event = decode(message["data"], channel=channel)
             if isinstance(event, QrEvent):
                 if out.isatty():
                     out.write("\x1b[2J\x1b[H")

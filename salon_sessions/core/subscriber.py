@@ -165,9 +165,10 @@ async def _close_quietly(pubsub: PubSub) -> None:
 
 async def iter_events(messages: AsyncIterator[PubSubMessage], metrics: ConsumerMetrics,
                       consumer: str) -> AsyncIterator[Event]:
-    """Decode messages to events; count and drop everything the decoder rejects."""
+    """Decode messages to events; count and drop everything the decoder rejects (including
+    an event on another company's channel)."""
     async for message in messages:
-        result = decode(message.data)
+        result = decode(message.data, channel=message.channel)
         if isinstance(result, Rejection):
             metrics.dropped.labels(consumer, result.reason.value).inc()
             log.warning("%s dropped a message on %s: %s (%s)", consumer, message.channel,

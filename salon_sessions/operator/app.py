@@ -3,9 +3,10 @@
     /metrics /healthz /readyz ── always
     Lease ── standby until acquired ──► kopf (reconcile, finalizer, watches)
                                         status writer (coalesced patches) ◄─┐
-                                        events consumer (whatsapp:events) ──┤
+                                        events consumer (whatsapp:events:*) ┤
                                         heartbeat reconciler (state hashes) ┤
                                         health pinger (per-session pings) ──┘
+                                        session credentials (Redis users, Secrets)
                                         Kubernetes Event recorder
 
 Everything runs in one event loop. When the Lease is lost the process stops everything and
@@ -28,6 +29,7 @@ from redis.asyncio import Redis
 from salon_sessions.core.events import ConnectedEvent, Event
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.settings import OperatorSettings
+from salon_sessions.core.subscriber import Gap
 from salon_sessions.operator import handlers
 from salon_sessions.operator.consumer import EventsConsumer
 from salon_sessions.operator.health import HealthPinger
@@ -40,6 +42,7 @@ from salon_sessions.operator.reconciler import Reconciler
 from salon_sessions.operator.recorder import EventRecorder
 from salon_sessions.operator.registry import Registry, Session
 from salon_sessions.operator.status_writer import StatusWriter
+from salon_sessions.operator.tenancy import SessionCredentials
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,7 @@ class Operator:
     async def _lead(self, kube: Kube) -> int:
         s = self.settings
         redis: Redis = connect_redis(s.redis_url)
+        admin: Redis = connect_redis(s.redis_admin_url, max_connections=4)
         recorder = EventRecorder(kube, self.metrics, s.identity)
         writer = StatusWriter(kube, self.registry, self.metrics, recorder,
                               batch_s=s.status_batch_s, lazy_s=s.status_lazy_s,
@@ -135,11 +139,18 @@ class Operator:
             if isinstance(event, ConnectedEvent):
                 pinger.ping_soon(session.namespace, session.name)
 
+        credentials = SessionCredentials(s, kube, admin, self.registry, self.metrics)
+
+        def on_gap(gap: Gap) -> None:
+            credentials.on_gap(gap)  # first: the workers cannot log in until it is done
+            heartbeat.on_gap(gap)
+
         self.consumer = EventsConsumer(redis, self.registry, writer, self.metrics,
                                        on_pong=pinger.on_pong, on_applied=on_applied,
-                                       on_gap=heartbeat.on_gap, max_skew_s=s.max_event_skew_s)
+                                       on_gap=on_gap, max_skew_s=s.max_event_skew_s)
         await self._prime_registry(kube)
-        reconciler = Reconciler(s, kube, redis, writer, recorder, self.metrics, self.registry)
+        reconciler = Reconciler(s, kube, redis, writer, recorder, self.metrics, self.registry,
+                                credentials)
         registry = kopf.OperatorRegistry()
         handlers.register(registry, self.registry, reconciler)
         logging.getLogger("kopf").setLevel(s.kopf_log_level)
@@ -153,6 +164,7 @@ class Operator:
             asyncio.create_task(self.consumer.run(), name="events-consumer"),
             asyncio.create_task(heartbeat.run(), name="heartbeat"),
             asyncio.create_task(pinger.run(), name="pinger"),
+            asyncio.create_task(credentials.run(), name="credentials"),
         }
         waiters = {asyncio.create_task(self.stopping.wait(), name="stop")}
         if self.elector is not None:
@@ -185,8 +197,9 @@ class Operator:
         for task in tasks | waiters:
             task.cancel()
         await asyncio.gather(*tasks, *waiters, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await redis.aclose()
+        for client in (redis, admin):
+            with contextlib.suppress(Exception):
+                await client.aclose()
         return code
 
     async def _prime_registry(self, kube: Kube) -> None:

@@ -64,6 +64,10 @@ class OperatorMetrics:
         self.cleanups = Counter(
             "salon_operator_cleanups", "Finalizer cleanups by outcome", ["result"],
             registry=registry)
+        self.credentials = Counter(
+            "salon_operator_session_credentials",
+            "Per-session Redis users and Secrets: ensured, dropped, restored after Redis "
+            "forgot them", ["action", "result"], registry=registry)
         self.leader = Gauge(
             "salon_operator_leader", "1 while this replica is the active one",
             registry=registry)

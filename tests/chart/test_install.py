@@ -389,8 +389,8 @@ def generate_traffic(release: Release) -> None:
         r.xadd(channels.outbound_stream(company), {"payload": json.dumps(
             {"v": 1, "type": "send_text", "company_id": company,
              "idempotency_key": uuid.uuid4().hex, "to": "79001234567", "text": "hi"})})
-        r.publish(channels.EVENTS_CHANNEL, b"{not json")
-        r.publish(channels.HEALTH_PONG_CHANNEL, encode(PongEvent(
+        r.publish(channels.events_channel(company), b"{not json")
+        r.publish(channels.health_pong_channel(company), encode(PongEvent(
             company_id=company, session=release.name, seq=1,
             data=PongData(correlation_id=uuid.uuid4().hex))))
         # network loss: the worker publishes disconnected, then reconnects by itself (the

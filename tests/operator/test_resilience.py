@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from salon_sessions.core.channels import EVENTS_CHANNEL, HEALTH_PONG_CHANNEL
+from salon_sessions.core.channels import events_channel, health_pong_channel
 from salon_sessions.core.events import (
     ConnectedData,
     EventSource,
@@ -126,8 +126,8 @@ def test_suspend_resume_spec_change_and_hostile_events(operator_env: OperatorEnv
         stale = source.event(ConnectedData()).model_copy(update={"seq": 1})
         forged += [e.model_dump_json().encode() for e in (wrong_session, future, stale)]
         for raw in forged:
-            phone.redis.publish(EVENTS_CHANNEL, raw)
-        phone.redis.publish(HEALTH_PONG_CHANNEL, json.dumps({"v": 1, "type": "pong"}))
+            phone.redis.publish(events_channel(company), raw)
+        phone.redis.publish(health_pong_channel(company), json.dumps({"v": 1, "type": "pong"}))
 
         def counted() -> bool:
             return all(op.metric(metric, **labels) >= 1 for metric, labels in (
