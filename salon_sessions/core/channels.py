@@ -168,11 +168,13 @@ def session_write_only_keys(company_id: str | int) -> tuple[str, ...]:
     return (inbound_stream(company_id), results_stream(company_id))
 
 
-def session_channels(company_id: str | int) -> tuple[str, ...]:
-    """Channels the worker publishes on or subscribes to (`&`; Redis 7.0 does not tell
-    publishing from subscribing, so each of these is the session's own)."""
+def session_publish_channels(company_id: str | int) -> tuple[str, ...]:
+    """Channels the worker publishes on: its events, pongs and control replies."""
     c = canonical_company_id(company_id)
-    return (
-        events_channel(c), health_pong_channel(c), health_ping_channel(c),
-        control_channel(c), control_reply_channel(c, "*"), simulator_channel(c),
-    )
+    return events_channel(c), health_pong_channel(c), control_reply_channel(c, "*")
+
+
+def session_subscribe_channels(company_id: str | int) -> tuple[str, ...]:
+    """Channels the worker listens to: its pings, control requests, simulated phone."""
+    c = canonical_company_id(company_id)
+    return health_ping_channel(c), control_channel(c), simulator_channel(c)

@@ -3,8 +3,8 @@
 Pod-per-session isolates crashes; this isolates data. Every session's worker connects as
 its own Redis user, which may only
 
-- publish its own events, pongs and control replies, and subscribe to its own ping,
-  control and simulator channels;
+- publish its own events, pongs and control replies (and nothing else), and subscribe to
+  its own ping, control and simulator channels (and nothing else);
 - read and write its own keys (state hash, latest QR, sent markers, seen keys, simulator
   list) and its own outbound stream, and append (`%W~`, write-only) to its own inbound
   and results streams;
@@ -18,9 +18,9 @@ glob `company_1:*` never matches `company_12:...`.
 The operator and the API have their own users (`operator_rules`, `api_rules`); ACL
 management needs a separate admin user (`admin_rules`), whose credentials only the
 operator holds: whoever may run ACL SETUSER may grant itself anything, so that Secret is
-as sensitive as Redis' own default password. Redis 7.0 (Debian 12) is enough: key
-selectors `%R~`/`%W~` exist since 7.0; channel patterns do not tell publishing from
-subscribing (7.0 and 7.2 alike), so every channel a worker may use is its own.
+as sensitive as Redis' own default password. Redis 7.0 (Debian 12) is enough: it has
+`%R~`/`%W~` key permissions and selectors, which separate publishing from subscribing
+(`_rules`).
 
 Users created with ACL SETUSER live in Redis' memory: a Redis restart without an `aclfile`
 forgets them. The operator therefore re-creates missing session users (`users`) after a
@@ -47,23 +47,19 @@ ADMIN_USER: Final = "salon-acl-admin"
 _CONNECTION: Final = ("ping", "client|setname", "select")
 """What redis-py may send on connecting (SELECT: a URL may name a database). Its CLIENT
 SETINFO (Redis 7.2+, unknown to 7.0's ACL) is refused and ignored by redis-py."""
+_TRANSACTION: Final = ("multi", "exec", "discard")
 
 WORKER_COMMANDS: Final = (
-    *_CONNECTION,
-    "publish", "subscribe", "unsubscribe",
-    "multi", "exec", "discard",
+    *_CONNECTION, *_TRANSACTION, "subscribe", "unsubscribe",
     "hset", "expire", "get", "set", "del", "rpush",
     "xadd", "xgroup|create", "xreadgroup", "xautoclaim", "xack",
 )
 OPERATOR_COMMANDS: Final = (
-    *_CONNECTION,
-    "publish", "psubscribe", "punsubscribe", "subscribe", "unsubscribe",
-    "multi", "exec", "discard", "hgetall", "del",
+    *_CONNECTION, *_TRANSACTION, "psubscribe", "punsubscribe", "hgetall", "del",
 )
 API_COMMANDS: Final = (
-    *_CONNECTION,
-    "publish", "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "pubsub|numsub",
-    "multi", "exec", "discard", "hgetall", "get", "exists", "scan", "incr", "expire",
+    *_CONNECTION, *_TRANSACTION, "subscribe", "unsubscribe", "psubscribe", "punsubscribe",
+    "pubsub|numsub", "hgetall", "get", "exists", "scan", "incr", "expire",
 )
 ADMIN_COMMANDS: Final = (*_CONNECTION, "acl|setuser", "acl|deluser", "acl|users")
 
@@ -76,48 +72,59 @@ def session_user(namespace: str, name: str) -> str:
     return f"{SESSION_USER_PREFIX}{namespace}.{name}"
 
 
-def _commands(allowed: Sequence[str]) -> list[str]:
-    return ["-@all", *(f"+{c}" for c in allowed)]
+def _rules(*, keys: Sequence[str] = (), read_keys: Sequence[str] = (),
+           write_keys: Sequence[str] = (), subscribe: Sequence[str] = (),
+           commands: Sequence[str], publish: Sequence[str] = ()) -> list[str]:
+    """Root permissions (keys, subscribed channels, commands) and, for PUBLISH, a selector
+    of its own: Redis 7.0 channel patterns do not tell publishing from subscribing, but a
+    command runs only if the root or one selector allows it *with its channel*, so
+    `(+publish &x)` lets the user publish on `x` and on nothing it may subscribe to."""
+    rules = [*(f"~{k}" for k in keys), *(f"%R~{k}" for k in read_keys),
+             *(f"%W~{k}" for k in write_keys), *(f"&{c}" for c in subscribe),
+             "-@all", *(f"+{c}" for c in commands)]
+    if publish:
+        rules.append("(" + " ".join(["+publish", *(f"&{c}" for c in publish)]) + ")")
+    return rules
 
 
 def session_rules(company_id: str | int) -> list[str]:
-    """The ACL rules (after the password) of a session's worker."""
+    """The ACL rules (after the password) of a session's worker: its own keys, write-only
+    streams, the channels it listens to, and publishing its own events, pongs, replies."""
     company = canonical_company_id(company_id)
-    return [
-        *(f"~{p}" for p in channels.session_key_patterns(company)),
-        *(f"%W~{p}" for p in channels.session_write_only_keys(company)),
-        *(f"&{c}" for c in channels.session_channels(company)),
-        *_commands(WORKER_COMMANDS),
-    ]
+    return _rules(keys=channels.session_key_patterns(company),
+                  write_keys=channels.session_write_only_keys(company),
+                  subscribe=channels.session_subscribe_channels(company),
+                  commands=WORKER_COMMANDS,
+                  publish=channels.session_publish_channels(company))
+
+
+_EVERY_SESSION_PING: Final = channels.HEALTH_PING_PREFIX + "company_*"
 
 
 def operator_rules() -> list[str]:
     """The operator: every session's events and pongs (by pattern), pings, the state hashes
     (heartbeat reconciliation) and deleting a deleted session's keys. No streams."""
-    return [
-        f"~{channels.SESSION_STATE_PREFIX}*", f"~{channels.LATEST_QR_PREFIX}*",
-        f"&{channels.EVENTS_PATTERN}", f"&{channels.HEALTH_PONG_PATTERN}",
-        f"&{channels.HEALTH_PING_PREFIX}company_*",
-        *_commands(OPERATOR_COMMANDS),
-    ]
+    return _rules(keys=(channels.SESSION_STATE_PREFIX + "*", channels.LATEST_QR_PREFIX + "*"),
+                  subscribe=(channels.EVENTS_PATTERN, channels.HEALTH_PONG_PATTERN),
+                  commands=OPERATOR_COMMANDS, publish=(_EVERY_SESSION_PING,))
 
 
 def api_rules() -> list[str]:
     """The onboarding API: reads state hashes and QR codes, events and pongs (by pattern),
     pings, control requests and their replies, its rate-limit counters and self-test."""
-    return [
-        f"%R~{channels.SESSION_STATE_PREFIX}*", f"%R~{channels.LATEST_QR_PREFIX}*",
-        f"~{channels.API_PREFIX}*",
-        f"&{channels.EVENTS_PATTERN}", f"&{channels.HEALTH_PONG_PATTERN}",
-        f"&{channels.HEALTH_PING_PREFIX}company_*", f"&{channels.CONTROL_PREFIX}company_*",
-        f"&{channels.CONTROL_REPLY_PREFIX}*", f"&{channels.API_SELFTEST_CHANNEL}",
-        *_commands(API_COMMANDS),
-    ]
+    return _rules(
+        read_keys=(channels.SESSION_STATE_PREFIX + "*", channels.LATEST_QR_PREFIX + "*"),
+        keys=(channels.API_PREFIX + "*",),
+        subscribe=(channels.EVENTS_PATTERN, channels.HEALTH_PONG_PATTERN,
+                   channels.CONTROL_REPLY_PREFIX + "*", channels.API_SELFTEST_CHANNEL),
+        commands=API_COMMANDS,
+        publish=(_EVERY_SESSION_PING, channels.CONTROL_PREFIX + "company_*",
+                 channels.API_SELFTEST_CHANNEL))
 
 
 def admin_rules() -> list[str]:
     """ACL management only: no keys, no channels."""
-    return _commands(ADMIN_COMMANDS)
+    return _rules(commands=ADMIN_COMMANDS)
 
 
 def password_rule(password: str) -> str:

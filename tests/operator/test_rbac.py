@@ -24,13 +24,15 @@ ALLOWED = [
     ("delete", "statefulsets.apps"),
     ("watch", "statefulsets.apps"),
     ("get", "pods"),
+    ("create", "secrets"), ("patch", "secrets"), ("delete", "secrets"),
     ("create", "events"),
     ("create", "leases.coordination.k8s.io"),
     ("get", "leases.coordination.k8s.io/salon-sessions-operator"),
     ("update", "leases.coordination.k8s.io/salon-sessions-operator"),
 ]
 DENIED = [
-    ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"),
+    ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("update", "secrets"),
+    ("deletecollection", "secrets"),
     ("create", "salonsessions.wa.salonsessions.io"),
     ("update", "salonsessions.wa.salonsessions.io"),
     ("delete", "salonsessions.wa.salonsessions.io"),
