@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -41,19 +42,41 @@ def get_json(stack: StackInfo, *args: str) -> dict[str, Any]:
     return result
 
 
+_LIVE_USERS: dict[str, Callable[[], None]] = {}
+
+
+def restore_session_users() -> None:
+    """Create the live session users again after a Redis restart (the operator's job)."""
+    for ensure in list(_LIVE_USERS.values()):
+        ensure()
+
+
+@dataclass
+class SessionRedisUser:
+    url: str
+    ensure: Callable[[], None]
+    """Create it again (as the operator does after a Redis restart forgot it)."""
+
+
 @contextmanager
 def session_redis_user(admin_url: str, company: str,
-                       namespace: str = "tests") -> Iterator[str]:
+                       namespace: str = "tests") -> Iterator[SessionRedisUser]:
     """A company's own Redis user, with the rules the operator gives a session's worker
-    (`core.redis_acl.session_rules`); yields its URL, deletes the user afterwards. Workers
-    started by the tests run with it, so a command the rules lack fails the tests."""
+    (`core.redis_acl.session_rules`); deleted afterwards. Workers started by the tests run
+    with it, so a command the rules lack fails the tests."""
     admin = redis.Redis.from_url(admin_url)
     user = redis_acl.session_user(namespace, company.replace("_", "-"))
     password = secrets.token_urlsafe(24)
-    admin.execute_command(*redis_acl.setuser_args(user, password,
-                                                  redis_acl.session_rules(company)))
+    args = redis_acl.setuser_args(user, password, redis_acl.session_rules(company))
+
+    def ensure() -> None:
+        admin.execute_command(*args)
+
+    ensure()
+    _LIVE_USERS[user] = ensure
     try:
-        yield redis_acl.user_url(admin_url, user, password)
+        yield SessionRedisUser(redis_acl.user_url(admin_url, user, password), ensure)
     finally:
+        _LIVE_USERS.pop(user, None)
         admin.execute_command("ACL", "DELUSER", user)
         admin.close()

@@ -59,7 +59,7 @@ OPERATOR_COMMANDS: Final = (
 )
 API_COMMANDS: Final = (
     *_CONNECTION, *_TRANSACTION, "subscribe", "unsubscribe", "psubscribe", "punsubscribe",
-    "pubsub|numsub", "hgetall", "get", "exists", "scan", "incr", "expire",
+    "pubsub|numsub", "hgetall", "get", "exists", "scan", "incrby", "expire",
 )
 ADMIN_COMMANDS: Final = (*_CONNECTION, "acl|setuser", "acl|deluser", "acl|users")
 

@@ -87,8 +87,8 @@ async def workers(tmp_path: Path, api_database: str, redis_url: str,
         def start(name: str = "w0", company_id: str | None = None,
                   **kwargs: object) -> WorkerProc:
             target = company_id or company
-            url = users.enter_context(session_redis_user(redis_url, target, f"api-{name}"))
-            w = WorkerProc(tmp_path, api_database, url, target, name=name,
+            user = users.enter_context(session_redis_user(redis_url, target, f"api-{name}"))
+            w = WorkerProc(tmp_path, api_database, user.url, target, name=name,
                            **kwargs)  # type: ignore[arg-type]
             started.append(w.start())
             return w

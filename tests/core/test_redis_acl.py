@@ -30,8 +30,8 @@ def two() -> tuple[str, str]:
 @pytest.fixture
 def own(redis_url: str, two: tuple[str, str]) -> Iterator[redis.Redis]:
     """A client with the first company's session credentials."""
-    with session_redis_user(redis_url, two[0], "acl-tests") as url:
-        client = redis.Redis.from_url(url)
+    with session_redis_user(redis_url, two[0], "acl-tests") as user:
+        client = redis.Redis.from_url(user.url)
         try:
             yield client
         finally:
