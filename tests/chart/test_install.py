@@ -240,7 +240,11 @@ def release(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Itera
         monitoring_crds.install(stack)
         for secret, literals in (
                 ("salon-sessions-database", {"url": rel.database}),
-                ("salon-sessions-redis", {"url": stack.redis_url}),
+                ("salon-sessions-redis", {"url": stack.redis_operator_url}),
+                ("salon-sessions-redis-api", {"url": stack.redis_api_url}),
+                ("salon-sessions-operator-credentials", {
+                    "redis-admin-url": stack.redis_admin_url,
+                    "credentials-key": stack.credentials_key}),
                 ("salon-sessions-api", {"admin-token": admin,
                                         "token-secret": secrets.token_urlsafe(32)}),
                 ("salon-sessions-hook", {"url": f"http://127.0.0.1:{hook.server_port}/hook"})):

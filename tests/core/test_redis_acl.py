@@ -5,6 +5,8 @@ itself answers NOPERM, and counts the attempt in its ACL LOG."""
 from __future__ import annotations
 
 import json
+import shlex
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +15,8 @@ import redis
 from redis.exceptions import NoPermissionError
 
 from devstack.stack import StackInfo
-from salon_sessions.core import channels, redis_acl
+from salon_sessions import cli
+from salon_sessions.core import channels, redis_acl, redis_users_cli
 from salon_sessions.core.codec import Rejection, RejectReason, decode, encode
 from salon_sessions.core.events import ConnectedData, EventSource, PongData
 from tests.helpers import session_redis_user
@@ -183,3 +186,34 @@ def test_a_payload_on_another_company_s_channel_is_refused() -> None:
         assert b not in result.detail
     assert decode(raw) == event  # no channel, no check
     assert json.loads(raw)["company_id"] == b
+
+
+def test_redis_users_prints_commands_redis_accepts(redis_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    passwords = {var: f"pw-{var.lower()}-0123456789"
+                 for var, _ in redis_users_cli.USERS.values()}
+    for var, value in passwords.items():
+        monkeypatch.setenv(var, value)
+    assert cli.main(["redis-users"]) == 0
+    out = capsys.readouterr().out
+    assert not any(p in out for p in passwords.values())  # only their hashes
+    root = redis.Redis.from_url(redis_url)
+    tag = uuid.uuid4().hex[:8]  # other names: the stack's own users stay as they are
+    try:
+        for line in out.splitlines():
+            args = shlex.split(line)
+            assert args[:2] == ["ACL", "SETUSER"]
+            args[2] = f"{tag}-{args[2]}"
+            assert root.execute_command(*args) in (b"OK", "OK")
+        user, (var, _) = next(iter(redis_users_cli.USERS.items()))
+        url = redis_acl.user_url(redis_url, f"{tag}-{user}", passwords[var])
+        as_user = redis.Redis.from_url(url)
+        assert as_user.ping()
+        as_user.close()
+    finally:
+        for user in redis_users_cli.USERS:
+            root.acl_deluser(f"{tag}-{user}")
+        root.close()
+    monkeypatch.delenv(var)
+    assert cli.main(["redis-users", "--aclfile"]) == 2

@@ -60,7 +60,8 @@ def test_each_session_gets_its_own_confined_credentials(operator_env: OperatorEn
         assert url.username == user
         assert url.port == urlsplit(env.redis_url).port
         assert data["database-url"] == env.database  # shared until per-session roles
-        assert url.password and url.password not in json.dumps(env.statefulsets())
+        assert url.password
+        assert url.password not in json.dumps(env.statefulsets())
         assert user_exists(root, user)
 
         # ---- with the pod's credentials: its own company yes, another company NOPERM
