@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 
 from devstack import stack as devstack
 from devstack.procs import free_port, spawn, stop_pid, wait_until
-from salon_sessions.core.channels import EVENTS_CHANNEL
+from salon_sessions.core.channels import events_channel
 from salon_sessions.core.codec import encode
 from salon_sessions.core.events import ConnectedData, EventSource
 
@@ -142,7 +142,7 @@ async def connected_lag(api: Api, redis_url: str, names: list[str],
         for company, source in sources.items():
             payload = encode(source.event(ConnectedData(jid=jid)))
             published[company.replace("_", "-")] = time.monotonic()
-            await client.publish(EVENTS_CHANNEL, payload)
+            await client.publish(events_channel(company), payload)
             if delay:
                 await asyncio.sleep(delay)
         await asyncio.wait_for(done.wait(), 120)
@@ -235,7 +235,7 @@ async def run_one(n: int, paced_s: float, extra: dict[str, str]) -> dict[str, An
         client = aioredis.Redis.from_url(info.redis_url)
         from salon_sessions.core.events import DisconnectedData
         for c in names:
-            await client.publish(EVENTS_CHANNEL, encode(EventSource(
+            await client.publish(events_channel(c), encode(EventSource(
                 c, c.replace("_", "-")).event(DisconnectedData(reason="bench"))))
         await client.aclose()
 

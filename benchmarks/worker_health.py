@@ -87,7 +87,8 @@ async def measure(redis_url: str, companies: list[str],
     raw_ms: list[float] = []
     echo_ms: list[float] = []
     pubsub = sub.pubsub()
-    await pubsub.subscribe(channels.HEALTH_PONG_CHANNEL, raw_channel, echo_out)
+    await pubsub.subscribe(*(channels.health_pong_channel(c) for c in companies),
+                           raw_channel, echo_out)
     while await pub.publish(echo_in, b"warm-up") == 0:  # the echo process is subscribed
         await asyncio.sleep(0.1)
 

@@ -38,6 +38,13 @@ class StackInfo:
     state_dir: str
     postgres_dsn: str = ""
     redis_url: str = ""
+    """Redis' default user: everything (the tests' observer and the phone tools)."""
+    redis_operator_url: str = ""
+    redis_api_url: str = ""
+    redis_admin_url: str = ""
+    """The users of `core.redis_acl`: the operator's, the API's, the ACL admin's."""
+    credentials_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    """The operator's key of the per-session passwords (kept: a new one rolls the pods)."""
     kube_server: str = ""
     kubeconfig: str = ""
     ca_file: str = ""
@@ -152,19 +159,31 @@ def start_postgres_again(info: StackInfo) -> None:
 # --------------------------------------------------------------------------- redis
 
 def start_redis(state_dir: Path, info: StackInfo) -> None:
+    """Redis with the users of `core.redis_acl` in its configuration (so that a restart
+    keeps them; the per-session users are the operator's to create and re-create)."""
+    from salon_sessions.core import redis_acl
+
     port = free_port()
     password = secrets.token_urlsafe(18)
+    users = {redis_acl.OPERATOR_USER: redis_acl.operator_rules(),
+             redis_acl.API_USER: redis_acl.api_rules(),
+             redis_acl.ADMIN_USER: redis_acl.admin_rules()}
+    passwords = {user: secrets.token_urlsafe(18) for user in users}
     (state_dir / "redis").mkdir(exist_ok=True)
     conf = state_dir / "redis" / "redis.conf"
+    lines = [redis_acl.config_line("default", password, ["~*", "&*", "+@all"])]
+    lines += [redis_acl.config_line(u, passwords[u], rules) for u, rules in users.items()]
     conf.write_text(
         f"port {port}\nbind 127.0.0.1\ndir {state_dir / 'redis'}\nsave \"\"\n"
-        f"appendonly no\nrequirepass {password}\nprotected-mode yes\n"
+        f"appendonly no\nprotected-mode yes\n" + "\n".join(lines) + "\n"
     )
     conf.chmod(0o600)
     proc = spawn(state_dir, "redis", ["redis-server", str(conf)])
     wait_until("Redis", lambda: _redis_ping(port, password), 20, proc,
                state_dir / "logs" / "redis.log")
     info.redis_url = f"redis://:{password}@127.0.0.1:{port}/0"
+    info.redis_operator_url, info.redis_api_url, info.redis_admin_url = (
+        redis_acl.user_url(info.redis_url, u, passwords[u]) for u in users)
 
 
 def _redis_ping(port: int, password: str) -> bool:
@@ -340,20 +359,17 @@ def start_nodeagent(state_dir: Path, info: StackInfo) -> None:
 def start_operator(state_dir: Path, info: StackInfo, namespace: str = "default",
                    env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Run `salon-sessions operator` for `namespace` (pid file `operator`, log
-    logs/operator.log), after creating the Secrets its session workers read their database
-    and Redis URLs from. `env` adds or overrides SALON_* settings (docs/OPERATOR.md)."""
-    for secret, value in (("salon-sessions-database", info.postgres_dsn),
-                          ("salon-sessions-redis", info.redis_url)):
-        manifest = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                    "metadata": {"name": secret, "namespace": namespace},
-                    "stringData": {"url": value}}
-        info.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    logs/operator.log) with its own Redis user and the ACL admin's (it writes each session
+    worker's credentials Secret itself). `env` adds or overrides SALON_* settings
+    (docs/OPERATOR.md)."""
     port = free_port()
     proc_env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "KUBECONFIG": info.kubeconfig,
-        "SALON_DATABASE_URL": info.postgres_dsn, "SALON_REDIS_URL": info.redis_url,
+        "SALON_DATABASE_URL": info.postgres_dsn, "SALON_REDIS_URL": info.redis_operator_url,
+        "SALON_REDIS_ADMIN_URL": info.redis_admin_url,
+        "SALON_CREDENTIALS_KEY": info.credentials_key,
         "SALON_NAMESPACE": namespace, "SALON_IDENTITY": "devstack-operator",
         "SALON_METRICS_PORT": str(port), "SALON_HTTP_HOST": "127.0.0.1",
         # the dev node agent shares one network namespace and reports little memory
@@ -377,7 +393,7 @@ def start_api(state_dir: Path, info: StackInfo, namespace: str = "default",
     proc_env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "SALON_DATABASE_URL": info.postgres_dsn, "SALON_REDIS_URL": info.redis_url,
+        "SALON_DATABASE_URL": info.postgres_dsn, "SALON_REDIS_URL": info.redis_api_url,
         "SALON_NAMESPACE": namespace, "SALON_KUBECONFIG": info.kubeconfig,
         "SALON_HOST": "127.0.0.1", "SALON_PORT": str(port),
         "SALON_ADMIN_TOKEN": admin, "SALON_TOKEN_SECRET": secrets.token_urlsafe(32),

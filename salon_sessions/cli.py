@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from salon_sessions.api.cli import register as register_api
     from salon_sessions.api.qr_cli import register as register_qr
+    from salon_sessions.core.redis_users_cli import register as register_redis_users
     from salon_sessions.db.cli import register as register_migrate
     from salon_sessions.operator.main import register as register_operator
     from salon_sessions.worker.main import register as register_worker
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_api(sub)
     register_qr(sub)
     register_migrate(sub)
+    register_redis_users(sub)
     register_worker(sub)
     return parser
 

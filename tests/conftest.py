@@ -20,6 +20,7 @@ import pytest
 
 from devstack import stack as devstack_stack
 from devstack.stack import StackInfo
+from tests.helpers import restore_session_users
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -96,8 +97,14 @@ def namespace(stack: StackInfo) -> Iterator[str]:
 
 @pytest.fixture
 def restart_redis(stack: StackInfo) -> object:
-    """Call it to stop and restart the stack's Redis on the same port and password."""
-    return lambda: devstack_stack.restart_redis(stack)
+    """Call it to stop and restart the stack's Redis on the same port and password. The
+    session users the tests created are created again, as the operator would (Redis keeps
+    the users of its configuration only)."""
+    def restart() -> None:
+        devstack_stack.restart_redis(stack)
+        restore_session_users()
+
+    return restart
 
 
 @pytest.fixture

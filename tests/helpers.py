@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import redis
+
 from devstack.stack import StackInfo
+from salon_sessions.core import redis_acl
 
 T = TypeVar("T")
 
@@ -34,3 +40,43 @@ def get_json(stack: StackInfo, *args: str) -> dict[str, Any]:
     out = stack.kubectl("get", *args, "-o", "json")
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+_LIVE_USERS: dict[str, Callable[[], None]] = {}
+
+
+def restore_session_users() -> None:
+    """Create the live session users again after a Redis restart (the operator's job)."""
+    for ensure in list(_LIVE_USERS.values()):
+        ensure()
+
+
+@dataclass
+class SessionRedisUser:
+    url: str
+    ensure: Callable[[], None]
+    """Create it again (as the operator does after a Redis restart forgot it)."""
+
+
+@contextmanager
+def session_redis_user(admin_url: str, company: str,
+                       namespace: str = "tests") -> Iterator[SessionRedisUser]:
+    """A company's own Redis user, with the rules the operator gives a session's worker
+    (`core.redis_acl.session_rules`); deleted afterwards. Workers started by the tests run
+    with it, so a command the rules lack fails the tests."""
+    admin = redis.Redis.from_url(admin_url)
+    user = redis_acl.session_user(namespace, company.replace("_", "-"))
+    password = secrets.token_urlsafe(24)
+    args = redis_acl.setuser_args(user, password, redis_acl.session_rules(company))
+
+    def ensure() -> None:
+        admin.execute_command(*args)
+
+    ensure()
+    _LIVE_USERS[user] = ensure
+    try:
+        yield SessionRedisUser(redis_acl.user_url(admin_url, user, password), ensure)
+    finally:
+        _LIVE_USERS.pop(user, None)
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()

@@ -1,10 +1,11 @@
 """The API's one Redis subscription, shared by everything that listens.
 
-Channels: `whatsapp:events` (session events, fanned out to WebSocket clients by the hub),
-`whatsapp:health` (pongs, matched to waiting `/health/pubsub` requests by correlation id)
-and the API's own self-test channel (`/health/pubsub/simple`). Handlers run inline and
-never block (they only resolve futures and put into bounded queues), so one slow client
-cannot hold up the subscription.
+Patterns `whatsapp:events:*` (session events, fanned out to WebSocket clients by the hub)
+and `whatsapp:health:pong:*` (pongs, matched to waiting `/health/pubsub` requests by
+correlation id), and the API's own self-test channel (`/health/pubsub/simple`). An event
+that names another company than its channel's is counted (`wrong_company`) and dropped.
+Handlers run inline and never block (they only resolve futures and put into bounded
+queues), so one slow client cannot hold up the subscription.
 
 Events numbered or dated beyond the horizon (`core.bounds`, the rule every consumer
 applies) are dropped and counted as `salon_events_dropped_total{consumer="api",
@@ -71,9 +72,9 @@ class Bus:
         self.pongs: Waiters[tuple[PongEvent, float]] = Waiters()
         self.selftests: Waiters[float] = Waiters()
         self.subscriber = ResilientSubscriber(
-            redis, [channels.EVENTS_CHANNEL, channels.HEALTH_PONG_CHANNEL,
-                    channels.API_SELFTEST_CHANNEL],
-            name=CONSUMER, metrics=metrics.subscriber, on_gap=on_gap)
+            redis, [channels.API_SELFTEST_CHANNEL],
+            [channels.EVENTS_PATTERN, channels.HEALTH_PONG_PATTERN], name=CONSUMER,
+            metrics=metrics.subscriber, on_gap=on_gap)
 
     async def run(self) -> None:
         clock = time.perf_counter
@@ -81,7 +82,7 @@ class Bus:
             if message.channel == channels.API_SELFTEST_CHANNEL:
                 self.selftests.resolve(message.data.decode(errors="replace"), clock())
                 continue
-            result = decode(message.data)
+            result = decode(message.data, channel=message.channel)
             if isinstance(result, Rejection):
                 self._metrics.consumer.dropped.labels(CONSUMER, result.reason.value).inc()
                 log.warning("dropped a message on %s: %s (%s)", message.channel,
@@ -96,7 +97,7 @@ class Bus:
             self._metrics.consumer.consumed.labels(CONSUMER, result.type.value).inc()
             if isinstance(result, PongEvent):
                 self.pongs.resolve(result.data.correlation_id, (result, clock()))
-            elif message.channel == channels.EVENTS_CHANNEL:
+            elif message.channel.startswith(channels.EVENTS_PREFIX):
                 try:
                     self._on_event(result)
                 except Exception:  # a bug in routing must not end the subscription

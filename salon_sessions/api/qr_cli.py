@@ -105,7 +105,8 @@ def _show(payload: str, company: str, compact: bool, out: TextIO, err: TextIO) -
 
 async def _watch(redis: Redis, company: str, compact: bool, out: TextIO, err: TextIO) -> int:
     pubsub = redis.pubsub()
-    await pubsub.subscribe(channels.EVENTS_CHANNEL)
+    channel = channels.events_channel(company)
+    await pubsub.subscribe(channel)
     try:
         first = await _once(redis, company, compact, out, err)
         if first == EXIT_LINKED:
@@ -116,10 +117,9 @@ async def _watch(redis: Redis, company: str, compact: bool, out: TextIO, err: Te
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is None:
                 continue
-            event = decode(message["data"])
-            if getattr(event, "company_id", None) != company or (
-                    not isinstance(event, Rejection) and event_ahead(event, Horizon())):
-                continue  # another company's, or beyond the horizon (core.bounds)
+            event = decode(message["data"], channel=channel)
+            if isinstance(event, Rejection) or event_ahead(event, Horizon()):
+                continue  # refused by the decoder, or beyond the horizon (core.bounds)
             if isinstance(event, QrEvent):
                 if out.isatty():
                     out.write("\x1b[2J\x1b[H")

@@ -1,8 +1,10 @@
 """Encode events to bytes and decode bytes to events, with a size limit.
 
 `decode` never raises on bad input: it returns a `Rejection` whose `reason` consumers count
-(`events_dropped_total{reason}`) before dropping the message. Rejection details name the
-offending fields but never echo their values (a malformed message may carry anything).
+(`events_dropped_total{reason}`) before dropping the message; given the channel a message
+came on, it also refuses an event that names another company than the channel's.
+Rejection details name the offending fields but never echo their values (a malformed
+message may carry anything).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Final
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from salon_sessions.core.channels import channel_company
 from salon_sessions.core.events import EVENT_ADAPTER, EVENT_VERSION, Event, EventType
 
 MAX_EVENT_BYTES: Final = 64 * 1024
@@ -27,6 +30,8 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_VERSION = "unknown_version"
     UNKNOWN_TYPE = "unknown_type"
     INVALID = "invalid"
+    WRONG_COMPANY = "wrong_company"
+    """A valid event on another company's channel: forged, or a publisher's bug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +52,23 @@ def encode(event: Event, *, max_bytes: int = MAX_EVENT_BYTES) -> bytes:
     return payload
 
 
-def decode(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event | Rejection:
+def decode(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES,
+           channel: str | None = None) -> Event | Rejection:
+    """Bytes to an event, or the reason not to accept them. With the `channel` it came on,
+    when that is a company's events or pong channel (`core.channels.channel_company`), an
+    event whose `company_id` is not the channel's is refused too: every company publishes
+    on its own channels only."""
+    result = _decode(raw, max_bytes)
+    company = None if channel is None else channel_company(channel)
+    if company is None or isinstance(result, Rejection):
+        return result
+    if company != result.company_id:
+        return Rejection(RejectReason.WRONG_COMPANY, "company_id is not the channel's",
+                         len(raw))
+    return result
+
+
+def _decode(raw: bytes | str, max_bytes: int) -> Event | Rejection:
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     size = len(data)
     if size > max_bytes:

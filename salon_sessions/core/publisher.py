@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from salon_sessions.core.backoff import Backoff
-from salon_sessions.core.channels import EVENTS_CHANNEL
+from salon_sessions.core.channels import events_channel
 from salon_sessions.core.codec import encode
 from salon_sessions.core.events import Event
 from salon_sessions.core.metrics import PublisherMetrics
@@ -67,13 +67,15 @@ class Publisher:
         self._clock = clock
         self._rng = rng or random.Random()
 
-    async def publish(self, event: Event, channel: str = EVENTS_CHANNEL) -> int:
-        """Publish `event`; returns the number of subscribers that received it.
+    async def publish(self, event: Event, channel: str | None = None) -> int:
+        """Publish `event` on `channel` (default: its company's events channel); returns the
+        number of subscribers that received it.
 
         Raises `PublishFailed` when the attempts or the time budget run out, or at once on
         a non-transient error.
         """
         payload = encode(event)
+        channel = channel or events_channel(event.company_id)
         kind = event.type.value
         policy = self._policy
         started = self._clock()

@@ -116,9 +116,11 @@ MANAGED_WORKER_ENV: frozenset[str] = frozenset({
 class OperatorSettings(_Database, _Redis):
     """`salon-sessions operator`: reconciles SalonSessions, consumes events.
 
-    The operator's own database URL is only used by the finalizer (credential cleanup); the
-    workers get theirs from the Secret named by `database_secret` in each session's
-    namespace (likewise Redis).
+    `redis_url` is the operator's own Redis user (events, pings, state hashes). The workers
+    get their credentials from the Secret the operator writes per SalonSession
+    (`operator.tenancy`): a Redis user of their own, created with `redis_admin_url` (the
+    ACL admin, in its own Secret) and a password derived from `credentials_key`; their
+    database URL is, for now, the operator's `database_url`.
     """
 
     namespace: str | None = Field(
@@ -131,12 +133,16 @@ class OperatorSettings(_Database, _Redis):
     # ---- the worker pods
     worker_image: str = Field(default="salon-sessions:dev", min_length=1)
     worker_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    database_secret: str = Field(default="salon-sessions-database", pattern=_K8S_NAME,
-                                 description="Secret (in the session's namespace) with the "
-                                             "workers' database URL")
-    database_secret_key: str = Field(default="url", min_length=1)
-    redis_secret: str = Field(default="salon-sessions-redis", pattern=_K8S_NAME)
-    redis_secret_key: str = Field(default="url", min_length=1)
+    redis_admin_url: SecretUrl = Field(
+        description="Redis URL of the ACL admin user that creates and deletes the session "
+                    "users (ACL SETUSER/DELUSER; from its own Secret)")
+    credentials_key: SecretStr = Field(
+        min_length=32, description="HMAC key the session passwords are derived from (from "
+                                   "the same Secret); changing it rolls every session pod")
+    credentials_check_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="how often missing session Redis users are re-created (Redis forgets "
+                    "ACL SETUSER users on a restart without an aclfile)")
     post_connect_secret: str | None = Field(
         default=None, pattern=_K8S_NAME,
         description="optional Secret with the post-connect webhook URL (key `url`)")
@@ -156,6 +162,11 @@ class OperatorSettings(_Database, _Redis):
     def namespaces(self) -> list[str]:
         """The watched namespaces; empty = all of them."""
         return self.namespace.split(",") if self.namespace else []
+
+    @field_validator("redis_admin_url")
+    @classmethod
+    def _admin_scheme(cls, value: SecretUrl) -> SecretUrl:
+        return _scheme(value, _REDIS_SCHEMES, "SALON_REDIS_ADMIN_URL")
 
     @field_validator("worker_cpu_limit", "worker_memory_limit", mode="before")
     @classmethod

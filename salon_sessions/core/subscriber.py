@@ -166,11 +166,12 @@ async def _close_quietly(pubsub: PubSub) -> None:
 
 async def iter_events(messages: AsyncIterator[PubSubMessage], metrics: ConsumerMetrics,
                       consumer: str, horizon: Horizon | None = None) -> AsyncIterator[Event]:
-    """Decode messages to events; count and drop everything the decoder rejects, and the
-    events beyond the horizon (`core.bounds`, reason `future`)."""
+    """Decode messages to events; count and drop everything the decoder rejects (including
+    an event on another company's channel), and the events beyond the horizon
+    (`core.bounds`, reason `future`)."""
     horizon = horizon or Horizon()
     async for message in messages:
-        result = decode(message.data)
+        result = decode(message.data, channel=message.channel)
         if isinstance(result, Rejection):
             metrics.dropped.labels(consumer, result.reason.value).inc()
             log.warning("%s dropped a message on %s: %s (%s)", consumer, message.channel,

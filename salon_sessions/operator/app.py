@@ -3,10 +3,11 @@
     /metrics /healthz /readyz ── always
     Lease ── standby until acquired ──► kopf (reconcile, finalizer, watches)
                                         status writer (coalesced patches) ◄─┐
-                                        events consumer (whatsapp:events) ──┤
+                                        events consumer (whatsapp:events:*) ┤
                                         heartbeat reconciler (state hashes) ┤
                                         health pinger (per-session pings) ──┤
                                         status audit (foreign edits) ───────┘
+                                        session credentials (Redis users, Secrets)
                                         pending cleanups (credentials left
                                           behind while PostgreSQL was down)
                                         Kubernetes Event recorder
@@ -32,6 +33,7 @@ from salon_sessions.core.bounds import Horizon
 from salon_sessions.core.events import ConnectedEvent, Event
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.settings import OperatorSettings
+from salon_sessions.core.subscriber import Gap
 from salon_sessions.operator import handlers
 from salon_sessions.operator.audit import StatusAudit
 from salon_sessions.operator.cleanups import PendingCleanups
@@ -47,6 +49,7 @@ from salon_sessions.operator.reconciler import Reconciler
 from salon_sessions.operator.recorder import EventRecorder
 from salon_sessions.operator.registry import Registry, Session
 from salon_sessions.operator.status_writer import StatusWriter
+from salon_sessions.operator.tenancy import SessionCredentials
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,7 @@ class Operator:
     async def _lead(self, kube: Kube) -> int:
         s = self.settings
         redis: Redis = connect_redis(s.redis_url)
+        admin: Redis = connect_redis(s.redis_admin_url, max_connections=4)
         recorder = EventRecorder(kube, self.metrics, s.identity)
         writer = StatusWriter(kube, self.registry, self.metrics, recorder,
                               batch_s=s.status_batch_s, lazy_s=s.status_lazy_s,
@@ -143,15 +147,21 @@ class Operator:
             if isinstance(event, ConnectedEvent):
                 pinger.ping_soon(session.namespace, session.name)
 
+        credentials = SessionCredentials(s, kube, admin, self.registry, self.metrics)
+
+        def on_gap(gap: Gap) -> None:
+            credentials.on_gap(gap)  # first: the workers cannot log in until it is done
+            heartbeat.on_gap(gap)
+
         self.consumer = EventsConsumer(redis, self.registry, writer, self.metrics,
                                        on_pong=pinger.on_pong, on_applied=on_applied,
-                                       on_gap=heartbeat.on_gap, max_skew_s=s.max_event_skew_s)
+                                       on_gap=on_gap, max_skew_s=s.max_event_skew_s)
         await self._prime_registry(kube)
         pending = PendingCleanups(kube, self.lease_namespace(), s.pending_cleanup_configmap,
                                   s.database_url.get_secret_value(), self.metrics, recorder,
                                   retry_s=s.pending_cleanup_retry_s)
         reconciler = Reconciler(s, kube, redis, writer, recorder, self.metrics, self.registry,
-                                pending)
+                                credentials, pending)
         audit = StatusAudit(kube, self.registry, writer, s.namespaces,
                             interval_s=s.status_resync_s)
         registry = kopf.OperatorRegistry()
@@ -171,6 +181,7 @@ class Operator:
             asyncio.create_task(pinger.run(), name="pinger"),
             asyncio.create_task(audit.run(), name="status-audit"),
             asyncio.create_task(pending.run(), name="pending-cleanups"),
+            asyncio.create_task(credentials.run(), name="credentials"),
         }
         waiters = {asyncio.create_task(self.stopping.wait(), name="stop")}
         if self.elector is not None:
@@ -203,8 +214,9 @@ class Operator:
         for task in tasks | waiters:
             task.cancel()
         await asyncio.gather(*tasks, *waiters, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await redis.aclose()
+        for client in (redis, admin):
+            with contextlib.suppress(Exception):
+                await client.aclose()
         return code
 
     async def _prime_registry(self, kube: Kube) -> None:

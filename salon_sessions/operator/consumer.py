@@ -1,6 +1,10 @@
-"""The background consumer of `whatsapp:events` (and of the pongs on `whatsapp:health`).
+"""The background consumer of the sessions' events (`whatsapp:events:<company>`) and pongs
+(`whatsapp:health:pong:<company>`), both subscribed by pattern.
 
-Every message is decoded (`core.codec`); what the decoder rejects is counted and dropped.
+Every message is decoded (`core.codec`); what the decoder rejects is counted and dropped,
+including an event that names another company than its channel's (`wrong_company`: with
+per-session Redis users a worker can publish on its own channels only, so this is what a
+forged event looks like).
 Decoded events are refused, counted, when they name no session this operator knows, when
 their `session` is not the SalonSession of their `company_id`, when they are numbered or
 dated beyond the horizon (`core.bounds`: a forged `seq` near 2**63 would freeze the status
@@ -21,7 +25,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from salon_sessions.core.bounds import DEFAULT_MAX_SKEW_S, Horizon
-from salon_sessions.core.channels import EVENTS_CHANNEL, HEALTH_PONG_CHANNEL
+from salon_sessions.core.channels import EVENTS_PATTERN, HEALTH_PONG_PATTERN, HEALTH_PONG_PREFIX
 from salon_sessions.core.codec import Rejection, decode
 from salon_sessions.core.events import Event, EventType, PongEvent, event_ahead
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
@@ -48,7 +52,7 @@ class EventsConsumer:
         self._on_gap = on_gap
         self._horizon = Horizon(max_skew_s)
         self.subscriber = ResilientSubscriber(
-            redis, [EVENTS_CHANNEL, HEALTH_PONG_CHANNEL], name=CONSUMER,
+            redis, patterns=[EVENTS_PATTERN, HEALTH_PONG_PATTERN], name=CONSUMER,
             metrics=metrics.subscriber, on_gap=self._gap)
 
     def _gap(self, gap: Gap) -> None:
@@ -59,7 +63,7 @@ class EventsConsumer:
             self.handle(message.channel, message.data)
 
     def handle(self, channel: str, raw: bytes) -> None:
-        result = decode(raw)
+        result = decode(raw, channel=channel)
         if isinstance(result, Rejection):
             self._metrics.consumer.dropped.labels(CONSUMER, result.reason.value).inc()
             log.warning("dropped a message on %s: %s (%s)", channel, result.reason.value,
@@ -69,7 +73,7 @@ class EventsConsumer:
         if event_ahead(result, self._horizon):
             self._reject("future", result)
             return
-        if channel == HEALTH_PONG_CHANNEL:
+        if channel.startswith(HEALTH_PONG_PREFIX):
             if isinstance(result, PongEvent):
                 self._on_pong(result)
             elif result.type is not EventType.PING:

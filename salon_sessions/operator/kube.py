@@ -150,6 +150,25 @@ class Kube:
             if exc.status not in (404, 409):
                 raise
 
+    # ---- the sessions' credentials Secrets (never read: created, patched, deleted) ---------
+    async def apply_secret(self, body: dict[str, Any]) -> None:
+        """Server-side apply of a Secret we own. The response (which carries the data) is
+        dropped at once."""
+        meta = body["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/secrets/{meta['name']}"
+        await self.request("PATCH", path, body=body, content_type=APPLY_PATCH,
+                           query={"fieldManager": FIELD_MANAGER, "force": "true"})
+
+    async def delete_secret(self, namespace: str, name: str) -> bool:
+        """Delete a Secret; False when there was none."""
+        try:
+            await self.request("DELETE", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return await self.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")

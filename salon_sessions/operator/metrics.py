@@ -84,6 +84,10 @@ class OperatorMetrics:
         self.worker_restarts = Counter(
             "salon_operator_worker_restarts",
             "Restarts of session workers' containers seen by the operator", registry=registry)
+        self.credentials = Counter(
+            "salon_operator_session_credentials",
+            "Per-session Redis users and Secrets: ensured, dropped, restored after Redis "
+            "forgot them", ["action", "result"], registry=registry)
         self.leader = Gauge(
             "salon_operator_leader", "1 while this replica is the active one",
             registry=registry)

@@ -10,13 +10,17 @@ one already names is held as a duplicate: no StatefulSet (deleted if it had one)
 `Failed` with reason `DuplicateCompany`, and its deletion leaves the company's credentials
 and Redis keys alone (they are the owner's). When the owner goes, the next one takes over.
 
+Before the StatefulSet, the session's own credentials (Redis user, Secret) are ensured
+(`operator.tenancy`); a duplicate holds none.
+
 `cleanup` runs in the finalizer: it stops the worker (scale to zero, wait for the pod to
-go, so nothing rewrites the Redis keys or the credentials behind us), deletes the Redis
-keys, then, with `deletionPolicy: Delete`, the credentials (`db.credentials`), with
-bounded retries. When the database stays unreachable it gives up: a Warning Event and the
-`Ready` condition (reason `CleanupFailed`) say why, the cleanup is recorded
-(`operator.cleanups`: finished in the background once the database is back), and the
-SalonSession is released — deletion never hangs forever, and the credentials do not stay.
+go, so nothing rewrites the Redis keys or the credentials behind us), drops the session's
+Redis user and credentials Secret, deletes the Redis keys, then, with
+`deletionPolicy: Delete`, the credentials (`db.credentials`), with bounded retries. When
+the database stays unreachable it gives up: a Warning Event and the `Ready` condition
+(reason `CleanupFailed`) say why, the cleanup is recorded (`operator.cleanups`: finished
+in the background once the database is back), and the SalonSession is released —
+deletion never hangs forever, and the credentials do not stay.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from salon_sessions.operator.recorder import EventRecorder, KubeEvent
 from salon_sessions.operator.registry import Registry, Session
 from salon_sessions.operator.statefulset import build_statefulset, matches
 from salon_sessions.operator.status_writer import StatusWriter
+from salon_sessions.operator.tenancy import CredentialsError, SessionCredentials
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,10 @@ class Reconciler:
     def __init__(self, settings: OperatorSettings, kube: Kube, redis: Redis,
                  writer: StatusWriter, recorder: EventRecorder,
                  metrics: OperatorMetrics, registry: Registry,
+                 credentials: SessionCredentials,
                  pending: PendingCleanups | None = None) -> None:
         self._settings = settings
+        self._credentials = credentials
         self._pending = pending
         self._registry = registry
         self._kube = kube
@@ -94,11 +101,15 @@ class Reconciler:
         started = time.monotonic()
         session.applying += 1
         try:
+            await self._credentials.ensure(session)
             result = await self._kube.apply_statefulset(desired)
             if drifted is not None:
                 result = await self._kube.replace_pod_template(
                     session.namespace, session.name, restored_template(desired, drifted))
             session.statefulset_generation = generation(result)
+        except CredentialsError as exc:
+            self._metrics.reconcile_errors.labels("credentials", "error").inc()
+            raise RetryLater(str(exc), delay=2.0) from None
         except KubeError as exc:
             self._metrics.reconcile_errors.labels("statefulset", str(exc.status)).inc()
             raise RetryLater(f"applying StatefulSet {session.name}: {exc}",
@@ -131,6 +142,10 @@ class Reconciler:
         except KubeError as exc:
             raise RetryLater(f"deleting the StatefulSet of duplicate {session.name}: {exc}",
                              delay=2.0) from None
+        try:  # it may have run a worker before an older one appeared
+            await self._credentials.drop(session, owner=False)
+        except CredentialsError as exc:
+            raise RetryLater(str(exc), delay=2.0) from None
         if session.model.duplicate_of != owner_ref:
             log.warning("SalonSession %s/%s names %s, which %s serves already: it runs "
                         "nothing", session.namespace, session.name, session.company,
@@ -169,6 +184,7 @@ class Reconciler:
         started = time.monotonic()
         try:
             await self._stop_worker(session)
+            await self._drop_credentials(session)
             if not self._registry.is_owner(session):
                 owner = self._registry.owner(session.company)
                 served_by = f"{owner.namespace}/{owner.name}" if owner else "another session"
@@ -210,6 +226,14 @@ class Reconciler:
         except KubeError as exc:
             log.warning("StatefulSet %s/%s not deleted: %s", session.namespace, session.name,
                         exc)
+
+    async def _drop_credentials(self, session: Session) -> None:
+        """The worker is gone: its Secret and (unless a duplicate) its Redis user go too,
+        whatever the deletion policy (they are the pod's, not the WhatsApp device's)."""
+        try:
+            await self._credentials.drop(session, owner=self._registry.is_owner(session))
+        except CredentialsError as exc:
+            raise RetryLater(str(exc), delay=2.0) from None
 
     async def _delete_redis_keys(self, session: Session) -> None:
         try:

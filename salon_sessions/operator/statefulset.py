@@ -1,7 +1,9 @@
 """The StatefulSet that runs one session's worker (1 replica, 0 while suspended).
 
 Pure: a SalonSession body and the operator's settings in, a StatefulSet body out (for a
-server-side apply). Secrets are referenced by name (`secretKeyRef`), never copied.
+server-side apply). Secrets are referenced by name (`secretKeyRef`), never copied; the
+database and Redis URLs come from the session's own Secret (`credentials_secret`), which
+`operator.tenancy` writes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ APP: Final = "salon-sessions"
 COMPONENT: Final = "session-worker"
 MANAGED_BY: Final = "salon-sessions-operator"
 CONTAINER: Final = "worker"
+REDIS_URL_KEY: Final = "redis-url"
+DATABASE_URL_KEY: Final = "database-url"
+
+
+def credentials_secret(name: str) -> str:
+    """The Secret with one session's own credentials: `<statefulset name>-credentials`."""
+    return f"{name}-credentials"
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -69,6 +78,9 @@ def config_hash(spec: dict[str, Any], settings: OperatorSettings) -> str:
         "resources": resources(spec, settings),
         "env": sorted(settings.worker_env.items()),
         "heartbeat": settings.worker_heartbeat_ttl_s,
+        # a new key means new passwords: the pods must read the rewritten Secret
+        "credentials": hashlib.sha256(
+            settings.credentials_key.get_secret_value().encode()).hexdigest()[:16],
     }
     raw = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
@@ -94,9 +106,8 @@ def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[st
         _field_env("SALON_NAMESPACE", "metadata.namespace"),
         _field_env("SALON_POD_NAME", "metadata.name"),
         {"name": "SALON_DRIVER", "value": _driver(spec)},
-        _secret_env("SALON_DATABASE_URL", settings.database_secret,
-                    settings.database_secret_key),
-        _secret_env("SALON_REDIS_URL", settings.redis_secret, settings.redis_secret_key),
+        _secret_env("SALON_DATABASE_URL", credentials_secret(name), DATABASE_URL_KEY),
+        _secret_env("SALON_REDIS_URL", credentials_secret(name), REDIS_URL_KEY),
         {"name": "SALON_METRICS_PORT", "value": str(settings.worker_metrics_port)},
         {"name": "SALON_HEARTBEAT_TTL_S", "value": str(settings.worker_heartbeat_ttl_s)},
         {"name": "SALON_LOG_JSON", "value": "true" if settings.worker_log_json else "false"},

@@ -1,11 +1,13 @@
 """The message bridge between a session and the bot, through Redis Streams.
 
-Inbound: every message WhatsApp delivers goes to `whatsapp:messages:in` with the canonical
+Inbound: every message WhatsApp delivers goes to `whatsapp:messages:in:<company_id>` (one
+stream per company, so a session's Redis user appends to its own only) with the canonical
 company id, the sender's phone (a LID resolved through the session's store; an unresolved
 LID is marked so, never shown as a number) and the message id; redeliveries are dropped.
 
 Outbound: send commands are read from `whatsapp:messages:out:<company_id>` with a consumer
-group, sent through the driver, acknowledged, and answered on `whatsapp:messages:results`.
+group, sent through the driver, acknowledged, and answered on
+`whatsapp:messages:results:<company_id>`.
 A command is never sent twice: before sending, its idempotency key is marked `sending`
 (SET NX); afterwards `sent:<message id>`. A command whose key is already marked is not sent
 again (`duplicate`, or `unknown` if a worker died between marking and confirming). Commands
@@ -103,7 +105,7 @@ class MessageBridge:
                 if not await self._redis.set(seen, "1", nx=True, ex=86400):
                     return  # WhatsApp redelivered a message we already passed on
                 try:
-                    await self._redis.xadd(channels.INBOUND_STREAM,
+                    await self._redis.xadd(channels.inbound_stream(self._company),
                                            fields,  # type: ignore[arg-type]
                                            maxlen=INBOUND_MAXLEN, approximate=True)
                 except RETRYABLE:
@@ -233,7 +235,7 @@ class MessageBridge:
     async def _result(self, entry_id: str, key: str, status: str, *, message_id: str = "",
                       error: str = "") -> None:
         self._metrics.outbound.labels(status).inc()
-        await self._redis.xadd(channels.OUTBOUND_RESULTS_STREAM, {
+        await self._redis.xadd(channels.results_stream(self._company), {
             "v": "1", "company_id": self._company, "command_id": entry_id,
             "idempotency_key": key, "status": status, "message_id": message_id,
             "error": error[:1024], "ts": datetime.now(UTC).isoformat(),

@@ -1,7 +1,9 @@
 """Control requests to a session's worker over Redis, and their replies.
 
 The API (and `salon-sessions` commands) publish a request on `whatsapp:control:<company_id>`
-after subscribing to `whatsapp:control:reply:<id>`; the worker answers there:
+after subscribing to `whatsapp:control:reply:<company_id>:<id>`; the worker answers there
+(the reply channel carries the company so that a session's Redis user may publish only its
+own replies):
 
     {"v": 1, "id": "r1", "company_id": "company_962302", "cmd": "pairing_code",
      "phone": "79686484488"}
@@ -86,7 +88,7 @@ async def request(redis: Redis, company_id: str | int, cmd: str, *, timeout_s: f
     body = {"v": 1, "id": request_id, "company_id": company, "cmd": cmd, **params}
     pubsub = redis.pubsub()
     try:
-        await pubsub.subscribe(control_reply_channel(request_id))
+        await pubsub.subscribe(control_reply_channel(company, request_id))
         receivers = await redis.publish(control_channel(company), json.dumps(body))
         if not receivers:
             raise ControlError("no_worker", f"no worker is listening for {company}")

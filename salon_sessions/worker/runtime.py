@@ -458,7 +458,7 @@ class Worker:
         pong = self.source.event(PongData(correlation_id=ping.data.correlation_id,
                                           phase=self.state.phase))
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.publish(channels.HEALTH_PONG_CHANNEL, encode(pong))
+            await self.redis.publish(channels.health_pong_channel(self.company), encode(pong))
             self.metrics.pings.inc()
 
     async def _on_control(self, raw: bytes) -> None:
@@ -476,7 +476,8 @@ class Worker:
                 exc.code, str(exc))
             reply = control.reply_payload(req.id, error=err)
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.publish(channels.control_reply_channel(req.id), reply)
+            await self.redis.publish(channels.control_reply_channel(self.company, req.id),
+                                     reply)
 
     async def _execute(self, req: control.ControlRequest) -> dict[str, Any]:
         match req.cmd:

@@ -3,6 +3,7 @@ and session workers started directly (the operator is not needed for these)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from salon_sessions.core import resource
 from tests.api.server import ApiServer, start_api
 from tests.conftest import fresh_database
 from tests.crd.crd_files import CRD_FILE
+from tests.helpers import session_redis_user
 from tests.worker.harness import WorkerProc, new_company
 
 WorkerFactory = Callable[..., WorkerProc]
@@ -58,7 +60,7 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     """One API process per test module; a module may set `API_EXTRA_ENV`."""
     tmp = tmp_path_factory.mktemp("api")
     env = API_ENV | getattr(request.module, "API_EXTRA_ENV", {})
-    server = start_api(tmp, database=api_database, redis_url=stack.redis_url,
+    server = start_api(tmp, database=api_database, redis_url=stack.redis_api_url,
                        kubeconfig=stack.kubeconfig, namespace=api_namespace, env=env)
     try:
         yield server
@@ -77,15 +79,20 @@ def company() -> str:
 @pytest.fixture
 async def workers(tmp_path: Path, api_database: str, redis_url: str,
                   company: str) -> AsyncIterator[WorkerFactory]:
-    """Start session workers (simulator driver, fast timings) for this test's company."""
+    """Start session workers (simulator driver, fast timings) for this test's company, each
+    with its company's own Redis user (the API runs with the API's)."""
     started: list[WorkerProc] = []
+    with contextlib.ExitStack() as users:
 
-    def start(name: str = "w0", company_id: str | None = None, **kwargs: object) -> WorkerProc:
-        w = WorkerProc(tmp_path, api_database, redis_url, company_id or company, name=name,
-                       **kwargs)  # type: ignore[arg-type]
-        started.append(w.start())
-        return w
+        def start(name: str = "w0", company_id: str | None = None,
+                  **kwargs: object) -> WorkerProc:
+            target = company_id or company
+            user = users.enter_context(session_redis_user(redis_url, target, f"api-{name}"))
+            w = WorkerProc(tmp_path, api_database, user.url, target, name=name,
+                           **kwargs)  # type: ignore[arg-type]
+            started.append(w.start())
+            return w
 
-    yield start
-    for w in started:
-        await w.stop()
+        yield start
+        for w in started:
+            await w.stop()

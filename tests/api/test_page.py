@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import BrowserContext, Page, WebSocketRoute, async_playwright
 from redis.asyncio import Redis
 
-from salon_sessions.core.channels import EVENTS_CHANNEL
+from salon_sessions.core.channels import events_channel
 from salon_sessions.core.codec import encode
 from salon_sessions.core.events import (
     ConnectedData,
@@ -177,7 +177,8 @@ async def test_pairing_code_flow_outlives_qr_rotations(
 
 
 async def _publish(redis: Redis, source: EventSource, data: EventData) -> None:
-    await redis.publish(EVENTS_CHANNEL, encode(source.event(data)))
+    event = source.event(data)
+    await redis.publish(events_channel(event.company_id), encode(event))
 
 
 async def test_done_only_on_connected_not_on_linked_or_a_code(

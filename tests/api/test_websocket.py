@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from salon_sessions.core.channels import EVENTS_CHANNEL
+from salon_sessions.core.channels import events_channel
 from salon_sessions.core.codec import encode
 from salon_sessions.core.events import ConnectedData, EventSource, QrData
 from tests.api.conftest import WorkerFactory
@@ -158,7 +158,7 @@ async def test_a_frozen_client_is_dropped_and_never_holds_up_the_others(
             started = time.monotonic()
             for i in range(count):
                 event = source.event(QrData(code=f"{i:06d}" + "x" * (size - 6), timeout_s=20))
-                await redis.publish(EVENTS_CHANNEL, encode(event))
+                await redis.publish(events_channel(event.company_id), encode(event))
                 if i % 20 == 19:  # a steady stream the reading client keeps up with
                     await asyncio.sleep(0.01)
             await asyncio.wait_for(reader, 60)

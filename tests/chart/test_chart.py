@@ -102,9 +102,8 @@ def test_numbers_in_env_maps_become_strings(tmp_path: Path) -> None:
     env = env_of(container(find(docs, "Deployment", "salon-sessions-operator")))
     assert env["SALON_PING_INTERVAL_S"]["value"] == "3"
     assert json.loads(env["SALON_WORKER_ENV"]["value"]) == {"SALON_SIMULATOR_FIRST_QR_S": "4"}
-    OperatorSettings.model_validate({"database_url": "postgresql://x@h/d",
-                                     "redis_url": "redis://h",
-                                     "worker_env": json.loads(env["SALON_WORKER_ENV"]["value"])})
+    OperatorSettings.model_validate({
+        **OPERATOR_REQUIRED, "worker_env": json.loads(env["SALON_WORKER_ENV"]["value"])})
 
 
 def test_api_session_namespace_must_be_watched() -> None:
@@ -125,8 +124,7 @@ def test_extra_watch_namespaces_get_bindings_policies_and_monitoring() -> None:
     assert env["SALON_NAMESPACE"]["value"] == "salon,salons-eu,salons-ru"
     assert env["SALON_LEASE_NAMESPACE"]["value"] == "salon"
     settings = OperatorSettings.model_validate({
-        "database_url": "postgresql://x@h/d", "redis_url": "redis://h",
-        "namespace": env["SALON_NAMESPACE"]["value"]})
+        **OPERATOR_REQUIRED, "namespace": env["SALON_NAMESPACE"]["value"]})
     assert settings.namespaces == watched
     policies = sorted(p["metadata"]["namespace"] for p in kinds(docs, "NetworkPolicy")
                       if p["metadata"]["name"].endswith("session-workers"))
@@ -278,7 +276,9 @@ def test_image_digest_wins_and_reaches_the_workers() -> None:
     assert env_of(op)["SALON_WORKER_IMAGE"]["value"] == op["image"]
 
 
-SECRETISH = re.compile(r"(_URL|_TOKEN|_PASSWORD|^SALON_TOKEN_SECRET)$")
+OPERATOR_REQUIRED = {"database_url": "postgresql://x@h/d", "redis_url": "redis://h",
+                     "redis_admin_url": "redis://a@h", "credentials_key": "k" * 32}
+SECRETISH = re.compile(r"(_URL|_TOKEN|_PASSWORD|^SALON_TOKEN_SECRET|^SALON_CREDENTIALS_KEY)$")
 NOT_SECRET = {"SALON_PUBLIC_URL"}  # the onboarding links' base URL
 
 
@@ -293,7 +293,10 @@ def test_secrets_only_by_reference(tmp_path: Path) -> None:
                 refs.add((name, ref["name"], ref["key"]))
     assert refs == {
         ("SALON_DATABASE_URL", "salon-sessions-database", "url"),
-        ("SALON_REDIS_URL", "salon-sessions-redis", "url"),
+        ("SALON_REDIS_URL", "salon-sessions-redis", "url"),  # the operator's user
+        ("SALON_REDIS_URL", "salon-sessions-redis-api", "url"),  # the API's user
+        ("SALON_REDIS_ADMIN_URL", "salon-sessions-operator-credentials", "redis-admin-url"),
+        ("SALON_CREDENTIALS_KEY", "salon-sessions-operator-credentials", "credentials-key"),
         ("SALON_ADMIN_TOKEN", "salon-sessions-api", "admin-token"),
         ("SALON_TOKEN_SECRET", "salon-sessions-api", "token-secret"),
     }
@@ -461,5 +464,4 @@ def test_worker_metrics_port_settings(port: int, ingress: Any) -> None:
     assert policy["spec"].get("ingress") == ingress
     env = env_of(container(find(docs, "Deployment", "salon-sessions-operator")))
     assert env["SALON_WORKER_METRICS_PORT"]["value"] == str(port)
-    OperatorSettings.model_validate({"database_url": "postgresql://x@h/d",
-                                     "redis_url": "redis://h", "worker_metrics_port": port})
+    OperatorSettings.model_validate({**OPERATOR_REQUIRED, "worker_metrics_port": port})

@@ -240,7 +240,11 @@ def release(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Itera
         monitoring_crds.install(stack)
         for secret, literals in (
                 ("salon-sessions-database", {"url": rel.database}),
-                ("salon-sessions-redis", {"url": stack.redis_url}),
+                ("salon-sessions-redis", {"url": stack.redis_operator_url}),
+                ("salon-sessions-redis-api", {"url": stack.redis_api_url}),
+                ("salon-sessions-operator-credentials", {
+                    "redis-admin-url": stack.redis_admin_url,
+                    "credentials-key": stack.credentials_key}),
                 ("salon-sessions-api", {"admin-token": admin,
                                         "token-secret": secrets.token_urlsafe(32)}),
                 ("salon-sessions-hook", {"url": f"http://127.0.0.1:{hook.server_port}/hook"})):
@@ -389,8 +393,8 @@ def generate_traffic(release: Release) -> None:
         r.xadd(channels.outbound_stream(company), {"payload": json.dumps(
             {"v": 1, "type": "send_text", "company_id": company,
              "idempotency_key": uuid.uuid4().hex, "to": "79001234567", "text": "hi"})})
-        r.publish(channels.EVENTS_CHANNEL, b"{not json")
-        r.publish(channels.HEALTH_PONG_CHANNEL, encode(PongEvent(
+        r.publish(channels.events_channel(company), b"{not json")
+        r.publish(channels.health_pong_channel(company), encode(PongEvent(
             company_id=company, session=release.name, seq=1,
             data=PongData(correlation_id=uuid.uuid4().hex))))
         # network loss: the worker publishes disconnected, then reconnects by itself (the

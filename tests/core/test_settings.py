@@ -16,12 +16,16 @@ from salon_sessions.core.settings import (
 
 DB = "postgresql://salon:pg-S3cret@db.example:5432/salon"
 REDIS = "redis://:rd-S3cret@redis.example:6379/0"
+ADMIN = "redis://salon-acl-admin:ad-S3cret@redis.example:6379/0"
+KEY = "k-S3cret" + "x" * 32
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.setenv("SALON_DATABASE_URL", DB)
     monkeypatch.setenv("SALON_REDIS_URL", REDIS)
+    monkeypatch.setenv("SALON_REDIS_ADMIN_URL", ADMIN)
+    monkeypatch.setenv("SALON_CREDENTIALS_KEY", KEY)
     return monkeypatch
 
 
@@ -61,9 +65,26 @@ def test_settings_read_env_and_never_show_urls_in_full(env: pytest.MonkeyPatch) 
 
 
 def test_each_component_has_its_settings(env: pytest.MonkeyPatch) -> None:
-    assert OperatorSettings.from_env().namespace is None
+    operator = OperatorSettings.from_env()
+    assert operator.namespace is None
+    assert operator.redis_admin_url.get_secret_value() == ADMIN
+    assert "S3cret" not in repr(operator)
     assert ApiSettings.from_env().port == 8080
     assert MigrateSettings.from_env().database_url.get_secret_value() == DB
+
+
+def test_the_operator_needs_the_acl_admin_and_a_long_credentials_key(
+        env: pytest.MonkeyPatch) -> None:
+    env.setenv("SALON_CREDENTIALS_KEY", "short")
+    with pytest.raises(ValidationError, match="credentials_key"):
+        OperatorSettings.from_env()
+    env.setenv("SALON_CREDENTIALS_KEY", KEY)
+    env.setenv("SALON_REDIS_ADMIN_URL", "http://x")
+    with pytest.raises(ValidationError, match="redis_admin_url"):
+        OperatorSettings.from_env()
+    env.delenv("SALON_REDIS_ADMIN_URL")
+    with pytest.raises(ValidationError, match="redis_admin_url"):
+        OperatorSettings.from_env()
 
 
 def test_the_operator_watches_one_several_or_all_namespaces(env: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,8 @@
 """Fixtures of the operator tests: a real `salon-sessions operator` process scoped to the
 test's namespace, authenticated as its ServiceAccount with the RBAC of deploy/rbac/ (so a
-missing verb fails the tests), with the test's own database and the stack's Redis handed
-to the session workers through Secrets, and fast simulator timings."""
+missing verb fails the tests), with its own Redis user and the ACL admin's (it writes each
+session worker's Redis user and credentials Secret), the test's own database, and fast
+simulator timings. `redis_url` is Redis' default user: the tests' observer."""
 
 from __future__ import annotations
 
@@ -163,7 +164,10 @@ class OperatorEnv:
         env = {
             "PATH": os.environ["PATH"], "HOME": str(self.tmp),
             "KUBECONFIG": str(self.kubeconfig),
-            "SALON_DATABASE_URL": self.database, "SALON_REDIS_URL": self.redis_url,
+            "SALON_DATABASE_URL": self.database,
+            "SALON_REDIS_URL": self.stack.redis_operator_url,
+            "SALON_REDIS_ADMIN_URL": self.stack.redis_admin_url,
+            "SALON_CREDENTIALS_KEY": self.stack.credentials_key,
             "SALON_NAMESPACE": self.namespace, "SALON_IDENTITY": identity,
             "SALON_METRICS_PORT": str(port), "SALON_HTTP_HOST": "127.0.0.1",
             **FAST_OPERATOR, **overrides,
@@ -240,10 +244,6 @@ def salon_crd(stack: StackInfo) -> StackInfo:
 def operator_env(salon_crd: StackInfo, namespace: str, database: str, redis_url: str,
                  tmp_path: Path) -> Iterator[OperatorEnv]:
     stack = salon_crd
-    for secret, value in (("salon-sessions-database", database),
-                          ("salon-sessions-redis", redis_url)):
-        stack.kubectl("create", "secret", "generic", secret, "-n", namespace,
-                      f"--from-literal=url={value}")
     kubeconfig = service_account_kubeconfig(stack, namespace, tmp_path / "operator.kubeconfig")
     env = OperatorEnv(stack, namespace, database, redis_url, tmp_path, kubeconfig)
     try:

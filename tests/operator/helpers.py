@@ -66,7 +66,7 @@ class Phone:
         request_id = uuid.uuid4().hex
         pubsub = self.redis.pubsub()
         try:
-            pubsub.subscribe(channels.control_reply_channel(request_id))
+            pubsub.subscribe(channels.control_reply_channel(self.company, request_id))
             pubsub.get_message(timeout=2)  # the subscribe confirmation
             body = {"v": 1, "id": request_id, "company_id": self.company, "cmd": cmd,
                     **params}

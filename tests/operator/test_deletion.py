@@ -106,10 +106,6 @@ def test_a_second_session_of_a_company_runs_nothing_and_deleting_it_loses_nothin
                     "name": "salon-sessions-operator"},
         "subjects": [{"kind": "ServiceAccount", "name": "salon-sessions-operator",
                       "namespace": env.namespace}]}))
-    for secret, value in (("salon-sessions-database", env.database),
-                          ("salon-sessions-redis", env.redis_url)):
-        stack.kubectl("create", "secret", "generic", secret, "-n", other,
-                      f"--from-literal=url={value}")
     watch_both = {"SALON_NAMESPACE": f"{env.namespace},{other}",
                   "SALON_LEASE_NAMESPACE": env.namespace}
     first = env.start_operator(**watch_both)

@@ -48,10 +48,10 @@ def check_statefulset(env: OperatorEnv, name: str, company: str, uid: str) -> No
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     env_vars = {e["name"]: e for e in container["env"]}
-    assert env_vars["SALON_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == \
-        "salon-sessions-database"
-    assert env_vars["SALON_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == \
-        "salon-sessions-redis"
+    assert env_vars["SALON_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{name}-credentials", "key": "database-url"}
+    assert env_vars["SALON_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{name}-credentials", "key": "redis-url"}
     assert env_vars["SALON_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert set(MANAGED_WORKER_ENV) - {"SALON_PROXY_URL", "SALON_POST_CONNECT_URL"} <= \
         set(env_vars)

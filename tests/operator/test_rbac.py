@@ -26,6 +26,7 @@ ALLOWED = [
     ("get", "pods"),
     ("list", "pods"),
     ("watch", "pods"),
+    ("create", "secrets"), ("patch", "secrets"), ("delete", "secrets"),
     ("create", "events"),
     ("create", "leases.coordination.k8s.io"),
     ("get", "leases.coordination.k8s.io/salon-sessions-operator"),
@@ -35,7 +36,8 @@ ALLOWED = [
     ("update", "configmaps/salon-sessions-operator-pending-cleanups"),
 ]
 DENIED = [
-    ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"),
+    ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("update", "secrets"),
+    ("deletecollection", "secrets"),
     ("create", "salonsessions.wa.salonsessions.io"),
     ("update", "salonsessions.wa.salonsessions.io"),
     ("delete", "salonsessions.wa.salonsessions.io"),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from salon_sessions.core.channels import EVENTS_CHANNEL, HEALTH_PONG_CHANNEL
+from salon_sessions.core.channels import events_channel, health_pong_channel
 from salon_sessions.core.events import (
     ConnectedData,
     EventSource,
@@ -115,9 +115,12 @@ def test_suspend_resume_spec_change_and_hostile_events(operator_env: OperatorEnv
         # ---- hostile and malformed messages change nothing
         source = EventSource(company, name)
         other = EventSource(new_company(), "company-1")
+        claims_other = other.event(ConnectedData())
+        # a session that is not ours, on its own channel
+        phone.redis.publish(events_channel(other.company_id), claims_other.model_dump_json())
         forged = [
             b"not json", b"{}", b'{"v": 1, "type": "connected"}', b"\xff" * 70_000,
-            other.event(ConnectedData()).model_dump_json().encode(),  # unknown session
+            claims_other.model_dump_json().encode(),  # another company, on this channel
             source.event(PongData(correlation_id="x")).model_dump_json().encode(),
         ]
         wrong_session = source.event(ConnectedData()).model_copy(update={"session": "x-1"})
@@ -126,14 +129,18 @@ def test_suspend_resume_spec_change_and_hostile_events(operator_env: OperatorEnv
         stale = source.event(ConnectedData()).model_copy(update={"seq": 1})
         forged += [e.model_dump_json().encode() for e in (wrong_session, future, stale)]
         for raw in forged:
-            phone.redis.publish(EVENTS_CHANNEL, raw)
-        phone.redis.publish(HEALTH_PONG_CHANNEL, json.dumps({"v": 1, "type": "pong"}))
+            phone.redis.publish(events_channel(company), raw)
+        phone.redis.publish(health_pong_channel(company), json.dumps({"v": 1, "type": "pong"}))
+        phone.redis.publish(health_pong_channel(other.company_id),  # a pong claiming this one
+                            source.event(PongData(correlation_id="y")).model_dump_json())
 
         def counted() -> bool:
             return all(op.metric(metric, **labels) >= 1 for metric, labels in (
                 ("salon_events_dropped_total", {"consumer": "operator", "reason": "malformed"}),
                 ("salon_events_dropped_total", {"consumer": "operator", "reason": "oversized"}),
                 ("salon_events_dropped_total", {"consumer": "operator", "reason": "invalid"}),
+                ("salon_events_dropped_total", {"consumer": "operator",
+                                                "reason": "wrong_company"}),
                 ("salon_operator_events_rejected_total", {"reason": "unknown_session"}),
                 ("salon_operator_events_rejected_total", {"reason": "session_mismatch"}),
                 ("salon_operator_events_rejected_total", {"reason": "future"}),

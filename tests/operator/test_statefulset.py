@@ -15,8 +15,14 @@ from salon_sessions.operator.statefulset import HASH_ANNOTATION, build_statefuls
 SECRET = "postgresql://salon:s3cr3t@db:5432/salon"
 
 
+KEY = "k" * 40
+
+
 def settings(**kw: Any) -> OperatorSettings:
-    return OperatorSettings(database_url=SECRET, redis_url="redis://:pw@r:6379/0", **kw)
+    values: dict[str, Any] = {"database_url": SECRET, "redis_url": "redis://:pw@r:6379/0",
+                              "redis_admin_url": "redis://admin:apw@r:6379/0",
+                              "credentials_key": KEY, **kw}
+    return OperatorSettings(**values)
 
 
 def body(**spec: Any) -> dict[str, Any]:
@@ -39,11 +45,17 @@ def test_pod_template_is_locked_down_and_references_secrets() -> None:
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     env = {e["name"]: e for e in container["env"]}
     assert env["SALON_PROXY_URL"]["valueFrom"]["secretKeyRef"] == {"name": "px", "key": "u"}
+    # the session's own credentials, never the shared ones
+    assert env["SALON_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "company-1-credentials", "key": "redis-url"}
+    assert env["SALON_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "company-1-credentials", "key": "database-url"}
     assert env["SALON_SIMULATOR_QR_PERIOD_S"]["value"] == "1"
     assert env["SALON_DRIVER"]["value"] == "neonize"
     assert container["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"},
                                       "limits": {"cpu": "1", "memory": "512Mi"}}
     assert "s3cr3t" not in json.dumps(sts)
+    assert KEY not in json.dumps(sts)
 
 
 def test_inputs_that_roll_the_pod_change_the_hash() -> None:
@@ -52,6 +64,8 @@ def test_inputs_that_roll_the_pod_change_the_hash() -> None:
                    {"proxy": {"secretRef": {"name": "p"}}},
                    {"resources": {"limits": {"memory": "1Gi"}}}):
         assert template_hash(build_statefulset(body(**change), settings())) != base, change
+    rotated = settings(credentials_key="r" * 40)  # new passwords: the pod must re-read them
+    assert template_hash(build_statefulset(body(), rotated)) != base
     same = build_statefulset(body(displayName="Other", suspend=True), settings())
     assert template_hash(same) == base
     assert same["spec"]["replicas"] == 0

@@ -116,7 +116,8 @@ class Observer:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(channels.EVENTS_CHANNEL, channels.HEALTH_PONG_CHANNEL)
+                await pubsub.subscribe(channels.events_channel(self.company),
+                                       channels.health_pong_channel(self.company))
                 self._ready.set()
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)

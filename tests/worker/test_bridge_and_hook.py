@@ -29,7 +29,7 @@ async def results(obs: Observer, company: str, count: int,
                   timeout: float = 20) -> list[dict[str, str]]:
     async with asyncio.timeout(timeout):
         while True:
-            entries = await obs.redis.xrange(channels.OUTBOUND_RESULTS_STREAM)
+            entries = await obs.redis.xrange(channels.results_stream(company))
             mine = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
             mine = [r for r in mine if r["company_id"] == company]
             if len(mine) >= count:
@@ -60,14 +60,14 @@ async def test_inbound_messages_reach_the_stream_with_resolved_senders(
             await obs.act(action)
         async with asyncio.timeout(15):
             while True:
-                entries = await obs.redis.xrange(channels.INBOUND_STREAM)
+                entries = await obs.redis.xrange(channels.inbound_stream(company))
                 mine = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
                 mine = [m for m in mine if m["company_id"] == company]
                 if len(mine) >= 3:
                     break
                 await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
-        entries = await obs.redis.xrange(channels.INBOUND_STREAM)
+        entries = await obs.redis.xrange(channels.inbound_stream(company))
         mine = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
         by_id = {m["message_id"]: m for m in mine if m["company_id"] == company}
         assert len([m for m in mine if m["company_id"] == company]) == 3  # M1 once

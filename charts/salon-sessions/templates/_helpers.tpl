@@ -116,22 +116,24 @@ first: it is the default of the API's sessions). */}}
 {{- $namespaces | uniq | toJson -}}
 {{- end -}}
 
-{{/* SALON_DATABASE_URL and SALON_REDIS_URL from the existing Secrets. */}}
+{{/* SALON_DATABASE_URL and SALON_REDIS_URL from the existing Secrets; (dict "ctx" $
+"redis" .Values.redis[.api]): each component has its own Redis user. */}}
 {{- define "salon-sessions.connectionEnv" -}}
+{{- $ctx := .ctx -}}
 - name: SALON_DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.database.existingSecret }}
-      key: {{ .Values.database.key }}
+      name: {{ $ctx.Values.database.existingSecret }}
+      key: {{ $ctx.Values.database.key }}
 - name: SALON_REDIS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.redis.existingSecret }}
-      key: {{ .Values.redis.key }}
+      name: {{ .redis.existingSecret }}
+      key: {{ .redis.key }}
 - name: SALON_LOG_LEVEL
-  value: {{ .Values.logLevel | quote }}
+  value: {{ $ctx.Values.logLevel | quote }}
 - name: SALON_LOG_JSON
-  value: {{ .Values.logJson | quote }}
+  value: {{ $ctx.Values.logJson | quote }}
 {{- end -}}
 
 {{/* A name: value map of extra settings as EnvVars. */}}

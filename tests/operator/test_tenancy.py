@@ -1,0 +1,107 @@
+"""Per-session credentials end to end: the operator creates a Redis user and a credentials
+Secret for a SalonSession, the pod runs with them (and with nothing else), Redis refuses
+that user anything of another company, a user Redis forgot is re-created, and deletion
+removes both."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from redis.exceptions import NoPermissionError
+
+from salon_sessions.core import channels, redis_acl
+from salon_sessions.core.events import ConnectedData, EventSource
+from tests.helpers import eventually
+from tests.operator.conftest import OperatorEnv
+from tests.operator.helpers import PHONE, Phone, new_company
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+def secret(env: OperatorEnv, name: str) -> dict[str, Any] | None:
+    out = env.kubectl("get", "secret", f"{name}-credentials", "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def user_exists(root: redis.Redis, user: str) -> bool:
+    return user in root.acl_users()
+
+
+def test_each_session_gets_its_own_confined_credentials(operator_env: OperatorEnv) -> None:
+    env = operator_env
+    op = env.start_operator(SALON_CREDENTIALS_CHECK_S="1")
+    env.wait_role(op, "leader")
+    company, other = new_company(), new_company()
+    name = env.apply_session(company)
+    uid = env.session(name)["metadata"]["uid"]
+    user = redis_acl.session_user(env.namespace, name)
+    root = redis.Redis.from_url(env.redis_url)
+    phone = Phone(env.redis_url, company)
+    try:
+        env.wait_status(name, "the worker runs with its own user", phase="AwaitingLink")
+        # ---- the Secret: owned by the SalonSession, labelled, the pod's only credentials
+        body = secret(env, name)
+        assert body is not None
+        meta = body["metadata"]
+        assert meta["labels"]["app.kubernetes.io/component"] == "session-credentials"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "salon-sessions-operator"
+        assert meta["labels"]["wa.salonsessions.io/company-id"] == company
+        owner = meta["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+            "SalonSession", name, uid, True)
+        data = {k: base64.b64decode(v).decode() for k, v in body["data"].items()}
+        assert set(data) == {"redis-url", "database-url"}
+        url = urlsplit(data["redis-url"])
+        assert url.username == user
+        assert url.port == urlsplit(env.redis_url).port
+        assert data["database-url"] == env.database  # shared until per-session roles
+        assert url.password
+        assert url.password not in json.dumps(env.statefulsets())
+        assert user_exists(root, user)
+
+        # ---- with the pod's credentials: its own company yes, another company NOPERM
+        own = redis.Redis.from_url(data["redis-url"])
+        try:
+            mine = EventSource(company, name).event(ConnectedData()).model_dump_json()
+            theirs = EventSource(other, other.replace("_", "-")).event(ConnectedData())
+            own.publish(channels.events_channel(company), mine.encode())
+            for forge in (
+                lambda: own.publish(channels.events_channel(other),
+                                    theirs.model_dump_json()),
+                lambda: own.publish(channels.health_pong_channel(other), b"{}"),
+                lambda: own.hset(channels.session_state_key(other), "phase", "Connected"),
+                lambda: own.xadd(channels.inbound_stream(other), {"v": "1"}),
+                lambda: own.get(channels.latest_qr_key(other)),
+            ):
+                with pytest.raises(NoPermissionError):
+                    forge()
+        finally:
+            own.close()
+
+        phone.scan()
+        env.wait_status(name, "connected", phase="Connected", connected=True, phone=PHONE)
+
+        # ---- Redis forgets the user (a restart without an aclfile): the operator puts it
+        # back, and the worker carries on with the same Secret
+        root.acl_deluser(user)
+        eventually(lambda: user_exists(root, user), 30, "the user re-created")
+        assert op.metric("salon_operator_session_credentials_total", action="restore",
+                         result="ok") >= 1
+        phone.act(action="disconnect")  # the worker reconnects and reports through Redis
+        env.wait_status(name, "disconnected", phase="Disconnected", connected=False)
+        env.wait_status(name, "reconnected", phase="Connected", connected=True)
+
+        # ---- deletion removes the Secret and the user
+        env.kubectl("delete", "salonsession", name, "--timeout=60s")
+        assert secret(env, name) is None
+        assert not user_exists(root, user)
+        assert op.metric("salon_operator_session_credentials_total", action="drop",
+                         result="ok") >= 1
+    finally:
+        phone.close()
+        root.close()
