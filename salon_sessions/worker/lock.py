@@ -1,7 +1,8 @@
 """One live connection per session: a PostgreSQL advisory lock on a dedicated connection.
 
 Two workers with the same credentials make WhatsApp replace streams back and forth, so a
-worker connects to WhatsApp only while it holds `session_lock_key(company_id)`. The lock
+worker connects to WhatsApp only while it holds `session_lock_key(company_id)`, taken and
+released through `db.locks` (the calls a session's own database role is allowed). The lock
 lives as long as its database session: when the holder dies (kill -9) or its connection is
 cut, PostgreSQL releases it and a standby takes over. The holder notices the loss through
 asyncpg's termination callback or a failed keep-alive query (every `check_s`), and must
@@ -16,7 +17,7 @@ import logging
 
 import asyncpg
 
-from salon_sessions.db.locks import session_lock_key
+from salon_sessions.db.locks import release_session_lock, try_session_lock
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,6 @@ class SessionLock:
                  check_s: float = 1.0) -> None:
         self._dsn = dsn
         self._company = company_id
-        self._key = session_lock_key(company_id)
         self._retry_s = retry_s
         self._check_s = check_s
         self._conn: asyncpg.Connection | None = None
@@ -53,7 +53,7 @@ class SessionLock:
                 await asyncio.sleep(self._retry_s)
                 continue
             try:
-                got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key)
+                got = await try_session_lock(conn, self._company)
             except (OSError, asyncpg.PostgresError):
                 got = False
             if got:
@@ -99,7 +99,7 @@ class SessionLock:
             with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                                      TimeoutError):
                 async with asyncio.timeout(2):
-                    await conn.execute("SELECT pg_advisory_unlock($1)", self._key)
+                    await release_session_lock(conn, self._company)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
                     await conn.close()

@@ -40,7 +40,7 @@ from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.resource import DriverName
 from salon_sessions.core.settings import WorkerSettings
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
-from salon_sessions.db.migrator import migrate_database
+from salon_sessions.db.migrator import migrate_or_check
 from salon_sessions.worker import control
 from salon_sessions.worker.bridge import MessageBridge
 from salon_sessions.worker.driver import (
@@ -112,7 +112,7 @@ class Worker:
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
         dsn = self.settings.database_url.get_secret_value()
-        await migrate_database(dsn)
+        await migrate_or_check(dsn)
         self.redis = connect_redis(self.settings.redis_url)
         self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         self.publisher = Publisher(self.redis, self.publisher_metrics)
