@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from devstack.stack import StackInfo
 
@@ -34,3 +35,10 @@ def get_json(stack: StackInfo, *args: str) -> dict[str, Any]:
     out = stack.kubectl("get", *args, "-o", "json")
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def dsn_as(dsn: str, user: str, password: str) -> str:
+    """`dsn` with another user and password (a session role's URL)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user)}:{quote(password, safe='')}@{host}"))

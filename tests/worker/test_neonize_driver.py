@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from salon_sessions.worker.neonize_go import (
     load_neonize,
 )
 from salon_sessions.worker.neonize_store import go_store_dsn
+from tests import whatsmeow_rows
 
 NZ = load_neonize()
 # neonize's own event classes, as `neonize.aioze.events` exposes them
@@ -147,16 +147,10 @@ async def ensure_store(dsn: str) -> None:
 
 
 async def insert_device(dsn: str, device: str = DEVICE) -> None:
-    """A registered device, as whatsmeow stores one (random keys of the right sizes)."""
+    """A registered device, as whatsmeow stores one."""
     conn = await asyncpg.connect(dsn)
     try:
-        key, sig = os.urandom(32), os.urandom(64)
-        await conn.execute(
-            "INSERT INTO whatsmeow_device (jid, registration_id, noise_key, identity_key, "
-            "signed_pre_key, signed_pre_key_id, signed_pre_key_sig, adv_key, adv_details, "
-            "adv_account_sig, adv_account_sig_key, adv_device_sig) "
-            "VALUES ($1, 1234, $2, $2, $2, 1, $3, $2, $4, $3, $2, $3)",
-            device, key, sig, b"\x0a\x00")
+        await whatsmeow_rows.insert_device(conn, device)
     finally:
         await conn.close()
 

@@ -190,6 +190,13 @@ BEGIN
     IF mine IS NULL THEN
         RETURN NEW;  -- the owner or an administrator: trusted, binds nothing
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM salon_device_owners o WHERE o.jid = NEW.jid)
+       AND EXISTS (SELECT 1 FROM whatsmeow_device d WHERE d.jid = NEW.jid) THEN
+        -- stored by an administrator and bound to nobody: not up for grabs (an upsert
+        -- would otherwise bind it here and then update it)
+        RAISE EXCEPTION 'device % exists and belongs to no session', NEW.jid
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     INSERT INTO salon_device_owners (jid, company_id) VALUES (NEW.jid, mine)
     ON CONFLICT (jid) DO NOTHING;
     SELECT o.company_id INTO owner FROM salon_device_owners o WHERE o.jid = NEW.jid;
