@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import asyncpg
 import pytest
@@ -22,12 +21,7 @@ from salon_sessions.db.locks import (
     session_lock_key,
     try_session_lock,
 )
-from salon_sessions.db.migrator import (
-    MigrationError,
-    may_migrate,
-    migrate_database,
-    migrate_or_check,
-)
+from salon_sessions.db.migrator import MigrationError, may_migrate, migrate_or_check
 from salon_sessions.db.tenancy import (
     CONNECTION_LIMIT,
     TenancyError,
@@ -37,6 +31,7 @@ from salon_sessions.db.tenancy import (
     scram_verifier,
 )
 from tests.helpers import dsn_as
+from tests.tenants import Tenants, session_roles
 from tests.whatsmeow_rows import DEVICE, PER_DEVICE, device_column, insert_device
 
 A, B = "company_101", "company_202"
@@ -67,39 +62,11 @@ filter; docs/SECURITY.md says why."""
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Tenants:
-    admin_dsn: str
-    admin: asyncpg.Connection
-    roles: dict[str, str] = field(default_factory=dict)
-    passwords: dict[str, str] = field(default_factory=dict)
-    conns: list[asyncpg.Connection] = field(default_factory=list)
-
-    def dsn(self, company: str) -> str:
-        return dsn_as(self.admin_dsn, self.roles[company], self.passwords[company])
-
-    async def connect(self, company: str) -> asyncpg.Connection:
-        conn = await asyncpg.connect(self.dsn(company))
-        self.conns.append(conn)
-        return conn
-
-
 @pytest.fixture
 async def tenants(database: str) -> AsyncIterator[Tenants]:
     """A migrated database with the session roles of companies A and B."""
-    await migrate_database(database)
-    t = Tenants(database, await asyncpg.connect(database))
-    for company in (A, B):
-        t.passwords[company] = secrets.token_urlsafe(18)
-        t.roles[company] = await ensure_session_role(t.admin, company, t.passwords[company])
-    try:
+    async with session_roles(database, A, B) as t:
         yield t
-    finally:
-        for conn in t.conns:
-            await conn.close()
-        for company in (A, B):
-            await drop_session_role(t.admin, company)
-        await t.admin.close()
 
 
 async def refused(conn: asyncpg.Connection, sql: str, *args: object) -> str:
