@@ -1,10 +1,12 @@
-"""Small helpers for tests: wait for a condition with a bound, read kube objects."""
+"""Small helpers for tests: wait for a condition with a bound, read kube objects, a URL
+with another database user."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -29,6 +31,21 @@ def eventually(check: Callable[[], T | None], timeout: float = 60, what: str = "
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+async def wait_for(check: Callable[[], Awaitable[Any] | Any], timeout: float = 30,
+                   what: str = "condition") -> Any:
+    """The async `eventually`: poll until `check` (sync or async) is truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def get_json(stack: StackInfo, *args: str) -> dict[str, Any]:

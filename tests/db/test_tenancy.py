@@ -7,14 +7,17 @@ each test fails if the rule it checks is missing.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from salon_sessions.db.credentials import SessionInUse, delete_session_credentials
+from salon_sessions.db.credentials import (
+    DeletedCredentials,
+    SessionInUse,
+    delete_session_credentials,
+)
 from salon_sessions.db.locks import (
     release_session_lock,
     session_lock_held,
@@ -30,7 +33,7 @@ from salon_sessions.db.tenancy import (
     ensure_session_role,
     scram_verifier,
 )
-from tests.helpers import dsn_as
+from tests.helpers import dsn_as, wait_for
 from tests.tenants import Tenants, session_roles
 from tests.whatsmeow_rows import DEVICE, PER_DEVICE, device_column, insert_device
 
@@ -138,12 +141,8 @@ async def test_drop_ends_the_role_and_its_connections(tenants: Tenants) -> None:
     try:
         assert await backends(t.admin, t.roles[A]) == 1
         await drop_session_role(t.admin, A)
-        for _ in range(100):  # terminated backends exit a moment later
-            if not await backends(t.admin, t.roles[A]):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the dropped role's connection is still open")
+        await wait_for(lambda: _no_backends(t.admin, t.roles[A]),
+                       what="the dropped role's connection to end")
     finally:
         conn.terminate()
     assert not await t.admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", t.roles[A])
@@ -168,6 +167,10 @@ def test_the_password_reaches_postgresql_as_a_scram_verifier() -> None:
 async def backends(conn: asyncpg.Connection, role: str) -> int:
     return int(await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", role))
+
+
+async def _no_backends(conn: asyncpg.Connection, role: str) -> bool:
+    return not await backends(conn, role)
 
 
 async def memberships(conn: asyncpg.Connection, role: str) -> set[str]:
@@ -342,12 +345,8 @@ async def test_a_session_takes_proves_and_releases_only_its_own_lock(tenants: Te
     assert not await session_lock_held(a, A)
     assert await try_session_lock(a, A)
     await a.close()  # the connection ends: PostgreSQL releases the lock
-    for _ in range(100):  # the backend exits a moment after the client leaves
-        if await t.admin.fetchval("SELECT pg_try_advisory_lock($1)", key_a):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the lock outlived its connection")
+    await wait_for(lambda: t.admin.fetchval("SELECT pg_try_advisory_lock($1)", key_a),
+                   what="the lock to go with its connection")
     await t.admin.execute("SELECT pg_advisory_unlock($1)", key_a)
 
 
@@ -377,3 +376,38 @@ async def test_only_the_schemas_owner_migrates(tenants: Tenants) -> None:
     await t.admin.execute("DELETE FROM salon_schema_migrations WHERE version = 5")
     with pytest.raises(MigrationError, match="pending"):
         await migrate_or_check(t.dsn(A))
+
+
+async def test_an_owner_that_is_not_a_superuser_gets_the_same_rows_model(database: str) -> None:
+    """As on a managed PostgreSQL: the schema's owner has CREATEROLE but is no superuser.
+    Rows and devices are isolated all the same; only the advisory-lock functions stay open
+    to PUBLIC (a superuser must revoke them), and `advisory_locks_restricted` says so."""
+    owner, password = f"owner_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    superuser = await asyncpg.connect(database)
+    try:
+        await superuser.execute(f"CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD '{password}'")
+        await superuser.execute(f"ALTER DATABASE {database.rpartition('/')[2]} OWNER TO {owner}")
+    finally:
+        await superuser.close()
+    async with session_roles(dsn_as(database, owner, password), A, B) as t:
+        assert not await t.admin.fetchval("SELECT rolsuper FROM pg_roles "
+                                          "WHERE rolname = current_user")
+        assert not await advisory_locks_restricted(t.admin)
+        a, b = await t.connect(A), await t.connect(B)
+        await insert_device(a, JID_A, rows=True)
+        assert "another company" in await refused(b, DEVICE, JID_A)
+        assert not await b.fetch("SELECT 1 FROM whatsmeow_sessions")
+        assert await try_session_lock(a, A)
+        await refused(b, "SELECT salon_session_lock_try($1)", session_lock_key(A))
+        with pytest.raises(SessionInUse):
+            await delete_session_credentials(t.admin, A)
+        await a.close()
+        report = await wait_for(lambda: _deleted(t.admin, A), what="the lock to go")
+        assert report.whatsmeow_devices == 1
+
+
+async def _deleted(admin: asyncpg.Connection, company: str) -> DeletedCredentials | None:
+    try:
+        return await delete_session_credentials(admin, company)
+    except SessionInUse:
+        return None

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from salon_sessions.worker.neonize_go import (
 )
 from salon_sessions.worker.neonize_store import go_store_dsn
 from tests import whatsmeow_rows
+from tests.helpers import wait_for
 
 NZ = load_neonize()
 # neonize's own event classes, as `neonize.aioze.events` exposes them
@@ -88,21 +89,6 @@ def text_message(sender: Any, text: str = "hello", *, alt: Any = None,
     body = (NZ.e2e.Message(extendedTextMessage=NZ.e2e.ExtendedTextMessage(text=text))
             if extended else NZ.e2e.Message(conversation=text))
     return MessageEv(Info=info, Message=body)
-
-
-async def wait_for(check: Callable[[], Awaitable[Any] | Any], timeout: float = 30,
-                   what: str = "condition") -> Any:
-    """Poll until `check` is truthy (the bound only keeps a broken test from hanging)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def attempt_threads() -> list[threading.Thread]:

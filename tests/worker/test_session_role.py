@@ -17,11 +17,12 @@ from salon_sessions.db.migrator import migrate_database
 from salon_sessions.worker.driver import Disconnected, DriverEvent
 from salon_sessions.worker.neonize_driver import NeonizeDriver
 from tests.conftest import fresh_database
+from tests.helpers import wait_for
 from tests.tenants import session_roles
 from tests.whatsmeow_rows import insert_device
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import new_company, observing
-from tests.worker.test_neonize_driver import ensure_store, wait_for
+from tests.worker.test_neonize_driver import ensure_store
 
 pytestmark = pytest.mark.slow
 JID = "79686484488:21@s.whatsapp.net"

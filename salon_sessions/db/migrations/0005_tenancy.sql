@@ -106,6 +106,11 @@ BEGIN
         EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', grp);
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', grp);
+    BEGIN  -- PostgreSQL 15's default; databases created by older releases still allow it
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'CREATE on schema public not revoked from PUBLIC: not its owner';
+    END;
     BEGIN  -- needed only where CONNECT was revoked from PUBLIC; needs the database's owner
         EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), grp);
     EXCEPTION WHEN insufficient_privilege THEN
