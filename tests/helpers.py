@@ -1,14 +1,17 @@
-"""Small helpers for tests: wait for a condition with a bound, read kube objects."""
+"""Small helpers for tests: wait for a condition with a bound, read kube objects, a URL
+with another database user."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 
@@ -34,6 +37,21 @@ def eventually(check: Callable[[], T | None], timeout: float = 60, what: str = "
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+async def wait_for(check: Callable[[], Awaitable[Any] | Any], timeout: float = 30,
+                   what: str = "condition") -> Any:
+    """The async `eventually`: poll until `check` (sync or async) is truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def get_json(stack: StackInfo, *args: str) -> dict[str, Any]:
@@ -80,3 +98,8 @@ def session_redis_user(admin_url: str, company: str,
         _LIVE_USERS.pop(user, None)
         admin.execute_command("ACL", "DELUSER", user)
         admin.close()
+def dsn_as(dsn: str, user: str, password: str) -> str:
+    """`dsn` with another user and password (a session role's URL)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user)}:{quote(password, safe='')}@{host}"))

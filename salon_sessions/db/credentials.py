@@ -3,11 +3,12 @@
 In one transaction:
 
 - the whatsmeow store: the `whatsmeow_device` rows of every device JID the session ever
-  linked (its `salon_sessions.device_jid`, its `linked` history rows, the simulator's
-  device). The other whatsmeow tables reference `whatsmeow_device(jid)` with
-  `ON DELETE CASCADE` (identity keys, pre-keys, sessions, sender keys, app state, contacts,
-  chat settings, message secrets, NCT salt, event and retry buffers); the ones that do not
-  (`whatsmeow_privacy_tokens`) are cleared explicitly by their `our_jid` column.
+  linked (its `salon_sessions.device_jid`, its `linked` history rows, the devices bound to
+  the company in `salon_device_owners`, the simulator's device). The other whatsmeow
+  tables reference `whatsmeow_device(jid)` with `ON DELETE CASCADE` (identity keys,
+  pre-keys, sessions, sender keys, app state, contacts, chat settings, message secrets, NCT
+  salt, event and retry buffers); the ones that do not (`whatsmeow_privacy_tokens`) are
+  cleared explicitly by their `our_jid` column.
   `whatsmeow_lid_map` is a global LID -> phone directory, not a device's data: kept.
 - the simulator's store (`simulator_device`, `simulator_lid_map`);
 - the project's rows: `salon_sessions` and `salon_post_connect_hooks` of the company are
@@ -76,6 +77,9 @@ async def delete_session_credentials(conn: asyncpg.Connection, company_id: str, 
             jids.update(str(r["device_jid"]) for r in await conn.fetch(
                 "SELECT DISTINCT device_jid FROM salon_link_history WHERE company_id = $1 "
                 "AND device_jid IS NOT NULL", company))
+        if await _exists(conn, "salon_device_owners"):
+            jids.update(str(r["jid"]) for r in await conn.fetch(
+                "SELECT jid FROM salon_device_owners WHERE company_id = $1", company))
         if await _exists(conn, "simulator_device"):
             jids.update(str(r["jid"]) for r in await conn.fetch(
                 "SELECT jid FROM simulator_device WHERE company_id = $1", company))

@@ -8,6 +8,10 @@
   database migrated by a newer release stops the run instead of guessing.
 - Statements that cannot run in a transaction (`CREATE INDEX CONCURRENTLY`) are not
   supported.
+- Migrations are applied by the role that owns the schema (the administrator's URL: the
+  Helm hook, `salon-sessions migrate up`, a worker started with that URL). A session's own
+  role runs no DDL (`0005_tenancy.sql`): `migrate_or_check` only verifies with it that
+  nothing is pending.
 """
 
 from __future__ import annotations
@@ -157,6 +161,32 @@ async def _apply(conn: asyncpg.Connection, migration: Migration, lock_timeout_s:
         raise MigrationError(f"migration {migration.label} failed and was rolled back: "
                              f"{type(exc).__name__}: {exc}") from exc
     log.info("applied migration %s", migration.label)
+
+
+async def may_migrate(conn: asyncpg.Connection) -> bool:
+    """Whether this connection's role applies migrations: it owns (or is a member of the
+    owner of) the version table, or there is none yet."""
+    return bool(await conn.fetchval(
+        "SELECT coalesce((SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class "
+        "WHERE oid = to_regclass($1)), true)", VERSION_TABLE))
+
+
+async def migrate_or_check(dsn: str) -> MigrationReport:
+    """Migrate when this role may (`may_migrate`); otherwise refuse to go on while any
+    migration is pending (a session role: the administrator migrates first)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await may_migrate(conn):
+            return await migrate(conn)
+        todo = await pending(conn)
+        if todo:
+            raise MigrationError(
+                f"migrations {[m.label for m in todo]} are pending and this database role "
+                "does not own the schema; run `salon-sessions migrate up` with the "
+                "administrator's URL")
+        return MigrationReport(already=[m.label for m in load_migrations()])
+    finally:
+        await conn.close()
 
 
 async def migrate_database(dsn: str) -> MigrationReport:

@@ -1,12 +1,13 @@
 """One live connection per session: a PostgreSQL advisory lock on a dedicated connection.
 
 Two workers with the same credentials make WhatsApp replace streams back and forth, so a
-worker connects to WhatsApp only while it holds `session_lock_key(company_id)`. The lock
+worker connects to WhatsApp only while it holds `session_lock_key(company_id)`, taken and
+released through `db.locks` (the calls a session's own database role is allowed). The lock
 lives as long as its database session: when the holder dies (kill -9) or its connection is
 cut, PostgreSQL releases it and a standby takes over.
 
 The holder *proves* every `check_s` that PostgreSQL grants the lock to its own backend
-(`db.locks.holds_lock`, a `pg_locks` query), and records the time in `proved_at`. Any
+(`db.locks.session_lock_held`, a `pg_locks` query), and records the time in `proved_at`. Any
 failure of a proof - an error of any type, a timeout, a `false` - loses the lock (`lost` is
 set, `lost_at` recorded), and so does the connection's termination callback. Neither path
 is trusted alone: `worker.fence` judges the age of `proved_at`, whoever failed to update it.
@@ -38,7 +39,6 @@ class SessionLock:
                  check_s: float = 1.0) -> None:
         self._dsn = dsn
         self._company = company_id
-        self._key = locks.session_lock_key(company_id)
         self._retry_s = retry_s
         self._check_s = check_s
         self._conn: asyncpg.Connection | None = None
@@ -78,7 +78,7 @@ class SessionLock:
                 continue
             try:
                 async with asyncio.timeout(max(self._check_s * 2, 5)):
-                    got = await locks.try_lock(conn, self._key)
+                    got = await locks.try_session_lock(conn, self._company)
             except Exception:  # not taken
                 got = False
             if got:
@@ -120,7 +120,7 @@ class SessionLock:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
                     # cancellation of this task
                     async with asyncio.timeout(self._check_s * 2):
-                        granted = await locks.holds_lock(conn, self._key)
+                        granted = await locks.session_lock_held(conn, self._company)
                 except Exception as exc:  # any failure is a failed proof
                     why = f"the lock proof failed ({type(exc).__name__}: {exc})"[:300]
                     break
@@ -146,7 +146,7 @@ class SessionLock:
             if conn is not None and not conn.is_closed():
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(2):
-                        await locks.unlock(conn, self._key)
+                        await locks.release_session_lock(conn, self._company)
                 await _close(conn)
             self.proved_at = None
         finally:

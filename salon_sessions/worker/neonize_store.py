@@ -1,9 +1,11 @@
 """The neonize driver's view of the session store (whatsmeow's tables in PostgreSQL).
 
-whatsmeow (through neonize's Go core and `lib/pq`) creates and migrates its own
-`whatsmeow_*` tables in the project's database; this module only reads them, plus three
+whatsmeow (through neonize's Go core and `lib/pq`) keeps its `whatsmeow_*` tables in the
+project's database; the project's migrations create them at the version neonize ships
+(`0004_whatsmeow_store.sql`), so that whatsmeow runs no DDL with a session's own role, which
+sees only its company's devices (`0005_tenancy.sql`). This module only reads them, plus two
 maintenance writes: deleting a logged-out device's credentials and terminating the
-database connections of finished Go clients.
+database connections of finished Go clients (same role: allowed).
 
 - `go_store_dsn`: the DSN handed to neonize. neonize picks PostgreSQL when the database
   name starts with `postgres` (`postgres://` or `postgresql://` URLs); `lib/pq` defaults

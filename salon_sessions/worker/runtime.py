@@ -47,7 +47,7 @@ from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.resource import DriverName
 from salon_sessions.core.settings import WorkerSettings
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
-from salon_sessions.db.migrator import migrate_database
+from salon_sessions.db.migrator import migrate_or_check
 from salon_sessions.worker import control, fence
 from salon_sessions.worker.bridge import MessageBridge
 from salon_sessions.worker.driver import (
@@ -130,7 +130,7 @@ class Worker:
         dsn = self.settings.database_url.get_secret_value()
         watchdog = asyncio.create_task(self._fence_watchdog(), name="fence-watchdog")
         try:
-            await migrate_database(dsn)
+            await migrate_or_check(dsn)
             self.redis = connect_redis(self.settings.redis_url)
             self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         except BaseException:

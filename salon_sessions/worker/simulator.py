@@ -13,7 +13,8 @@ like a phone, through actions on the Redis channel `whatsapp:simulator:<company_
     {"action": "map_lid", "lid": "<lid user>", "phone": "79686484488"}
 
 Like whatsmeow, it keeps its device in its own tables (`simulator_device`,
-`simulator_lid_map`), so a linked session resumes after a restart without a new link.
+`simulator_lid_map`, created by the migrations: a session's database role runs no DDL), so
+a linked session resumes after a restart without a new link.
 QR codes rotate every `qr_period_s` (first one valid `first_qr_s`); after `qr_rounds` codes
 without a scan the "server" closes the socket and the driver reconnects for new codes, as
 whatsmeow does. A pairing code stays valid for `code_ttl_s` whatever the QR codes do.
@@ -59,22 +60,6 @@ log = logging.getLogger(__name__)
 CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # WhatsApp's: no 0, O, I, U
 MAX_ACTION_BYTES = 16 * 1024
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS simulator_device (
-    company_id text PRIMARY KEY,
-    jid        text NOT NULL,
-    phone      text NOT NULL,
-    push_name  text,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS simulator_lid_map (
-    company_id text NOT NULL,
-    lid        text NOT NULL,
-    phone      text NOT NULL,
-    PRIMARY KEY (company_id, lid)
-);
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class SimulatorTiming:
@@ -105,23 +90,14 @@ class SimulatorDriver(Driver):
         self._connected = False
         self._closed = False
         self._resolver = _SimulatorLids(pool, company_id)
-        self._schema_ready = False
 
     # ---- Driver -------------------------------------------------------------------
-    async def _ensure_schema(self) -> None:
-        if not self._schema_ready:
-            async with self._pool.acquire() as conn:
-                await conn.execute(SCHEMA)
-            self._schema_ready = True
-
     async def start(self, sink: DriverSink) -> None:
         self._sink = sink
-        await self._ensure_schema()
         self._tasks.append(asyncio.create_task(self._phone_actions(), name="sim-phone"))
         self._connect_soon(self._timing.connect_s)
 
     async def stored_device(self) -> str | None:
-        await self._ensure_schema()
         row = await self._pool.fetchrow(
             "SELECT jid FROM simulator_device WHERE company_id = $1", self._company)
         return None if row is None else str(row["jid"])

@@ -8,21 +8,8 @@ import pytest
 from salon_sessions.db.credentials import SessionInUse, delete_session_credentials
 from salon_sessions.db.locks import session_lock_key
 from salon_sessions.db.migrator import migrate_database
-from salon_sessions.worker.simulator import SCHEMA as SIMULATOR_SCHEMA
+from tests.whatsmeow_rows import PER_DEVICE, device_column, insert_device
 
-# The part of whatsmeow's schema (store/sqlstore/upgrades/00-latest-schema.sql) that matters
-# here: the device table, a table that cascades from it, the one keyed by our_jid without a
-# foreign key, and the global LID map.
-WHATSMEOW = """
-CREATE TABLE whatsmeow_device (jid TEXT PRIMARY KEY, push_name TEXT NOT NULL DEFAULT '');
-CREATE TABLE whatsmeow_identity_keys (
-    our_jid TEXT, their_id TEXT, identity bytea NOT NULL, PRIMARY KEY (our_jid, their_id),
-    FOREIGN KEY (our_jid) REFERENCES whatsmeow_device(jid) ON DELETE CASCADE ON UPDATE CASCADE);
-CREATE TABLE whatsmeow_privacy_tokens (
-    our_jid TEXT, their_jid TEXT, token bytea NOT NULL, timestamp BIGINT NOT NULL,
-    PRIMARY KEY (our_jid, their_jid));
-CREATE TABLE whatsmeow_lid_map (lid TEXT PRIMARY KEY, pn TEXT UNIQUE NOT NULL);
-"""
 MINE, OTHER = "company_111", "company_222"
 JID_MINE, JID_OLD, JID_OTHER = ("79686484488:3@s.whatsapp.net", "79686484488:2@s.whatsapp.net",
                                 "79991112233:4@s.whatsapp.net")
@@ -31,11 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 async def seed(conn: asyncpg.Connection) -> None:
-    await conn.execute(WHATSMEOW + SIMULATOR_SCHEMA)
-    for jid in (JID_MINE, JID_OLD, JID_OTHER):
-        await conn.execute("INSERT INTO whatsmeow_device (jid) VALUES ($1)", jid)
-        await conn.execute("INSERT INTO whatsmeow_identity_keys VALUES ($1, 'x', 'k')", jid)
-        await conn.execute("INSERT INTO whatsmeow_privacy_tokens VALUES ($1, 'x', 't', 1)", jid)
+    for jid in (JID_MINE, JID_OLD, JID_OTHER):  # the migrations made whatsmeow's tables
+        await insert_device(conn, jid, rows=True)
     await conn.execute("INSERT INTO whatsmeow_lid_map VALUES ('123', '79686484488')")
     for company, jid, phone in ((MINE, JID_MINE, "79686484488"),
                                 (OTHER, JID_OTHER, "79991112233")):
@@ -66,8 +50,8 @@ async def test_deletes_every_device_of_the_session_and_nothing_else(database: st
         assert (report.whatsmeow_devices, report.simulator_devices, report.project_rows) == (
             2, 1, 1)
         assert await jids(conn, "whatsmeow_device", "jid") == {JID_OTHER}
-        assert await jids(conn, "whatsmeow_identity_keys") == {JID_OTHER}
-        assert await jids(conn, "whatsmeow_privacy_tokens") == {JID_OTHER}
+        for table in PER_DEVICE:
+            assert await jids(conn, table, device_column(table)) == {JID_OTHER}, table
         assert await conn.fetchval("SELECT count(*) FROM whatsmeow_lid_map") == 1
         assert await jids(conn, "simulator_device", "company_id") == {OTHER}
         assert await jids(conn, "salon_sessions", "company_id") == {OTHER}

@@ -11,7 +11,6 @@ import pytest
 
 from devstack.procs import free_port
 from salon_sessions.db.migrator import migrate_database
-from salon_sessions.worker.simulator import SCHEMA as SIMULATOR_SCHEMA
 from tests.helpers import eventually
 from tests.operator.conftest import OperatorEnv
 from tests.operator.helpers import (
@@ -33,7 +32,6 @@ def seed_credentials(dsn: str, company: str, namespace: str) -> None:
         await migrate_database(dsn)
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute(SIMULATOR_SCHEMA)
             jid = f"{PHONE}:7@s.whatsapp.net"
             await conn.execute("INSERT INTO simulator_device (company_id, jid, phone) "
                                "VALUES ($1, $2, $3)", company, jid, PHONE)

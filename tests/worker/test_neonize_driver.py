@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,8 @@ from salon_sessions.worker.neonize_go import (
     load_neonize,
 )
 from salon_sessions.worker.neonize_store import go_store_dsn
+from tests import whatsmeow_rows
+from tests.helpers import wait_for
 
 NZ = load_neonize()
 # neonize's own event classes, as `neonize.aioze.events` exposes them
@@ -88,21 +89,6 @@ def text_message(sender: Any, text: str = "hello", *, alt: Any = None,
     body = (NZ.e2e.Message(extendedTextMessage=NZ.e2e.ExtendedTextMessage(text=text))
             if extended else NZ.e2e.Message(conversation=text))
     return MessageEv(Info=info, Message=body)
-
-
-async def wait_for(check: Callable[[], Awaitable[Any] | Any], timeout: float = 30,
-                   what: str = "condition") -> Any:
-    """Poll until `check` is truthy (the bound only keeps a broken test from hanging)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def attempt_threads() -> list[threading.Thread]:
@@ -147,16 +133,10 @@ async def ensure_store(dsn: str) -> None:
 
 
 async def insert_device(dsn: str, device: str = DEVICE) -> None:
-    """A registered device, as whatsmeow stores one (random keys of the right sizes)."""
+    """A registered device, as whatsmeow stores one."""
     conn = await asyncpg.connect(dsn)
     try:
-        key, sig = os.urandom(32), os.urandom(64)
-        await conn.execute(
-            "INSERT INTO whatsmeow_device (jid, registration_id, noise_key, identity_key, "
-            "signed_pre_key, signed_pre_key_id, signed_pre_key_sig, adv_key, adv_details, "
-            "adv_account_sig, adv_account_sig_key, adv_device_sig) "
-            "VALUES ($1, 1234, $2, $2, $2, 1, $3, $2, $4, $3, $2, $3)",
-            device, key, sig, b"\x0a\x00")
+        await whatsmeow_rows.insert_device(conn, device)
     finally:
         await conn.close()
 
