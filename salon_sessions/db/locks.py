@@ -59,6 +59,12 @@ async def release_session_lock(conn: asyncpg.Connection, company_id: str) -> boo
                                     session_lock_key(company_id)))
 
 
+async def try_xact_lock(conn: asyncpg.Connection, key: int) -> bool:
+    """Take the lock until the end of the current transaction, without waiting (the
+    administrator's calls: credential deletion)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
+
+
 def key_halves(key: int) -> tuple[int, int]:
     """`(classid, objid)` of a bigint advisory lock in `pg_locks`."""
     unsigned = key & 0xFFFF_FFFF_FFFF_FFFF

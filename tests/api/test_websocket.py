@@ -214,9 +214,9 @@ async def test_events_and_state_beyond_the_horizon_never_reach_a_page(
         async with _open(api, company, api.token(company)) as ws:
             assert json.loads(await ws.recv())["kind"] == "snapshot"
             later = source.event(ConnectedData(), ts=datetime.now(UTC) + timedelta(seconds=200))
-            await redis.publish(EVENTS_CHANNEL, encode(later))
+            await redis.publish(events_channel(company), encode(later))
             marker = source.event(QrData(code="after-the-forged-one", timeout_s=20))
-            await redis.publish(EVENTS_CHANNEL, encode(marker))
+            await redis.publish(events_channel(company), encode(marker))
             got = await _next(ws, lambda m: m["kind"] == "event")
             assert got["event"]["type"] == "qr"  # the connected one was dropped, not sent
         assert await _metric(api, future) == dropped + 1
