@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from devstack.procs import StartError, free_port, http_ok, spawn, stop_all, wait_until
+from salon_sessions.core.urls import with_credentials
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_NAME = "salon-dev-node"
@@ -183,7 +184,7 @@ def start_redis(state_dir: Path, info: StackInfo) -> None:
                state_dir / "logs" / "redis.log")
     info.redis_url = f"redis://:{password}@127.0.0.1:{port}/0"
     info.redis_operator_url, info.redis_api_url, info.redis_admin_url = (
-        redis_acl.user_url(info.redis_url, u, passwords[u]) for u in users)
+        with_credentials(info.redis_url, u, passwords[u]) for u in users)
 
 
 def _redis_ping(port: int, password: str) -> bool:

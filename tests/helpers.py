@@ -17,6 +17,7 @@ import redis
 
 from devstack.stack import StackInfo
 from salon_sessions.core import redis_acl
+from salon_sessions.core.urls import with_credentials
 
 T = TypeVar("T")
 
@@ -93,7 +94,7 @@ def session_redis_user(admin_url: str, company: str,
     ensure()
     _LIVE_USERS[user] = ensure
     try:
-        yield SessionRedisUser(redis_acl.user_url(admin_url, user, password), ensure)
+        yield SessionRedisUser(with_credentials(admin_url, user, password), ensure)
     finally:
         _LIVE_USERS.pop(user, None)
         admin.execute_command("ACL", "DELUSER", user)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from typing import Final
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 
@@ -162,15 +161,3 @@ async def users(admin: Redis, prefix: str = SESSION_USER_PREFIX) -> set[str]:
     names = await admin.acl_users()
     decoded = (n.decode() if isinstance(n, bytes) else str(n) for n in names)
     return {n for n in decoded if n.startswith(prefix)}
-
-
-def user_url(base_url: str, user: str, password: str) -> str:
-    """`base_url` (scheme, host, port, database, options) with `user`'s credentials."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

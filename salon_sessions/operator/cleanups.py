@@ -47,6 +47,7 @@ from salon_sessions.db.credentials import (
     SessionInUse,
     delete_session_credentials,
 )
+from salon_sessions.db.tenancy import TenancyError, drop_session_role
 from salon_sessions.operator.kube import Kube, KubeError
 from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.recorder import EventRecorder
@@ -54,17 +55,21 @@ from salon_sessions.operator.registry import session_ref
 
 log = logging.getLogger(__name__)
 CLEANUP_ERRORS: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                         SessionInUse)
+                         SessionInUse, TenancyError)
 """What a credential deletion may fail with while the database is away or in use."""
 CONFLICT_RETRIES: Final = 5
 
 
 async def delete_credentials(dsn: str, company: str, reason: str) -> DeletedCredentials:
-    """One attempt: connect, delete the company's credentials in one transaction."""
+    """One attempt: connect, delete the company's credentials in one transaction, then its
+    session role (`db.tenancy`; dropped here too so that a role left behind while the
+    database was down goes with the pending cleanup)."""
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
-        return await delete_session_credentials(conn, company, actor="operator",
-                                                reason=reason)
+        report = await delete_session_credentials(conn, company, actor="operator",
+                                                  reason=reason)
+        await drop_session_role(conn, company)
+        return report
     finally:
         await conn.close()
 

@@ -9,8 +9,9 @@ does not get the shared credentials: before its StatefulSet is applied, the oper
    has no get/list/watch on Secrets); a recreated SalonSession (new uid) gets new ones;
 2. creates (or redefines) the Redis user `salon-session.<namespace>.<name>` with the rules
    of `core.redis_acl.session_rules` through the admin connection;
-3. gets the worker's database URL from its `DatabaseCredentials` (today: the shared URL,
-   `SharedDatabase`; a per-session PostgreSQL role plugs in here);
+3. creates (or updates) the company's own PostgreSQL role through `DatabaseCredentials`
+   (`SessionDatabase`: `db.tenancy`, row-level security and its own lock only) and puts
+   its URL in the Secret;
 4. applies the Secret `<name>-credentials` (keys `redis-url`, `database-url`), owned by
    the SalonSession (ownerReferences: the garbage collector removes it with it), which the
    pod's env references (`statefulset.worker_env`).
@@ -31,6 +32,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -38,6 +40,8 @@ from salon_sessions.core import redis_acl
 from salon_sessions.core.resource import API_VERSION, KIND
 from salon_sessions.core.settings import OperatorSettings, SecretUrl
 from salon_sessions.core.subscriber import Gap
+from salon_sessions.core.urls import with_credentials
+from salon_sessions.db.tenancy import TenancyError, drop_session_role, ensure_session_role
 from salon_sessions.operator.kube import Kube, KubeError
 from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.registry import Registry, Session
@@ -61,10 +65,7 @@ class DatabaseCredentials(Protocol):
     """Where a session's worker gets its database URL. `ensure` is called on every
     reconcile with the session's derived password and returns the URL to write in its
     Secret; `drop` when the session is deleted. Both raise `CredentialsError` on failure
-    (`ensure` is retried, `drop` logged). A per-session PostgreSQL role plugs in
-    here: `ensure` runs `db.tenancy.ensure_session_role(conn, company, password)` on an
-    admin connection and returns the shared URL with that role and password, `drop` runs
-    `drop_session_role(conn, company)`."""
+    (`ensure` is retried, `drop` logged)."""
 
     async def ensure(self, company_id: str, password: str) -> str: ...
 
@@ -72,16 +73,41 @@ class DatabaseCredentials(Protocol):
 
 
 @dataclass(frozen=True)
-class SharedDatabase:
-    """Every worker gets the same database URL (the operator's): no database isolation."""
+class SessionDatabase:
+    """Every session's worker logs in as its company's own PostgreSQL role
+    (`db.tenancy`: row-level security, device binding, its own lock only), created with
+    the operator's administrator connection."""
 
     url: SecretUrl
 
+    async def _admin(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.url.get_secret_value(), timeout=10,
+                                     server_settings={"application_name": "salon-operator"})
+
     async def ensure(self, company_id: str, password: str) -> str:
-        return self.url.get_secret_value()
+        try:
+            conn = await self._admin()
+            try:
+                role = await ensure_session_role(conn, company_id, password)
+            finally:
+                await conn.close()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                TenancyError) as exc:
+            raise CredentialsError(f"the database role of {company_id}: "
+                                   f"{type(exc).__name__}: {exc}") from None
+        return with_credentials(self.url.get_secret_value(), role, password)
 
     async def drop(self, company_id: str) -> None:
-        return None
+        try:
+            conn = await self._admin()
+            try:
+                await drop_session_role(conn, company_id)
+            finally:
+                await conn.close()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                TenancyError) as exc:
+            raise CredentialsError(f"dropping the database role of {company_id}: "
+                                   f"{type(exc).__name__}: {exc}") from None
 
 
 def derive_password(key: bytes, purpose: str, session: Session) -> str:
@@ -118,7 +144,7 @@ class SessionCredentials:
         self._admin = admin
         self._registry = registry
         self._metrics = metrics
-        self._database = database or SharedDatabase(settings.database_url)
+        self._database = database or SessionDatabase(settings.database_url)
         self._key = settings.credentials_key.get_secret_value().encode()
         self._wake = asyncio.Event()
 
@@ -137,7 +163,7 @@ class SessionCredentials:
             await self._ensure_user(session, redis_password)
             database_url = await self._database.ensure(
                 session.company, derive_password(self._key, "database", session))
-            redis_url = redis_acl.user_url(self._settings.redis_url.get_secret_value(),
+            redis_url = with_credentials(self._settings.redis_url.get_secret_value(),
                                            self.user(session), redis_password)
             await self._kube.apply_secret(secret_manifest(
                 session, {REDIS_URL_KEY: redis_url, DATABASE_URL_KEY: database_url}))

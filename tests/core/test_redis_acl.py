@@ -19,6 +19,7 @@ from salon_sessions import cli
 from salon_sessions.core import channels, redis_acl, redis_users_cli
 from salon_sessions.core.codec import Rejection, RejectReason, decode, encode
 from salon_sessions.core.events import ConnectedData, EventSource, PongData
+from salon_sessions.core.urls import with_credentials
 from tests.helpers import session_redis_user
 from tests.worker.harness import new_company
 
@@ -207,7 +208,7 @@ def test_redis_users_prints_commands_redis_accepts(redis_url: str,
             args[2] = f"{tag}-{args[2]}"
             assert root.execute_command(*args) in (b"OK", "OK")
         user, (var, _) = next(iter(redis_users_cli.USERS.items()))
-        url = redis_acl.user_url(redis_url, f"{tag}-{user}", passwords[var])
+        url = with_credentials(redis_url, f"{tag}-{user}", passwords[var])
         as_user = redis.Redis.from_url(url)
         assert as_user.ping()
         as_user.close()
