@@ -54,7 +54,7 @@ WORKER_COMMANDS: Final = (
     "xadd", "xgroup|create", "xreadgroup", "xautoclaim", "xack",
 )
 OPERATOR_COMMANDS: Final = (
-    *_CONNECTION, *_TRANSACTION, "psubscribe", "punsubscribe", "hgetall", "del",
+    *_CONNECTION, *_TRANSACTION, "psubscribe", "punsubscribe", "hgetall", "pttl", "del",
 )
 API_COMMANDS: Final = (
     *_CONNECTION, *_TRANSACTION, "subscribe", "unsubscribe", "psubscribe", "punsubscribe",

@@ -29,7 +29,6 @@ import base64
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import asyncpg
@@ -41,6 +40,7 @@ from salon_sessions.core.resource import API_VERSION, KIND
 from salon_sessions.core.settings import OperatorSettings, SecretUrl
 from salon_sessions.core.subscriber import Gap
 from salon_sessions.core.urls import with_credentials
+from salon_sessions.db.migrator import MigrationError, migrate
 from salon_sessions.db.tenancy import TenancyError, drop_session_role, ensure_session_role
 from salon_sessions.operator.kube import Kube, KubeError
 from salon_sessions.operator.metrics import OperatorMetrics
@@ -72,13 +72,14 @@ class DatabaseCredentials(Protocol):
     async def drop(self, company_id: str) -> None: ...
 
 
-@dataclass(frozen=True)
 class SessionDatabase:
     """Every session's worker logs in as its company's own PostgreSQL role
     (`db.tenancy`: row-level security, device binding, its own lock only), created with
     the operator's administrator connection."""
 
-    url: SecretUrl
+    def __init__(self, url: SecretUrl) -> None:
+        self.url = url
+        self._migrated = False
 
     async def _admin(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.url.get_secret_value(), timeout=10,
@@ -88,11 +89,17 @@ class SessionDatabase:
         try:
             conn = await self._admin()
             try:
+                if not self._migrated:
+                    # session roles cannot migrate (they own nothing): the operator applies
+                    # what the Helm hook may not have yet, once per process (idempotent,
+                    # under the migrations lock)
+                    await migrate(conn)
+                    self._migrated = True
                 role = await ensure_session_role(conn, company_id, password)
             finally:
                 await conn.close()
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                TenancyError) as exc:
+                TenancyError, MigrationError) as exc:
             raise CredentialsError(f"the database role of {company_id}: "
                                    f"{type(exc).__name__}: {exc}") from None
         return with_credentials(self.url.get_secret_value(), role, password)

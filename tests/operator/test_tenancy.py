@@ -1,15 +1,18 @@
 """Per-session credentials end to end: the operator creates a Redis user and a credentials
 Secret for a SalonSession, the pod runs with them (and with nothing else), Redis refuses
 that user anything of another company, a user Redis forgot is re-created, and deletion
-removes both."""
+removes them; the database URL in the Secret is the company's own PostgreSQL role
+(`db.tenancy`), dropped with the session."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 import redis
 from redis.exceptions import NoPermissionError
@@ -30,6 +33,18 @@ def secret(env: OperatorEnv, name: str) -> dict[str, Any] | None:
 
 def user_exists(root: redis.Redis, user: str) -> bool:
     return user in root.acl_users()
+
+
+def role_exists(env: OperatorEnv, role: str) -> bool:
+    async def check() -> bool:
+        conn = await asyncpg.connect(env.database)
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1",
+                                            role))
+        finally:
+            await conn.close()
+
+    return asyncio.run(check())
 
 
 def test_each_session_gets_its_own_confined_credentials(operator_env: OperatorEnv) -> None:
@@ -59,7 +74,12 @@ def test_each_session_gets_its_own_confined_credentials(operator_env: OperatorEn
         url = urlsplit(data["redis-url"])
         assert url.username == user
         assert url.port == urlsplit(env.redis_url).port
-        assert data["database-url"] == env.database  # shared until per-session roles
+        db_url, shared = urlsplit(data["database-url"]), urlsplit(env.database)
+        assert (db_url.hostname, db_url.port, db_url.path) == (
+            shared.hostname, shared.port, shared.path)
+        assert db_url.username is not None and db_url.username.endswith(f"_{company}")
+        assert db_url.username != shared.username and db_url.password
+        assert role_exists(env, db_url.username)
         assert url.password
         assert url.password not in json.dumps(env.statefulsets())
         assert user_exists(root, user)
@@ -96,10 +116,11 @@ def test_each_session_gets_its_own_confined_credentials(operator_env: OperatorEn
         env.wait_status(name, "disconnected", phase="Disconnected", connected=False)
         env.wait_status(name, "reconnected", phase="Connected", connected=True)
 
-        # ---- deletion removes the Secret and the user
+        # ---- deletion removes the Secret, the Redis user and the database role
         env.kubectl("delete", "salonsession", name, "--timeout=60s")
         assert secret(env, name) is None
         assert not user_exists(root, user)
+        assert not role_exists(env, db_url.username)
         assert op.metric("salon_operator_session_credentials_total", action="drop",
                          result="ok") >= 1
     finally:
