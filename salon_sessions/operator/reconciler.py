@@ -103,9 +103,12 @@ class Reconciler:
         try:
             await self._credentials.ensure(session)
             result = await self._kube.apply_statefulset(desired)
-            if drifted is not None:
+            if drifted is not None or not template_matches(
+                    desired["spec"]["template"], (result.get("spec") or {}).get("template")):
+                # an apply keeps what another manager added (even while we applied)
                 result = await self._kube.replace_pod_template(
-                    session.namespace, session.name, restored_template(desired, drifted))
+                    session.namespace, session.name, restored_template(desired, drifted
+                                                                       or result))
             session.statefulset_generation = generation(result)
         except CredentialsError as exc:
             self._metrics.reconcile_errors.labels("credentials", "error").inc()
@@ -129,7 +132,12 @@ class Reconciler:
         database was down): delete them before a new worker could resume that device."""
         if self._pending is None or not await self._pending.pending(session.company):
             return
-        if not await self._pending.finish(session.company):
+        try:
+            done = await self._pending.finish(session.company)
+        except KubeError as exc:  # the record could not be updated: try again
+            raise RetryLater(f"{session.name} waits: the pending cleanup of "
+                             f"{session.company} could not be updated ({exc})") from None
+        if not done:
             raise RetryLater(f"{session.name} waits: the credentials of a deleted "
                              f"SalonSession of {session.company} are still being deleted",
                              delay=self._settings.pending_cleanup_retry_s)
