@@ -3,7 +3,8 @@
 It registers a Ready Node, runs the containers of pods bound to it as local processes (the
 pod's command, args and env, with Secret and ConfigMap references resolved), reports the
 Pod's phase, conditions, container statuses and restart counts, restarts containers per the
-pod's restartPolicy, kills the process group when the pod is deleted (honouring the grace
+pod's restartPolicy, runs their liveness probes (httpGet, exec) and restarts a container
+that fails one, kills the process group when the pod is deleted (honouring the grace
 period), and serves `kubectl logs`. Limits are listed in docs/NODE_AGENT.md.
 
     python -m devstack.nodeagent --kubeconfig K --node-name N --state-dir D \
@@ -26,6 +27,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from devstack.kubeclient import JSON, KubeClient, KubeConfig, KubeError
@@ -69,6 +71,9 @@ class Container:
     proc: asyncio.subprocess.Process | None = None
     stopping: bool = False
     task: asyncio.Task[None] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
+    probe_failure: str = ""
 
     @property
     def name(self) -> str:
@@ -103,6 +108,7 @@ class Container:
         while not self.stopping:
             try:
                 argv, env, cwd = await self.pod.agent.resolve(self.pod, self.spec)
+                self.env, self.cwd = env, cwd
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.log_path, "ab") as out:
                     self.proc = await asyncio.create_subprocess_exec(
@@ -120,8 +126,11 @@ class Container:
             self.pod.agent.track(self.proc.pid)
             started = now()
             self.state = {"running": {"startedAt": started}}
+            self.probe_failure = ""
             await self.pod.report()
+            prober = asyncio.create_task(self._liveness(self.proc))
             code = await self.proc.wait()
+            prober.cancel()
             self.pod.agent.untrack(self.proc.pid)
             self.last_state = {}
             terminated = {
@@ -131,6 +140,8 @@ class Container:
             }
             if code < 0:
                 terminated["signal"] = -code
+            if self.probe_failure:
+                terminated["message"] = f"liveness probe failed: {self.probe_failure}"[:1024]
             self.state = {"terminated": terminated}
             if self.stopping:
                 break
@@ -146,6 +157,82 @@ class Container:
             await self._sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
+    # ---- liveness probes (as the kubelet runs them)
+    async def _liveness(self, proc: asyncio.subprocess.Process) -> None:
+        """Probe every periodSeconds after initialDelaySeconds; after failureThreshold
+        failures in a row kill the container (SIGTERM, the probe's or the pod's grace,
+        SIGKILL, which also ends a SIGSTOPped process); `run` then restarts it."""
+        probe: JSON | None = self.spec.get("livenessProbe")
+        if not probe:
+            return
+        await asyncio.sleep(float(probe.get("initialDelaySeconds", 0)))
+        failures = 0
+        while proc.returncode is None:
+            ok, detail = await self.probe_once(probe)
+            failures = 0 if ok else failures + 1
+            if failures >= int(probe.get("failureThreshold", 3)):
+                self.probe_failure = detail
+                log.warning("%s/%s container %s failed its liveness probe (%s); restarting",
+                            self.pod.namespace, self.pod.name, self.name, detail)
+                grace = float(probe.get("terminationGracePeriodSeconds")
+                              or self.pod.spec.get("terminationGracePeriodSeconds") or 30)
+                await self._kill(proc, grace)
+                return
+            await asyncio.sleep(float(probe.get("periodSeconds", 10)))
+
+    async def probe_once(self, probe: JSON) -> tuple[bool, str]:
+        """One probe: httpGet (2xx/3xx) or exec (exit 0), within timeoutSeconds."""
+        timeout = float(probe.get("timeoutSeconds", 1))
+        if "httpGet" in probe:
+            get = probe["httpGet"]
+            port = self._port(get["port"])
+            url = f"{get.get('scheme', 'HTTP').lower()}://{get.get('host') or '127.0.0.1'}:" \
+                  f"{port}{get.get('path', '/')}"
+            try:
+                async with aiohttp.ClientSession(
+                        timeout=aiohttp.ClientTimeout(total=timeout)) as http, \
+                        http.get(url, headers={h["name"]: h["value"] for h in
+                                               get.get("httpHeaders", [])}) as resp:
+                    return 200 <= resp.status < 400, f"HTTP probe {url}: {resp.status}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                return False, f"HTTP probe {url}: {type(exc).__name__}"
+        if "exec" in probe:
+            cmd = [str(a) for a in probe["exec"]["command"]]
+            try:
+                child = await asyncio.create_subprocess_exec(
+                    *cmd, env=self.env, cwd=self.cwd or None, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True)
+            except OSError as exc:
+                return False, f"exec probe {cmd[0]}: {exc}"
+            try:
+                async with asyncio.timeout(timeout):
+                    out, _ = await child.communicate()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                await child.wait()
+                return False, f"exec probe timed out after {timeout:.0f}s"
+            text = out.decode(errors="replace").strip()[:200]
+            return child.returncode == 0, f"exec probe exit {child.returncode}: {text}"
+        return True, "no supported probe handler (grpc/tcpSocket are not run)"
+
+    def _port(self, port: int | str) -> int:
+        if isinstance(port, int) or str(port).isdigit():
+            return int(port)
+        for p in self.spec.get("ports", []):
+            if p.get("name") == port:
+                return int(p["containerPort"])
+        raise ValueError(f"no container port named {port!r}")
+
+    async def _kill(self, proc: asyncio.subprocess.Process, grace: float) -> None:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), timeout=max(wait, 0.1))
+                return
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(seconds)
@@ -154,12 +241,7 @@ class Container:
         self.stopping = True
         proc = self.proc
         if proc is not None and proc.returncode is None:
-            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(proc.wait(), timeout=max(wait, 0.1))
-                    break
+            await self._kill(proc, grace)
         # the group may hold children that outlive the leader
         if proc is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -307,6 +389,11 @@ class NodeAgent:
         server = self.kube.config.server.removeprefix("https://")
         host, _, port = server.partition(":")
         env |= {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+        # the container's own /tmp (pods share this host): kept across restarts, like an
+        # emptyDir, so that an exec probe sees what the container wrote there
+        tmp = pod.dir / f"{spec['name']}.tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)
         for src in spec.get("envFrom", []):
             prefix = src.get("prefix", "")
             if "secretRef" in src:

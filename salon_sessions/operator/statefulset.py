@@ -34,6 +34,22 @@ def credentials_secret(name: str) -> str:
     return f"{name}-credentials"
 
 
+LIVENESS_PROBE: Final = {
+    # the worker's event loop writes its fence state to /tmp every second; the probe fails
+    # when the loop is stuck or the worker holds the session without a recent lock proof
+    # (salon_sessions/worker/fence.py). exec, not httpGet: it needs no fixed port (the dev
+    # node agent's pods share one host) and works with metrics disabled.
+    "exec": {"command": ["python", "-m", "salon_sessions.worker.fence"]},
+    "initialDelaySeconds": 10,
+    "periodSeconds": 5,
+    "timeoutSeconds": 5,
+    "failureThreshold": 3,
+    "terminationGracePeriodSeconds": 10,
+}
+"""No readinessProbe: a session pod serves no traffic (no Service routes to it), and
+whether it is the holder or a standby is reported through the status, not readiness."""
+
+
 def selector_labels(name: str) -> dict[str, str]:
     return {NAME_LABEL: APP, COMPONENT_LABEL: COMPONENT, INSTANCE_LABEL: name}
 
@@ -143,6 +159,7 @@ def _container(body: dict[str, Any], settings: OperatorSettings) -> dict[str, An
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "livenessProbe": LIVENESS_PROBE,
     }
     if settings.worker_metrics_port > 0:  # -1: a free port each (dev node agent)
         container["ports"] = [{"name": "metrics", "containerPort": settings.worker_metrics_port,

@@ -108,10 +108,13 @@ def state_file() -> Path:
     return Path(tempfile.gettempdir()) / STATE_FILE_NAME
 
 
-def write_state_file(state: FenceState, bounds: FenceBounds, path: Path) -> None:
+def write_state_file(state: FenceState, bounds: FenceBounds, path: Path,
+                     lock_backend_pid: int | None = None) -> None:
+    """Atomically (rename): the probe never reads half a file. The lock's backend pid lets
+    an operator (and the tests) match the worker with `pg_locks`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "state": asdict(state),
-                               "bounds": asdict(bounds)}))
+    tmp.write_text(json.dumps({"pid": os.getpid(), "lock_backend_pid": lock_backend_pid,
+                               "state": asdict(state), "bounds": asdict(bounds)}))
     tmp.replace(path)
 
 

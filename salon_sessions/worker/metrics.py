@@ -20,6 +20,10 @@ class WorkerMetrics:
         self.pings = Counter(
             "salon_worker_pings_answered", "Health pings answered with a pong",
             registry=registry)
+        self.pings_ignored = Counter(
+            "salon_worker_pings_ignored",
+            "Health pings left unanswered: this worker does not hold (or cannot prove) the "
+            "session's lock", registry=registry)
         self.rejected = Counter(
             "salon_worker_rejected", "Commands and messages rejected as bad input",
             ["source", "reason"], registry=registry)

@@ -406,7 +406,7 @@ class Worker:
                 self.stopping.set()
             try:
                 await asyncio.to_thread(fence.write_state_file, state, self.fence_bounds,
-                                        self.fence_file)
+                                        self.fence_file, self.lock.backend_pid)
             except OSError as exc:
                 log.warning("fence state file not written: %s", exc,
                             extra={"company_id": self.company})
@@ -437,8 +437,10 @@ class Worker:
                                   metrics=self.subscriber_metrics,
                                   on_gap=lambda gap: self._spawn(self._on_gap(gap)))
         async for message in sub.messages():
-            if not self.lock.held:
-                continue  # a standby (or a holder that cannot prove its lock) stays silent
+            if not self.lock.held:  # a standby (or a holder without a proof) stays silent
+                if message.channel == ping_channel:
+                    self.metrics.pings_ignored.inc()
+                continue
             if message.channel == ping_channel:
                 await self._on_ping(message.data)
             else:

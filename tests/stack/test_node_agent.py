@@ -176,3 +176,75 @@ def test_missing_secret_is_reported_then_resolved(stack: StackInfo, namespace: s
     stack.kubectl("create", "secret", "generic", "later", "-n", namespace,
                   "--from-literal=token=abcd")
     eventually(lambda: running(stack, namespace, "waits"), what="Running once the Secret exists")
+
+
+def test_liveness_probe_restarts_a_frozen_worker_which_resumes_its_session(
+        stack: StackInfo, namespace: str, database: str) -> None:
+    """A SIGSTOPped session worker keeps its lock (its socket stays open) until its liveness
+    probe (the session pod template's) fails; the node agent then kills it (SIGKILL ends a
+    stopped process) and restarts it, and the session is connected again with the device it
+    had: no new link."""
+    import asyncio
+    import json
+    import random
+
+    import asyncpg
+
+    from salon_sessions.core import channels
+    from salon_sessions.operator.statefulset import LIVENESS_PROBE
+    from salon_sessions.worker.simulator import SCHEMA
+
+    company = f"company_{random.randint(10**8, 10**9)}"
+
+    async def seed() -> None:  # an already linked device
+        conn = await asyncpg.connect(database)
+        try:
+            await conn.execute(SCHEMA)
+            await conn.execute("INSERT INTO simulator_device (company_id, jid, phone) VALUES "
+                               "($1, '79686484488:1@s.whatsapp.net', '79686484488')", company)
+        finally:
+            await conn.close()
+
+    asyncio.run(seed())
+    env = [{"name": k, "value": v} for k, v in {
+        "SALON_COMPANY_ID": company, "SALON_SESSION_NAME": company.replace("_", "-"),
+        "SALON_DRIVER": "simulator", "SALON_DATABASE_URL": database,
+        "SALON_REDIS_URL": stack.redis_url, "SALON_METRICS_PORT": "0",
+        "SALON_HEARTBEAT_TTL_S": "6"}.items()]
+    env.append({"name": "SALON_POD_NAME",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    manifest = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "worker"},
+        "spec": {"restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
+                 "automountServiceAccountToken": False,
+                 "containers": [{"name": "worker", "image": "local/salon-sessions",
+                                 "command": ["salon-sessions", "worker"], "env": env,
+                                 "livenessProbe": LIVENESS_PROBE}]},
+    }
+    stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    import redis
+
+    r = redis.Redis.from_url(stack.redis_url)
+    key = channels.session_state_key(company)
+    try:
+        eventually(lambda: r.hget(key, "connected") == b"true", 90, "connected")
+        p = eventually(lambda: running(stack, namespace, "worker"), what="pod Running")
+        pid = container_pid(p)
+        os.kill(pid, signal.SIGSTOP)  # frozen: lock held, nothing answers
+
+        p = eventually(lambda: running(stack, namespace, "worker", restarts=1), 180,
+                       "restarted by its liveness probe")
+        assert not pid_alive(pid)
+        last = p["status"]["containerStatuses"][0]["lastState"]["terminated"]
+        assert last["exitCode"] == 137
+        assert "liveness probe failed" in last["message"]
+        new_pid = container_pid(p)
+        assert new_pid != pid
+        # the new process took the lock over and resumed the linked device
+        eventually(lambda: r.hget(key, "connected") == b"true"
+                   and r.hget(key, "linked") == b"true", 90, "connected again")
+        logs = stack.kubectl("logs", "worker", "-n", namespace).stdout
+        assert "lock acquired" in logs
+    finally:
+        r.close()
+        stack.kubectl("delete", "pod", "worker", "-n", namespace, "--wait=false", check=False)
