@@ -165,7 +165,7 @@ def session_key_patterns(company_id: str | int) -> tuple[str, ...]:
     c = canonical_company_id(company_id)
     return (
         session_state_key(c), latest_qr_key(c), outbound_stream(c), sent_marker_key(c, "*"),
-        inbound_seen_key(c, "*"), simulator_sent_key(c),
+        inbound_seen_key(c, "*"), simulator_sent_key(c), standby_key(c, "*"),
     )
 
 

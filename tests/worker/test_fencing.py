@@ -21,9 +21,9 @@ from devstack.procs import free_port
 from devstack.stack import StackInfo
 from salon_sessions.core import channels
 from salon_sessions.db import locks
+from salon_sessions.db.migrator import migrate_database
 from salon_sessions.worker.fence import STATE_FILE_NAME
 from salon_sessions.worker.lock import SessionLock
-from salon_sessions.worker.simulator import SCHEMA
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import WorkerProc, observing
 
@@ -67,6 +67,7 @@ async def test_a_lock_whose_backend_is_terminated_is_lost_whatever_asyncpg_raise
     """pg_terminate_backend sends the same FATAL 57P01 as a fast shutdown. Through the proxy
     the next proof fails with asyncpg's InternalClientError, which the old keep-alive did not
     catch, and asyncpg's abort skips the termination listener: nothing noticed."""
+    await migrate_database(database)  # the lock functions (db.locks)
     async with eof_delaying_proxy(database, delay_s=4.0) as proxied:
         lock = SessionLock(proxied, company, check_s=0.5)
         await lock.acquire()
@@ -90,20 +91,21 @@ async def test_a_lock_whose_backend_is_terminated_is_lost_whatever_asyncpg_raise
 async def test_proof_reads_pg_locks_for_this_backend(database: str, company: str) -> None:
     """The proof is about the lock, not the connection: a connection that answers but has
     released its lock (or holds another key) proves nothing."""
-    key = locks.session_lock_key(company)
+    await migrate_database(database)  # the lock functions (db.locks)
     conn = await asyncpg.connect(database)
     try:
-        assert not await locks.holds_lock(conn, key)
-        assert await locks.try_lock(conn, key)
-        assert await locks.holds_lock(conn, key)
-        assert not await locks.holds_lock(conn, locks.session_lock_key("company_1"))
-        assert await locks.unlock(conn, key)
-        assert not await locks.holds_lock(conn, key)
-        for k in (-1, -(2**63), 2**63 - 1, 0, 2**32, -(2**32) - 1):  # the bigint split
-            assert await locks.try_lock(conn, k)
-            assert await locks.holds_lock(conn, k)
-            assert not await locks.holds_lock(conn, k ^ 1)
-            assert await locks.unlock(conn, k)
+        assert not await locks.session_lock_held(conn, company)
+        assert await locks.try_session_lock(conn, company)
+        assert await locks.session_lock_held(conn, company)
+        assert not await locks.session_lock_held(conn, "company_1")
+        assert await locks.release_session_lock(conn, company)
+        assert not await locks.session_lock_held(conn, company)
+        # the bigint split, through the administrator's any-key path of the same functions
+        for k in (-1, -(2**63), 2**63 - 1, 0, 2**32, -(2**32) - 1):
+            assert await conn.fetchval("SELECT salon_session_lock_try($1)", k)
+            assert await conn.fetchval("SELECT salon_session_lock_held($1)", k)
+            assert not await conn.fetchval("SELECT salon_session_lock_held($1)", k ^ 1)
+            assert await conn.fetchval("SELECT salon_session_lock_release($1)", k)
     finally:
         await conn.close()
 
@@ -175,9 +177,9 @@ async def holders(dsn: str, companies: list[str]) -> dict[str, list[int]]:
 async def test_postgres_restarts_leave_exactly_one_proven_holder_per_session(
         stack: StackInfo, database: str, redis_url: str, tmp_path: Path) -> None:
     companies = [f"company_{random.randint(10**8, 10**9)}" for _ in range(SESSIONS)]
+    await migrate_database(database)
     conn = await asyncpg.connect(database)
     try:  # every session already linked: the workers connect without a scan
-        await conn.execute(SCHEMA)
         for i, c in enumerate(companies):
             await conn.execute("INSERT INTO simulator_device (company_id, jid, phone) "
                                "VALUES ($1, $2, $3)", c, f"7968648{i:04d}:1@s.whatsapp.net",
@@ -242,7 +244,7 @@ async def test_postgres_restarts_leave_exactly_one_proven_holder_per_session(
         await one_pong_each()
         info = stack
         for n in range(RESTARTS):
-            await asyncio.to_thread(devstack_stack.stop_postgres_fast, info)
+            await asyncio.to_thread(devstack_stack.stop_postgres, info)
             await asyncio.sleep(random.uniform(1, 4))  # PostgreSQL is down for a while
             await asyncio.to_thread(devstack_stack.start_postgres_again, info)
             await until_settled(f"after restart {n + 1}")
