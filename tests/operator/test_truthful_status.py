@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from salon_sessions.core.channels import EVENTS_CHANNEL, session_state_key
+from salon_sessions.core.channels import events_channel, session_state_key
 from salon_sessions.core.events import ConnectedData, EventSource
 from tests.helpers import eventually
 from tests.operator.conftest import OperatorEnv
@@ -95,7 +95,7 @@ def test_forged_state_hashes_and_future_events_change_nothing(
             later = datetime.now(UTC) + timedelta(seconds=200)
             # a well-formed `connected` of a never-linked company, dated 200 s ahead
             future = EventSource(company, name).event(ConnectedData(), ts=later)
-            phone.redis.publish(EVENTS_CHANNEL, future.model_dump_json())
+            phone.redis.publish(events_channel(company), future.model_dump_json())
             eventually(lambda: op.metric("salon_operator_events_rejected_total",
                                          reason="future") >= 1, 30,
                        "the future-dated event refused")
