@@ -56,7 +56,8 @@ def test_session_rules_name_only_the_company_s_own_channels_and_keys() -> None:
     assert all("company_1" in r for r in rules if r[0] in "~%&")
     assert "-@all" in rules
     publish = rules[-1]
-    assert publish.startswith("(+publish ") and publish.endswith(")")
+    assert publish.startswith("(+publish ")
+    assert publish.endswith(")")
     assert "&whatsapp:events:company_1" in publish
     assert "&whatsapp:events:company_1" not in rules  # may publish there, not subscribe
     assert not any(c in " ".join(rules) for c in ("+keys", "+scan", "+@", "+eval", "+acl"))
