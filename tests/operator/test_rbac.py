@@ -8,6 +8,7 @@ import json
 import pytest
 
 from devstack.stack import StackInfo
+from tests.helpers import eventually
 from tests.operator.conftest import REPO, SA, rbac_documents
 
 pytestmark = pytest.mark.slow
@@ -71,3 +72,41 @@ def test_operator_service_account_has_only_the_verbs_it_uses(stack: StackInfo,
     # the namespaced binding grants nothing outside its namespace
     assert not can_i(stack, namespace, "patch", "salonsessions.wa.salonsessions.io:status",
                      other_namespace="default")
+
+
+def test_the_operator_may_write_only_its_sessions_credentials_secrets(
+        stack: StackInfo, namespace: str) -> None:
+    """RBAC cannot restrict create by name (nor any verb by a label): deploy/rbac's admission
+    policy does, for the operator's ServiceAccount."""
+    stack.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": rbac_documents(namespace)}))
+    as_operator = (f"--as=system:serviceaccount:{namespace}:{SA}", "-n", namespace)
+    stack.kubectl("create", "secret", "generic", "salon-sessions-api", "-n", namespace,
+                  "--from-literal=admin-token=not-the-operator-s")
+
+    def refused(*args: str, input: str | None = None) -> bool:
+        out = stack.kubectl(*args, *as_operator, check=False, input=input)
+        return out.returncode != 0 and "may only" in out.stderr
+
+    eventually(lambda: refused("create", "secret", "generic", "other", "--from-literal=a=b"),
+               60, "the admission policy in force")
+    labels = {"app.kubernetes.io/component": "session-credentials",
+              "app.kubernetes.io/managed-by": "salon-sessions-operator"}
+    own = {"apiVersion": "v1", "kind": "Secret", "data": {},
+           "metadata": {"name": "company-1-credentials", "labels": labels}}
+    unlabelled = {**own, "metadata": {"name": "company-2-credentials"}}
+    misnamed = {**own, "metadata": {"name": "company-3", "labels": labels}}
+    assert refused("create", "-f", "-", input=json.dumps(unlabelled))
+    assert refused("create", "-f", "-", input=json.dumps(misnamed))
+    stack.kubectl("create", "-f", "-", *as_operator, input=json.dumps(own))
+    # another Secret cannot be taken over (labels patched in), read (a PATCH answers with the
+    # data) or deleted
+    assert refused("patch", "secret", "salon-sessions-api", "--type=merge", "-p",
+                   json.dumps({"metadata": {"labels": labels}}))
+    assert refused("patch", "secret", "salon-sessions-api", "--type=merge", "-p", "{}")
+    assert refused("delete", "secret", "salon-sessions-api", "--wait=false")
+    stack.kubectl("patch", "secret", "company-1-credentials", "--type=merge", "-p",
+                  '{"data": {"redis-url": "eA=="}}', *as_operator)
+    stack.kubectl("delete", "secret", "company-1-credentials", "--wait=false", *as_operator)
+    assert stack.kubectl("get", "secret", "salon-sessions-api", "-n", namespace,
+                         check=False).returncode == 0
