@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from salon_sessions.core.resource import API_VERSION, KIND, DriverName
 from salon_sessions.core.settings import OperatorSettings
@@ -32,6 +33,16 @@ DATABASE_URL_KEY: Final = "database-url"
 def credentials_secret(name: str) -> str:
     """The Secret with one session's own credentials: `<statefulset name>-credentials`."""
     return f"{name}-credentials"
+
+
+def _credentials_inputs(settings: OperatorSettings) -> str:
+    """What `operator.tenancy` derives the Secret's content from (besides the session's
+    own ids): the key of the passwords, where Redis is (not the operator's own password)
+    and the database URL. A change rewrites every Secret; the pods must restart to read it."""
+    redis = urlsplit(settings.redis_url.get_secret_value())
+    parts = (settings.credentials_key.get_secret_value(), redis.scheme, redis.hostname or "",
+             str(redis.port), redis.path, redis.query, settings.database_url.get_secret_value())
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -78,9 +89,7 @@ def config_hash(spec: dict[str, Any], settings: OperatorSettings) -> str:
         "resources": resources(spec, settings),
         "env": sorted(settings.worker_env.items()),
         "heartbeat": settings.worker_heartbeat_ttl_s,
-        # a new key means new passwords: the pods must read the rewritten Secret
-        "credentials": hashlib.sha256(
-            settings.credentials_key.get_secret_value().encode()).hexdigest()[:16],
+        "credentials": _credentials_inputs(settings),
     }
     raw = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
