@@ -18,7 +18,7 @@ status:
 
 COMPANY ?= company_1001
 qr:
-	@SALON_REDIS_URL="$$($(PY) -c 'import json; print(json.load(open(".stack/state.json"))["redis_url"])')" \
+	@SALON_REDIS_URL="$$($(PY) -c 'import json; print(json.load(open(".stack/state.json"))["redis_api_url"])')" \
 		.venv/bin/salon-sessions qr $(COMPANY)
 
 lint: bootstrap

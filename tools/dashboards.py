@@ -137,7 +137,8 @@ OVERVIEW = Board(
         Row("Pub/sub round trip (ping -> worker -> pong)", (
             Panel("Round trip p50 / p95 / p99 (all sessions)",
                   "The operator pings every session on whatsapp:health:<company>; the worker "
-                  "answers on whatsapp:health. Alert: p99 over 250 ms for 10 minutes.",
+                  "answers on whatsapp:health:pong:<company>. Alert: p99 over 250 ms for 10 "
+                  "minutes.",
                   quantiles("salon_operator_pubsub_roundtrip_seconds", OP),
                   unit="s"),
             Panel("Round trip p50 / p95 / p99 per session",
@@ -234,7 +235,7 @@ OPERATOR = Board(
         )),
         Row("Events from the workers", (
             Panel("Events consumed by type",
-                  "Events decoded from whatsapp:events, by consumer (operator, api).",
+                  "Events decoded from whatsapp:events:<company>, by consumer (operator, api).",
                   (rate("salon_events_consumed_total", NS, "consumer, type",
                         "{{consumer}} {{type}}"),),
                   unit="ops", stacked=True),

@@ -85,7 +85,7 @@ CorrelationId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 def correlation_id(origin: str) -> str:
     """A fresh ping correlation id that names who pinged (`operator-…`, `api-…`): every
-    pinger hears every pong on `whatsapp:health` and keeps only its own."""
+    pinger hears every pong (`whatsapp:health:pong:*`) and keeps only its own."""
     return f"{origin}-{uuid.uuid4().hex}"
 
 

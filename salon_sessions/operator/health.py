@@ -1,5 +1,5 @@
-"""Per-session health: a ping on the session's own channel, a pong back on
-`whatsapp:health`, the round trip into a histogram.
+"""Per-session health: a ping on the session's own channel, a pong back on its pong
+channel (`whatsapp:health:pong:<company>`), the round trip into a histogram.
 
 Each active session whose worker has reported once is pinged every `interval_s` (first
 pings spread over the interval so that 1,000 sessions are not pinged in one burst). A ping

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from salon_sessions.core.resource import API_VERSION, KIND, DriverName
 from salon_sessions.core.settings import OperatorSettings
@@ -48,6 +49,14 @@ LIVENESS_PROBE: Final = {
 }
 """No readinessProbe: a session pod serves no traffic (no Service routes to it), and
 whether it is the holder or a standby is reported through the status, not readiness."""
+def _credentials_inputs(settings: OperatorSettings) -> str:
+    """What `operator.tenancy` derives the Secret's content from (besides the session's
+    own ids): the key of the passwords, where Redis is (not the operator's own password)
+    and the database URL. A change rewrites every Secret; the pods must restart to read it."""
+    redis = urlsplit(settings.redis_url.get_secret_value())
+    parts = (settings.credentials_key.get_secret_value(), redis.scheme, redis.hostname or "",
+             str(redis.port), redis.path, redis.query, settings.database_url.get_secret_value())
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -94,9 +103,7 @@ def config_hash(spec: dict[str, Any], settings: OperatorSettings) -> str:
         "resources": resources(spec, settings),
         "env": sorted(settings.worker_env.items()),
         "heartbeat": settings.worker_heartbeat_ttl_s,
-        # a new key means new passwords: the pods must read the rewritten Secret
-        "credentials": hashlib.sha256(
-            settings.credentials_key.get_secret_value().encode()).hexdigest()[:16],
+        "credentials": _credentials_inputs(settings),
     }
     raw = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:16]

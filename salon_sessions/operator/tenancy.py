@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from salon_sessions.core import redis_acl
+from salon_sessions.core.redact import redact_text
 from salon_sessions.core.resource import API_VERSION, KIND
 from salon_sessions.core.settings import OperatorSettings, SecretUrl
 from salon_sessions.core.subscriber import Gap
@@ -174,10 +175,11 @@ class SessionCredentials:
                                            self.user(session), redis_password)
             await self._kube.apply_secret(secret_manifest(
                 session, {REDIS_URL_KEY: redis_url, DATABASE_URL_KEY: database_url}))
-        except (RedisError, OSError, KubeError) as exc:
+        except (RedisError, OSError, KubeError, CredentialsError) as exc:
             self._metrics.credentials.labels("ensure", "failed").inc()
-            raise CredentialsError(f"credentials of {session.namespace}/{session.name}: "
-                                   f"{type(exc).__name__}: {exc}") from None
+            raise CredentialsError(redact_text(
+                f"credentials of {session.namespace}/{session.name}: "
+                f"{type(exc).__name__}: {exc}")) from None
         self._metrics.credentials.labels("ensure", "ok").inc()
 
     async def drop(self, session: Session, *, owner: bool) -> None:

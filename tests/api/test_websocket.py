@@ -222,3 +222,27 @@ async def test_events_and_state_beyond_the_horizon_never_reach_a_page(
         assert await _metric(api, future) == dropped + 1
     finally:
         await redis.aclose()
+
+
+async def test_an_event_claiming_another_company_is_dropped_and_counted(
+        api: ApiServer, redis_url: str) -> None:
+    """A payload naming company B on company A's channel (what a forged event looks like:
+    A's Redis user can publish only there) never reaches B's clients; the API counts it."""
+    victim, attacker = new_company(), new_company()
+    forged = EventSource(victim, victim.replace("_", "-")).event(QrData(code="2@forged",
+                                                                       timeout_s=20))
+    real = EventSource(victim, victim.replace("_", "-")).event(QrData(code="2@real",
+                                                                     timeout_s=20))
+    redis = Redis.from_url(redis_url)
+    try:
+        async with _open(api, victim, api.token(victim)) as ws:
+            assert json.loads(await ws.recv())["kind"] == "snapshot"
+            await redis.publish(events_channel(attacker), encode(forged))
+            await redis.publish(events_channel(victim), encode(real))
+            event = await _next(ws, lambda m: m["kind"] == "event")
+            assert event["event"]["data"]["code"] == "2@real"
+        async with api.client() as http:
+            metrics = (await http.get("/metrics")).text
+        assert 'salon_events_dropped_total{consumer="api",reason="wrong_company"}' in metrics
+    finally:
+        await redis.aclose()

@@ -183,6 +183,20 @@ def test_operator_rbac_is_deploy_rbac() -> None:
     operator_env = env_of(container(find(cluster, "Deployment", "salon-sessions-operator")))
     assert "SALON_NAMESPACE" not in operator_env  # all namespaces
 
+    # the admission policy that narrows the Secrets verbs, for this release's account only
+    policy = find(docs, "ValidatingAdmissionPolicy")
+    want_policy = deploy[("ValidatingAdmissionPolicy", "salon-sessions-operator-secrets")]
+    assert policy["spec"]["validations"] == want_policy["spec"]["validations"]
+    assert policy["spec"]["matchConstraints"] == want_policy["spec"]["matchConstraints"]
+    assert policy["spec"]["matchConditions"][0]["expression"] == (
+        "request.userInfo.username == "
+        "'system:serviceaccount:salon-sessions:salon-sessions-operator'")
+    policy_binding = find(docs, "ValidatingAdmissionPolicyBinding")
+    assert policy_binding["spec"] == {"policyName": policy["metadata"]["name"],
+                                      "validationActions": ["Deny"]}
+    off = render("--set", "operator.secretsPolicy.enabled=false", namespace="salon-sessions")
+    assert not kinds(off, "ValidatingAdmissionPolicy")
+
 
 def test_lease_name_is_the_one_the_role_allows() -> None:
     docs = render(release="prod", namespace="salons")

@@ -61,8 +61,10 @@ def test_install_dry_run_prints_next_steps(stack: StackInfo, namespace: str) -> 
                kubeconfig=stack.kubeconfig)
     notes = out.stdout.split("NOTES:", 1)[1]
     assert "WARNING: these Secrets do not exist" in notes
-    for secret in ("salon-sessions-database", "salon-sessions-redis", "salon-sessions-api"):
+    for secret in ("salon-sessions-database", "salon-sessions-redis", "salon-sessions-api",
+                   "salon-sessions-redis-api", "salon-sessions-operator-credentials"):
         assert f"create secret generic {secret}" in notes
+    assert "salon-sessions redis-users" in notes
     assert "kubectl -n " + namespace + " get salonsessions -w" in notes
     assert "Helm never deletes CRDs" in notes
     stack.kubectl("create", "secret", "generic", "salon-sessions-database", "-n", namespace,
@@ -71,6 +73,11 @@ def test_install_dry_run_prints_next_steps(stack: StackInfo, namespace: str) -> 
                   "--from-literal=url=redis://redis:6379/0")
     stack.kubectl("create", "secret", "generic", "salon-sessions-api", "-n", namespace,
                   "--from-literal=admin-token=a", "--from-literal=token-secret=b")
+    stack.kubectl("create", "secret", "generic", "salon-sessions-redis-api", "-n", namespace,
+                  "--from-literal=url=redis://salon-api:p@redis:6379/0")
+    stack.kubectl("create", "secret", "generic", "salon-sessions-operator-credentials",
+                  "-n", namespace, "--from-literal=redis-admin-url=redis://a:p@redis:6379/0",
+                  "--from-literal=credentials-key=" + "k" * 32)
     out = helm("install", "notes", str(CHART), "-n", namespace, "--dry-run=server",
                kubeconfig=stack.kubeconfig)
     assert "WARNING" not in out.stdout.split("NOTES:", 1)[1]

@@ -95,7 +95,12 @@ def test_worker_killed_and_redis_restarted(operator_env: OperatorEnv,
                    "the worker rewrote its hash")
         status = env.wait_status(name, "still connected", phase="Connected", connected=True)
         assert condition(status, "Connected")["reason"] == "Connected"
-        phone.act(action="stream_replaced")  # no automatic reconnect after this one
+        # Redis forgot the worker's user: the operator re-created it, the worker's
+        # subscriptions come back with their backoff
+        assert op.metric("salon_operator_session_credentials_total", action="restore",
+                         result="ok") >= 1
+        eventually(lambda: phone.act(action="stream_replaced") == 1, 30,  # no automatic
+                   "the simulated phone heard")                           # reconnect after it
         env.wait_status(name, "disconnected after the restart", phase="Disconnected",
                         connected=False, linked=True)
     finally:

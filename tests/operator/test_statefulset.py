@@ -64,8 +64,12 @@ def test_inputs_that_roll_the_pod_change_the_hash() -> None:
                    {"proxy": {"secretRef": {"name": "p"}}},
                    {"resources": {"limits": {"memory": "1Gi"}}}):
         assert template_hash(build_statefulset(body(**change), settings())) != base, change
-    rotated = settings(credentials_key="r" * 40)  # new passwords: the pod must re-read them
-    assert template_hash(build_statefulset(body(), rotated)) != base
+    # what the session's credentials Secret is made of: the pod must re-read it
+    for inputs in ({"credentials_key": "r" * 40}, {"redis_url": "redis://:pw@r2:6379/0"},
+                   {"database_url": SECRET + "2"}):
+        assert template_hash(build_statefulset(body(), settings(**inputs))) != base, inputs
+    own_password = settings(redis_url="redis://:other@r:6379/0")  # the operator's own user
+    assert template_hash(build_statefulset(body(), own_password)) == base
     same = build_statefulset(body(displayName="Other", suspend=True), settings())
     assert template_hash(same) == base
     assert same["spec"]["replicas"] == 0

@@ -114,9 +114,11 @@ def test_each_session_gets_its_own_confined_credentials(operator_env: OperatorEn
         eventually(lambda: user_exists(root, user), 30, "the user re-created")
         assert op.metric("salon_operator_session_credentials_total", action="restore",
                          result="ok") >= 1
-        phone.act(action="disconnect")  # the worker reconnects and reports through Redis
-        env.wait_status(name, "disconnected", phase="Disconnected", connected=False)
-        env.wait_status(name, "reconnected", phase="Connected", connected=True)
+        # its subscriptions are back (the simulated phone's channel) and its events flow
+        eventually(lambda: phone.act(action="stream_replaced") == 1, 30,
+                   "the worker listening again")
+        env.wait_status(name, "disconnected", phase="Disconnected", connected=False,
+                        linked=True)
 
         # ---- deletion removes the Secret, the Redis user and the database role
         env.kubectl("delete", "salonsession", name, "--timeout=60s")

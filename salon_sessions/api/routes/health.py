@@ -65,7 +65,7 @@ async def pubsub(request: Request, ctx: Ctx, company_id: str | None = Query(
         description="the worker to ping (company token: its own only); default: any "
         "running worker (admin only)")) -> PubSubHealth:
     """Publishes a `ping` with a fresh correlation id on `whatsapp:health:<company>` and
-    waits for the worker's `pong` on `whatsapp:health`. 503 with the reason when no worker
+    waits for the worker's `pong` on `whatsapp:health:pong:<company>`. 503 when no worker
     listens or none answers in time."""
     token = bearer_from_headers(request.headers)
     if company_id is None:
