@@ -106,9 +106,10 @@ class Reconciler:
             if drifted is not None or not template_matches(
                     desired["spec"]["template"], (result.get("spec") or {}).get("template")):
                 # an apply keeps what another manager added (even while we applied)
+                # `result` (the apply's answer) is the freshest view: a `kubectl rollout
+                # restart` made after the watch event that reported the drift is kept
                 result = await self._kube.replace_pod_template(
-                    session.namespace, session.name, restored_template(desired, drifted
-                                                                       or result))
+                    session.namespace, session.name, restored_template(desired, result))
             session.statefulset_generation = generation(result)
         except CredentialsError as exc:
             self._metrics.reconcile_errors.labels("credentials", "error").inc()

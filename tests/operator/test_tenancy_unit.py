@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 
 from salon_sessions.core import redis_acl
+from salon_sessions.core.urls import with_credentials
 from salon_sessions.operator.model import SessionModel
 from salon_sessions.operator.registry import Session
 from salon_sessions.operator.tenancy import derive_password, secret_manifest
@@ -45,10 +46,10 @@ def test_the_secret_is_owned_labelled_and_holds_only_the_urls() -> None:
 
 
 def test_user_url_keeps_everything_but_the_credentials() -> None:
-    assert redis_acl.user_url("rediss://:old@redis.cache:6380/2?ssl_cert_reqs=none",
-                              "salon-session.ns.company-1", "p/w") == \
+    assert with_credentials("rediss://:old@redis.cache:6380/2?ssl_cert_reqs=none",
+                            "salon-session.ns.company-1", "p/w") == \
         "rediss://salon-session.ns.company-1:p%2Fw@redis.cache:6380/2?ssl_cert_reqs=none"
-    assert redis_acl.user_url("redis://[::1]/0", "u", "p") == "redis://u:p@[::1]/0"
+    assert with_credentials("redis://[::1]/0", "u", "p") == "redis://u:p@[::1]/0"
 
 
 def test_session_rules_name_only_the_company_s_own_channels_and_keys() -> None:

@@ -264,6 +264,9 @@ def test_a_statefulset_edited_by_hand_is_put_back(operator_env: OperatorEnv) -> 
     def env_names() -> set[str]:
         return {e["name"] for e in template()["spec"]["containers"][0]["env"]}
 
+    # Suspended shows from the spec; the StatefulSet follows the session's credentials
+    eventually(lambda: any(s["metadata"]["name"] == name for s in env.statefulsets()), 60,
+               "the StatefulSet")
     original = env_names()
     env.kubectl("patch", "statefulset", name, "--type=json", "-p", json.dumps([
         {"op": "add", "path": "/spec/template/spec/containers/0/env/-",

@@ -191,15 +191,15 @@ def test_liveness_probe_restarts_a_frozen_worker_which_resumes_its_session(
     import asyncpg
 
     from salon_sessions.core import channels
+    from salon_sessions.db.migrator import migrate_database
     from salon_sessions.operator.statefulset import LIVENESS_PROBE
-    from salon_sessions.worker.simulator import SCHEMA
 
     company = f"company_{random.randint(10**8, 10**9)}"
 
     async def seed() -> None:  # an already linked device
+        await migrate_database(database)
         conn = await asyncpg.connect(database)
         try:
-            await conn.execute(SCHEMA)
             await conn.execute("INSERT INTO simulator_device (company_id, jid, phone) VALUES "
                                "($1, '79686484488:1@s.whatsapp.net', '79686484488')", company)
         finally:
