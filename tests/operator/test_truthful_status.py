@@ -5,6 +5,7 @@ a StatefulSet edited by hand is put back. Real apiserver, Redis, PostgreSQL and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -180,8 +181,9 @@ def test_worker_troubles_are_warning_events_and_condition_reasons(
             assert condition(status, "Connected")["reason"] == "HeartbeatLost"
             eventually(lambda: {"HeartbeatLost", "PongsMissed"} <= reasons(env, name), 60,
                        "HeartbeatLost and PongsMissed Warnings")
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        finally:  # unless its liveness probe has had it killed meanwhile
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         assert saw_reason(watch, "WorkerHealthy", "HeartbeatLost")
         env.wait_status(name, "back after SIGCONT", phase="Connected", connected=True)
 
@@ -203,6 +205,35 @@ def test_worker_troubles_are_warning_events_and_condition_reasons(
     for reason in ("LockLost", "HeartbeatLost", "PongsMissed", "WorkerRestarted"):
         assert events[reason]["type"] == "Warning"
         assert PHONE not in events[reason]["message"]
+
+
+def test_a_frozen_worker_is_restarted_by_its_probe_and_resumes_without_a_new_link(
+        operator_env: OperatorEnv) -> None:
+    """SIGSTOP, never SIGCONT: the pod's liveness probe (`worker.fence`) fails, the node
+    restarts the container, the operator posts WorkerRestarted, and the new process resumes
+    the stored device: connected again with the same phone and no second link."""
+    env = operator_env
+    op = env.start_operator()
+    env.wait_role(op, "leader")
+    company, name, phone = connected_session(env)
+    pod_name = f"{name}-0"
+    try:
+        frozen = worker_pid(env, pod_name)
+        os.kill(frozen, signal.SIGSTOP)
+        eventually(lambda: worker_pid(env, pod_name) != frozen, 120,
+                   "the frozen container replaced")
+        pod = env.pod(pod_name)
+        assert pod is not None
+        state = pod["status"]["containerStatuses"][0]
+        assert state["restartCount"] >= 1
+        assert "liveness" in state["lastState"]["terminated"].get("message", "")
+        eventually(lambda: "WorkerRestarted" in reasons(env, name), 60,
+                   "a WorkerRestarted Warning")
+        env.wait_status(name, "connected again", phase="Connected", linked=True,
+                        connected=True, phone=PHONE)
+        assert history(env.database, company).count("linked") == 1  # resumed, not relinked
+    finally:
+        phone.close()
 
 
 def pending_cleanups(env: OperatorEnv) -> dict[str, Any]:
