@@ -25,7 +25,7 @@ from salon_sessions.core.display_name import (
 )
 from salon_sessions.core.events import ConnectedData, EventSource, event_ahead
 
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(microsecond=0)  # the real clock: EventSource numbers by it
 NOW_US = int(NOW.timestamp() * 1_000_000)
 
 
