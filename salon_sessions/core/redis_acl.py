@@ -60,7 +60,7 @@ API_COMMANDS: Final = (
     *_CONNECTION, *_TRANSACTION, "subscribe", "unsubscribe", "psubscribe", "punsubscribe",
     "pubsub|numsub", "hgetall", "get", "exists", "scan", "incrby", "expire",
 )
-ADMIN_COMMANDS: Final = (*_CONNECTION, "acl|setuser", "acl|deluser", "acl|users")
+ADMIN_COMMANDS: Final = (*_CONNECTION, "acl|setuser", "acl|deluser", "acl|users", "acl|log")
 
 
 def session_user(namespace: str, name: str) -> str:

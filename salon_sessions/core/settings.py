@@ -143,6 +143,10 @@ class OperatorSettings(_Database, _Redis):
         default=30.0, gt=0, le=3600,
         description="how often missing session Redis users are re-created (Redis forgets "
                     "ACL SETUSER users on a restart without an aclfile)")
+    acl_log_drain_s: float = Field(
+        default=15.0, gt=0, le=3600,
+        description="how often the leader moves Redis's ACL LOG (refused requests) into "
+                    "salon_redis_acl_denials_total")
     post_connect_secret: str | None = Field(
         default=None, pattern=_K8S_NAME,
         description="optional Secret with the post-connect webhook URL (key `url`)")

@@ -35,6 +35,7 @@ from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.settings import OperatorSettings
 from salon_sessions.core.subscriber import Gap
 from salon_sessions.operator import handlers
+from salon_sessions.operator.acl_denials import AclDenials
 from salon_sessions.operator.audit import StatusAudit
 from salon_sessions.operator.cleanups import PendingCleanups
 from salon_sessions.operator.consumer import EventsConsumer
@@ -182,6 +183,9 @@ class Operator:
             asyncio.create_task(audit.run(), name="status-audit"),
             asyncio.create_task(pending.run(), name="pending-cleanups"),
             asyncio.create_task(credentials.run(), name="credentials"),
+            asyncio.create_task(AclDenials(admin, self.metrics,
+                                           interval_s=s.acl_log_drain_s).run(),
+                                name="acl-denials"),
         }
         waiters = {asyncio.create_task(self.stopping.wait(), name="stop")}
         if self.elector is not None:

@@ -84,6 +84,10 @@ class OperatorMetrics:
         self.worker_restarts = Counter(
             "salon_operator_worker_restarts",
             "Restarts of session workers' containers seen by the operator", registry=registry)
+        self.acl_denials = Counter(
+            "salon_redis_acl_denials",
+            "Requests Redis refused (NOPERM, failed logins) by Redis user and Redis's reason, "
+            "drained from ACL LOG by the leader", ["user", "reason"], registry=registry)
         self.credentials = Counter(
             "salon_operator_session_credentials",
             "Per-session Redis users and Secrets: ensured, dropped, restored after Redis "
