@@ -9,7 +9,7 @@ In one transaction:
   pre-keys, sessions, sender keys, app state, contacts, chat settings, message secrets, NCT
   salt, event and retry buffers); the ones that do not (`whatsmeow_privacy_tokens`) are
   cleared explicitly by their `our_jid` column.
-  `whatsmeow_lid_map` is a global LID -> phone directory, not a device's data: kept.
+  the session's own `whatsmeow_lid_map` (its role's schema) goes with the role (db.tenancy).
 - the simulator's store (`simulator_device`, `simulator_lid_map`);
 - the project's rows: `salon_sessions` and `salon_post_connect_hooks` of the company are
   deleted, and `deleted` is appended to `salon_link_history` (which is append-only and

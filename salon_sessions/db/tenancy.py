@@ -107,6 +107,8 @@ async def ensure_session_role(conn: asyncpg.Connection, company_id: str,
             await _execute(conn, f"ALTER ROLE %I {_ROLE_ATTRIBUTES} PASSWORD %L",
                            name, verifier)
         await _execute(conn, "GRANT %I TO %I", group, name)
+        # its own whatsmeow LID directory, first in its search_path (migration 0006)
+        await conn.execute("SELECT salon_session_lid_map($1)", name)
         for other in await conn.fetch(
                 "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
                 "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1 AND g.rolname <> $2",
@@ -140,6 +142,7 @@ async def drop_session_role(conn: asyncpg.Connection, company_id: str) -> None:
                         extra={"company_id": company})
     async with conn.transaction():
         await conn.execute("DELETE FROM salon_session_roles WHERE role_name = $1", name)
+        await _execute(conn, "DROP SCHEMA IF EXISTS %I CASCADE", name)  # its lid map
         if exists:
             await _execute(conn, "DROP ROLE IF EXISTS %I", name)
 

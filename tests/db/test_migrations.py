@@ -34,9 +34,9 @@ def test_packaged_migrations_are_found_in_order() -> None:
     assert [m.label for m in migrations][:2] == ["0001_initial", "0002_post_connect_hooks"]
     assert [m.version for m in migrations] == sorted({m.version for m in migrations})
     # whatsmeow's store is created by one migration (a session role runs no DDL) and
-    # isolated by the tenancy one; the others do not touch it
+    # isolated by the tenancy ones; the others do not touch it
     assert [m.label for m in migrations if "whatsmeow_" in m.sql.replace("whatsmeow_*", "")
-            ] == ["0004_whatsmeow_store", "0005_tenancy"]
+            ] == ["0004_whatsmeow_store", "0005_tenancy", "0006_lid_map_per_session"]
 
 
 async def test_migrate_creates_the_schema_and_is_idempotent(database: str) -> None:

@@ -58,9 +58,11 @@ COMPANY_ROWS = {
 }
 READ_ONLY = {"salon_company_aliases"}
 NOT_FOR_SESSIONS = {"salon_tenancy", "salon_session_roles", "salon_device_owners"}
-SHARED = {"salon_schema_migrations", "whatsmeow_version", "whatsmeow_lid_map"}
-"""Tables a session role reads (or, for the LID directory, writes) without a company
-filter; docs/SECURITY.md says why."""
+SHARED = {"salon_schema_migrations", "whatsmeow_version"}
+"""Tables a session role reads without a company filter; docs/SECURITY.md says why."""
+PER_SESSION = {"whatsmeow_lid_map"}
+"""whatsmeow tables a session role has its own copy of, in its own schema (migration 0006);
+the shared one in `public` is not the sessions group's."""
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +137,33 @@ async def test_a_role_of_that_name_that_is_not_the_session_role_is_not_taken_ove
         await tenants.admin.execute(f'DROP ROLE "{squatter}"')
 
 
+LID_UPSERT = ("INSERT INTO whatsmeow_lid_map (lid, pn) VALUES ($1, $2) "
+              "ON CONFLICT (lid) DO UPDATE SET pn = excluded.pn")
+"""whatsmeow's own statement (unqualified, upserting by lid)."""
+
+
+async def test_each_session_has_its_own_lid_directory(tenants: Tenants) -> None:
+    """The same LID in two salons: each role upserts into its own table (its schema comes
+    first in its search_path), sees only its own mapping, and cannot reach the shared or
+    the other's table; the administrator's shared table is untouched."""
+    t = tenants
+    a, b = await t.connect(A), await t.connect(B)
+    await a.execute(LID_UPSERT, "111", "79680000001")
+    await a.execute(LID_UPSERT, "111", "79680000002")  # the upsert works
+    await b.execute(LID_UPSERT, "111", "79680000003")
+    assert await a.fetch("SELECT lid, pn FROM whatsmeow_lid_map") == [("111", "79680000002")]
+    assert await b.fetch("SELECT lid, pn FROM whatsmeow_lid_map") == [("111", "79680000003")]
+    await refused(a, "SELECT * FROM public.whatsmeow_lid_map")
+    await refused(a, LID_UPSERT.replace("whatsmeow_lid_map", "public.whatsmeow_lid_map"),
+                  "222", "79680000004")
+    await refused(a, f'SELECT * FROM "{t.roles[B]}".whatsmeow_lid_map')
+    await refused(a, f'CREATE TABLE "{t.roles[A]}".mine (id int)')
+    assert await t.admin.fetchval("SELECT count(*) FROM public.whatsmeow_lid_map") == 0
+    await drop_session_role(t.admin, B)
+    assert not await t.admin.fetchval(
+        "SELECT 1 FROM pg_namespace WHERE nspname = $1", t.roles[B])
+
+
 async def test_drop_ends_the_role_and_its_connections(tenants: Tenants) -> None:
     t = tenants
     conn = await asyncpg.connect(t.dsn(A))
@@ -198,7 +227,8 @@ async def test_every_table_a_session_role_can_touch_is_filtered_or_known_shared(
     assert granted - filtered == SHARED
     assert not granted & NOT_FOR_SESSIONS
     whatsmeow = {r["relname"] for r in rows if r["relname"].startswith("whatsmeow_")}
-    assert whatsmeow - SHARED == set(PER_DEVICE) | {"whatsmeow_device"}
+    assert whatsmeow - SHARED - PER_SESSION == set(PER_DEVICE) | {"whatsmeow_device"}
+    assert not granted & PER_SESSION
     assert set(COMPANY_ROWS) == {t for t in filtered if not t.startswith("whatsmeow_")}
 
 
