@@ -146,7 +146,7 @@ class OperatorSettings(_Database, _Redis):
     acl_log_drain_s: float = Field(
         default=15.0, gt=0, le=3600,
         description="how often the leader moves Redis's ACL LOG (refused requests) into "
-                    "salon_redis_acl_denials_total")
+                    "salon_redis_acl_denials_total and reads PostgreSQL's count of refusals")
     post_connect_secret: str | None = Field(
         default=None, pattern=_K8S_NAME,
         description="optional Secret with the post-connect webhook URL (key `url`)")

@@ -48,6 +48,7 @@ from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.pods import observe_pod
 from salon_sessions.operator.reconciler import Reconciler
 from salon_sessions.operator.recorder import EventRecorder
+from salon_sessions.operator.refusals import TenancyRefusals
 from salon_sessions.operator.registry import Registry, Session
 from salon_sessions.operator.status_writer import StatusWriter
 from salon_sessions.operator.tenancy import SessionCredentials
@@ -186,6 +187,9 @@ class Operator:
             asyncio.create_task(AclDenials(admin, self.metrics,
                                            interval_s=s.acl_log_drain_s).run(),
                                 name="acl-denials"),
+            asyncio.create_task(TenancyRefusals(s.database_url.get_secret_value(), self.metrics,
+                                                interval_s=s.acl_log_drain_s).run(),
+                                name="tenancy-refusals"),
         }
         waiters = {asyncio.create_task(self.stopping.wait(), name="stop")}
         if self.elector is not None:

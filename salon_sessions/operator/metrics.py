@@ -88,6 +88,10 @@ class OperatorMetrics:
             "salon_redis_acl_denials",
             "Requests Redis refused (NOPERM, failed logins) by Redis user and Redis's reason, "
             "drained from ACL LOG by the leader", ["user", "reason"], registry=registry)
+        self.postgres_refusals = Gauge(
+            "salon_postgres_tenancy_refusals",
+            "Refusals of session roles counted by PostgreSQL since the tenancy migration "
+            "(another company's rows, device or lock); only grows", registry=registry)
         self.credentials = Counter(
             "salon_operator_session_credentials",
             "Per-session Redis users and Secrets: ensured, dropped, restored after Redis "

@@ -36,7 +36,8 @@ def test_packaged_migrations_are_found_in_order() -> None:
     # whatsmeow's store is created by one migration (a session role runs no DDL) and
     # isolated by the tenancy ones; the others do not touch it
     assert [m.label for m in migrations if "whatsmeow_" in m.sql.replace("whatsmeow_*", "")
-            ] == ["0004_whatsmeow_store", "0005_tenancy", "0006_lid_map_per_session"]
+            ] == ["0004_whatsmeow_store", "0005_tenancy", "0006_lid_map_per_session",
+                  "0007_tenancy_refusals"]
 
 
 async def test_migrate_creates_the_schema_and_is_idempotent(database: str) -> None:

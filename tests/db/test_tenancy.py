@@ -33,6 +33,7 @@ from salon_sessions.db.tenancy import (
     ensure_session_role,
     scram_verifier,
 )
+from salon_sessions.operator.refusals import read_refusals
 from tests.helpers import dsn_as, wait_for
 from tests.tenants import Tenants, session_roles
 from tests.whatsmeow_rows import DEVICE, PER_DEVICE, device_column, insert_device
@@ -307,6 +308,26 @@ async def test_a_device_jid_bound_to_another_company_is_refused(tenants: Tenants
                                   JID_A) == ""
     owners = await t.admin.fetch("SELECT jid, company_id FROM salon_device_owners")
     assert {r["jid"]: r["company_id"] for r in owners} == {JID_A: A, JID_B: B}
+
+
+async def test_postgresql_counts_every_refusal_of_a_session_role(tenants: Tenants) -> None:
+    """A row written for another company, another company's device and another session's
+    lock are each refused *and counted* (a sequence: the refused statement's rollback
+    cannot undo it); reading another company's rows and a session's own work count
+    nothing."""
+    t = tenants
+    a, b = await t.connect(A), await t.connect(B)
+    await insert_device(b, JID_B)
+    before = await read_refusals(t.admin)
+    await a.execute(COMPANY_ROWS["salon_sessions"], A)  # its own: fine
+    await affects_nothing(a, "UPDATE salon_sessions SET phone = phone WHERE company_id = $1", B)
+    assert await read_refusals(t.admin) == before
+    await refused(a, COMPANY_ROWS["salon_sessions"], B)
+    await refused(a, COMPANY_ROWS["simulator_device"], B)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await insert_device(a, JID_B)
+    await refused(a, "SELECT salon_session_lock_try($1)", session_lock_key(B))
+    assert await read_refusals(t.admin) == before + 4
 
 
 async def test_a_deleted_device_leaves_no_rows_and_no_binding(tenants: Tenants) -> None:

@@ -1,0 +1,52 @@
+"""PostgreSQL's refusals of session roles as a metric: `salon_postgres_tenancy_refusals`.
+
+The tenancy model (migrations `0005`, `0007`) counts every refusal of a session role in the
+sequence `salon_tenancy_refusals` (a rolled-back statement cannot count in a table; a
+sequence survives the rollback): a row written for another company, another company's
+device, another session's lock. The leader reads the sequence every `interval_s` and
+exports it as a gauge that only grows (the database's own total since the migration);
+alert on `delta(...) > 0`. Which role was refused is in PostgreSQL's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from salon_sessions.operator.metrics import OperatorMetrics
+
+log = logging.getLogger(__name__)
+
+
+async def read_refusals(conn: asyncpg.Connection) -> int:
+    """The database's count of refusals (0 before the first one)."""
+    row = await conn.fetchrow("SELECT last_value, is_called FROM salon_tenancy_refusals")
+    return int(row["last_value"]) if row is not None and row["is_called"] else 0
+
+
+class TenancyRefusals:
+    def __init__(self, dsn: str, metrics: OperatorMetrics, *, interval_s: float = 15.0) -> None:
+        self._dsn = dsn
+        self._metrics = metrics
+        self._interval = interval_s
+
+    async def collect(self) -> int:
+        conn = await asyncpg.connect(self._dsn, timeout=10,
+                                     server_settings={"application_name": "salon-operator"})
+        try:
+            value = await read_refusals(conn)
+        finally:
+            await conn.close()
+        self._metrics.postgres_refusals.set(value)
+        return value
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.collect()
+            except (OSError, TimeoutError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:  # down, or not migrated yet
+                log.debug("reading the tenancy refusals failed: %s", type(exc).__name__)
+            await asyncio.sleep(self._interval)
