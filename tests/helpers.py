@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 
@@ -99,8 +98,3 @@ def session_redis_user(admin_url: str, company: str,
         _LIVE_USERS.pop(user, None)
         admin.execute_command("ACL", "DELUSER", user)
         admin.close()
-def dsn_as(dsn: str, user: str, password: str) -> str:
-    """`dsn` with another user and password (a session role's URL)."""
-    parts = urlsplit(dsn)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{quote(user)}:{quote(password, safe='')}@{host}"))

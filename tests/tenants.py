@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from salon_sessions.core.urls import with_credentials
 from salon_sessions.db.migrator import migrate_database
 from salon_sessions.db.tenancy import drop_session_role, ensure_session_role
-from tests.helpers import dsn_as
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Tenants:
 
     def dsn(self, company: str) -> str:
         """The URL a session pod of `company` gets."""
-        return dsn_as(self.admin_dsn, self.roles[company], self.passwords[company])
+        return with_credentials(self.admin_dsn, self.roles[company], self.passwords[company])
 
     async def connect(self, company: str) -> asyncpg.Connection:
         """A connection as `company`'s session role (closed at the end)."""

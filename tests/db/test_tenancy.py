@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from salon_sessions.core.urls import with_credentials
 from salon_sessions.db.credentials import (
     DeletedCredentials,
     SessionInUse,
@@ -34,7 +35,7 @@ from salon_sessions.db.tenancy import (
     scram_verifier,
 )
 from salon_sessions.operator.refusals import read_refusals
-from tests.helpers import dsn_as, wait_for
+from tests.helpers import wait_for
 from tests.tenants import Tenants, session_roles
 from tests.whatsmeow_rows import DEVICE, PER_DEVICE, device_column, insert_device
 
@@ -108,7 +109,7 @@ async def test_a_session_role_is_a_plain_login_in_the_sessions_group(
     conn = await t.connect(A)
     assert await conn.fetchval("SELECT salon_session_company()") == A
     with pytest.raises(asyncpg.InvalidPasswordError):
-        await asyncpg.connect(dsn_as(t.admin_dsn, t.roles[A], "wrong"))
+        await asyncpg.connect(with_credentials(t.admin_dsn, t.roles[A], "wrong"))
 
 
 async def test_ensure_is_idempotent_rotates_the_password_and_drops_extra_memberships(
@@ -121,7 +122,7 @@ async def test_ensure_is_idempotent_rotates_the_password_and_drops_extra_members
     group = await t.admin.fetchval("SELECT sessions_group FROM salon_tenancy")
     assert await memberships(t.admin, t.roles[A]) == {group}
     with pytest.raises(asyncpg.InvalidPasswordError):
-        await asyncpg.connect(dsn_as(t.admin_dsn, t.roles[A], old))
+        await asyncpg.connect(with_credentials(t.admin_dsn, t.roles[A], old))
     await (await t.connect(A)).fetchval("SELECT 1")
     assert await t.admin.fetchval("SELECT count(*) FROM salon_session_roles") == 2
 
@@ -440,7 +441,7 @@ async def test_an_owner_that_is_not_a_superuser_gets_the_same_rows_model(databas
         await superuser.execute(f"ALTER DATABASE {database.rpartition('/')[2]} OWNER TO {owner}")
     finally:
         await superuser.close()
-    async with session_roles(dsn_as(database, owner, password), A, B) as t:
+    async with session_roles(with_credentials(database, owner, password), A, B) as t:
         assert not await t.admin.fetchval("SELECT rolsuper FROM pg_roles "
                                           "WHERE rolname = current_user")
         assert not await advisory_locks_restricted(t.admin)
