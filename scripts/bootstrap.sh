@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the stack and the tests need, idempotently; fast when everything is there.
-#   1. Debian packages: postgresql, redis-server, prometheus, chromium, zbar, openssl
+#   1. Debian packages: postgresql, redis-server, prometheus, chromium, zbar, openssl, and the
+#      node's runtime (containerd, runc, CNI plugins, iptables/ipset/conntrack, catatonit for the
+#      pause image, mmdebstrap and buildah for the images)
 #   2. the virtualenv .venv with the project and its dev tools (reinstalled when pyproject changes)
-#   3. the Kubernetes control plane and helm, built from the Go module proxy into a cache
+#   3. the Kubernetes control plane, the node, CoreDNS, kube-router, kwok and helm, built from the
+#      Go module proxy into a cache
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,7 +14,9 @@ say() { printf '[bootstrap] %s\n' "$*"; }
 t0=$(date +%s)
 
 # 1. Debian packages ---------------------------------------------------------------------------
-DEBS=(postgresql redis-server prometheus chromium zbar-tools libzbar0 openssl make)
+DEBS=(postgresql redis-server prometheus chromium zbar-tools libzbar0 openssl make
+      containerd runc containernetworking-plugins iptables conntrack ipset socat iproute2
+      catatonit mmdebstrap buildah)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +42,6 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 
-# 3. Kubernetes control plane and helm ---------------------------------------------------------
+# 3. Kubernetes, its node tools and helm ---------------------------------------------------------
 bin_dir=$(bash scripts/build-k8s.sh)
 say "ready in $(( $(date +%s) - t0 ))s (Kubernetes binaries: $bin_dir)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl) and helm from the Go module proxy into a cache keyed by version.
+# kube-scheduler, kubectl), the node (kubelet, kube-proxy), CoreDNS, kube-router (the local
+# node's NetworkPolicy enforcement), kwok (fake nodes for the scale benchmark) and helm from
+# the Go module proxy into a cache keyed by version (scripts/versions.env).
 # Built once per machine; every later run finds the binaries and returns at once.
 #
 #   scripts/build-k8s.sh            # build what is missing, print the bin directory
@@ -16,7 +18,8 @@ WORK_DIR="$CACHE_DIR/build"
 LOG="$CACHE_DIR/build-k8s.log"
 mkdir -p "$BIN_DIR" "$WORK_DIR"
 
-want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm)
+want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy helm
+      coredns kube-router kwok)
 missing=()
 for b in "${want[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing+=("$b"); done
 if [[ ${#missing[@]} -eq 0 ]]; then
@@ -68,6 +71,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   (cd "$dir" && go mod tidy) >>"$LOG" 2>&1 || fail "go mod tidy for k8s.io/kubernetes"
@@ -77,7 +82,7 @@ GO
     ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitCommit=module-proxy -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
   done
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     [[ -x "$BIN_DIR/$b" ]] && continue
     log "go build $b"
     (cd "$dir" && go build -ldflags "$ld" -o "$BIN_DIR/$b.tmp" "k8s.io/kubernetes/cmd/$b") >>"$LOG" 2>&1 \
@@ -119,9 +124,26 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >>"$LOG" 2>&1 || fail "go install helm"
 }
 
+# A tool of its own version: installed into tools/<name>-<version>/ and linked into BIN_DIR,
+# so that a new version in versions.env leaves a dangling link and rebuilds just that tool.
+build_tool() {  # name version package [ldflags]
+  local name=$1 version=$2 pkg=$3 ld=${4:-"-s -w"}
+  local dir="$CACHE_DIR/tools/$name-$version"
+  if [[ ! -x "$dir/$name" ]]; then
+    log "go install $pkg@$version"
+    mkdir -p "$dir"
+    GOBIN="$dir" go install -ldflags "$ld" "$pkg@$version" >>"$LOG" 2>&1 || fail "go install $name"
+  fi
+  ln -sfn "$dir/$name" "$BIN_DIR/$name"
+}
+
 start=$(date +%s)
 [[ -x "$BIN_DIR/etcd" ]] || build_etcd
 [[ -x "$BIN_DIR/helm" ]] || build_helm
+[[ -x "$BIN_DIR/coredns" ]] || build_tool coredns "$COREDNS_VERSION" github.com/coredns/coredns
+[[ -x "$BIN_DIR/kube-router" ]] || build_tool kube-router "$KUBE_ROUTER_VERSION" \
+  github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+[[ -x "$BIN_DIR/kwok" ]] || build_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 build_kubernetes
 log "done in $(( $(date +%s) - start ))s"
 echo "$BIN_DIR"
