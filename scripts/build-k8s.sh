@@ -28,6 +28,20 @@ if [[ ${#missing[@]} -eq 0 ]]; then
 fi
 
 log() { printf '[build-k8s] %s\n' "$*" >&2; }
+
+# One build at a time per cache: a second caller (a test, another checkout) waits for the
+# first and then finds the binaries, instead of racing it on the same output files.
+exec 9>"$CACHE_DIR/build.lock"
+if ! flock -n 9; then
+  log "another build into $CACHE_DIR is running; waiting for it"
+  flock 9
+fi
+missing=()
+for b in "${want[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing+=("$b"); done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "$BIN_DIR"
+  exit 0
+fi
 fail() {
   log "FAILED: $1 — see $LOG (last lines below)"
   tail -n 30 "$LOG" >&2 || true

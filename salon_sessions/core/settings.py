@@ -152,8 +152,7 @@ class OperatorSettings(_Database, _Redis):
         description="optional Secret with the post-connect webhook URL (key `url`)")
     worker_service_account: str | None = Field(default=None, pattern=_K8S_NAME)
     worker_metrics_port: int = Field(
-        default=9090, ge=-1, le=65535,
-        description="the workers' /metrics port; -1: a free port each (dev node agent)")
+        default=9090, ge=0, le=65535, description="the workers' /metrics port; 0: none")
     worker_heartbeat_ttl_s: int = Field(default=30, ge=5, le=3600)
     worker_termination_grace_s: int = Field(default=30, ge=1, le=3600)
     worker_log_json: bool = True
@@ -244,7 +243,8 @@ class WorkerSettings(_Database, _Redis):
     metrics_port: int = Field(
         default=9090, ge=-1, le=65535,
         description="Prometheus /metrics port; 0 disables it, -1 picks a free port and "
-                    "publishes it in the state hash (dev stack: many pods share one host)")
+                    "publishes it in the state hash (workers run as host processes by the "
+                    "tests and benchmarks; the operator never sets -1)")
     heartbeat_ttl_s: int = Field(default=30, ge=5, le=3600)
     lock_check_s: float = Field(default=1.0, gt=0, le=30,
                                 description="how often the holder proves that PostgreSQL "

@@ -168,7 +168,7 @@ def _container(body: dict[str, Any], settings: OperatorSettings) -> dict[str, An
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "livenessProbe": LIVENESS_PROBE,
     }
-    if settings.worker_metrics_port > 0:  # -1: a free port each (dev node agent)
+    if settings.worker_metrics_port > 0:
         container["ports"] = [{"name": "metrics", "containerPort": settings.worker_metrics_port,
                                "protocol": "TCP"}]
     return container

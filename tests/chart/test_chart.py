@@ -82,6 +82,7 @@ BAD_VALUES = [
     (["--set", "metrics.serviceMonitor.interval=30"], "/metrics/serviceMonitor/interval"),
     (["--set", "worker.resources.limits.memory=lots"], "/worker/resources"),
     (["--set", "replicas=3"], "replicas"),
+    (["--set", "worker.metricsPort=-1"], "/worker/metricsPort"),
     (["--set", "api.ingress.hosts[0].host=x,api.ingress.hosts[0].paths[0].path=/,"
                "api.ingress.hosts[0].paths[0].pathType=Sometimes"], "pathType"),
 ]
@@ -470,7 +471,6 @@ def test_every_resource_carries_the_release_labels(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("port", "ingress"), [
     (9090, [{"ports": [{"protocol": "TCP", "port": 9090}]}]),
     (0, None),  # no /metrics: no ingress at all
-    (-1, [{}]),  # dev node agent: a free port per worker, no fixed port to allow
 ])
 def test_worker_metrics_port_settings(port: int, ingress: Any) -> None:
     docs = render("--set", f"worker.metricsPort={port}")
@@ -479,3 +479,10 @@ def test_worker_metrics_port_settings(port: int, ingress: Any) -> None:
     env = env_of(container(find(docs, "Deployment", "salon-sessions-operator")))
     assert env["SALON_WORKER_METRICS_PORT"]["value"] == str(port)
     OperatorSettings.model_validate({**OPERATOR_REQUIRED, "worker_metrics_port": port})
+
+
+def test_operator_refuses_a_free_port_per_worker() -> None:
+    """-1 (a free port per worker) was the dev node agent's: a real pod has its own network
+    namespace and a fixed port the NetworkPolicy and the PodMonitor can name."""
+    with pytest.raises(ValueError, match="worker_metrics_port"):
+        OperatorSettings.model_validate({**OPERATOR_REQUIRED, "worker_metrics_port": -1})
