@@ -38,8 +38,8 @@ def credentials_secret(name: str) -> str:
 LIVENESS_PROBE: Final = {
     # the worker's event loop writes its fence state to /tmp every second; the probe fails
     # when the loop is stuck or the worker holds the session without a recent lock proof
-    # (salon_sessions/worker/fence.py). exec, not httpGet: it needs no fixed port (the dev
-    # node agent's pods share one host) and works with metrics disabled.
+    # (salon_sessions/worker/fence.py). exec, not httpGet: it works with metrics disabled
+    # and needs no port of its own.
     "exec": {"command": ["python", "-m", "salon_sessions.worker.fence"]},
     "initialDelaySeconds": 10,
     "periodSeconds": 5,

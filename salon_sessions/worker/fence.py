@@ -103,8 +103,8 @@ def liveness(state: FenceState, bounds: FenceBounds, now: float) -> tuple[bool, 
 
 
 def state_file() -> Path:
-    """In the pod's /tmp (an emptyDir); the dev node agent gives each container its own
-    TMPDIR, since its pods share one host."""
+    """In the pod's /tmp (an emptyDir); TMPDIR moves it where several workers share one
+    host (the tests' host-run workers)."""
     return Path(tempfile.gettempdir()) / STATE_FILE_NAME
 
 
