@@ -6,6 +6,7 @@
 # Built once per machine; every later run finds the binaries and returns at once.
 #
 #   scripts/build-k8s.sh            # build what is missing, print the bin directory
+#   scripts/build-k8s.sh kwok       # also kwok (only the scale benchmark needs it)
 #
 # Environment: SALON_CACHE_DIR (default ~/.cache/salon-sessions).
 set -euo pipefail
@@ -19,7 +20,7 @@ LOG="$CACHE_DIR/build-k8s.log"
 mkdir -p "$BIN_DIR" "$WORK_DIR"
 
 want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy helm
-      coredns kube-router kwok)
+      coredns kube-router "$@")
 missing=()
 for b in "${want[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing+=("$b"); done
 if [[ ${#missing[@]} -eq 0 ]]; then
@@ -157,7 +158,7 @@ start=$(date +%s)
 [[ -x "$BIN_DIR/coredns" ]] || build_tool coredns "$COREDNS_VERSION" github.com/coredns/coredns
 [[ -x "$BIN_DIR/kube-router" ]] || build_tool kube-router "$KUBE_ROUTER_VERSION" \
   github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
-[[ -x "$BIN_DIR/kwok" ]] || build_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+[[ " ${want[*]} " != *" kwok "* || -x "$BIN_DIR/kwok" ]] || build_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 build_kubernetes
 log "done in $(( $(date +%s) - start ))s"
 echo "$BIN_DIR"
