@@ -173,12 +173,13 @@ def _one_file_image(tag: str, files: Mapping[str, Path], config: Mapping[str, An
     return Image(tag, archive, cached=False)
 
 
-def _drop_older(tag: str, archive: Path, keep: int = 1) -> None:
-    """Remove the archives of the same image under other inputs, but the newest `keep`."""
+def _drop_older(tag: str, archive: Path) -> None:
+    """Remove the archives of the same image under other inputs but the newest: another
+    worktree on the machine may be using that one."""
     name = tag.removeprefix("localhost/").split(":")[0]
     others = sorted((p for p in IMAGES_DIR.glob(f"{name}-*.tar") if p != archive),
                     key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in others[keep - 1:]:
+    for old in others[1:]:
         old.unlink()
 
 
@@ -281,7 +282,7 @@ def project_image(base: Image) -> Image:
         _run(buildah("rmi", *older))
     # the layers only the older images used (not fatal: another build may be using some)
     subprocess.run(buildah("rmi", "--prune"), capture_output=True)
-    _drop_older(tag, archive, keep=2)  # another worktree's image may be the other one
+    _drop_older(tag, archive)
     return Image(tag, archive, cached=False)
 
 
