@@ -1,22 +1,23 @@
-"""The image, without a Docker engine: hadolint on the Dockerfile, and the Dockerfile's build
-stage replayed in a fresh virtualenv (its COPY and RUN steps, its ARGs pointed at a
-temporary directory) to show that the same install steps give a working entry point with
-neonize's shared library."""
+"""The image: hadolint and the shape of the Dockerfile, then the real image that
+devstack/images.py builds from it with buildah (on a Debian stand-in for PYTHON_IMAGE) and that
+the node runs. The build itself is a check: its build stage fails when neonize's Go core is
+missing or does not load, or `salon-sessions --help` fails (see the Dockerfile)."""
 
 from __future__ import annotations
 
-import fnmatch
-import os
+import hashlib
+import json
 import re
-import shutil
 import subprocess
 import sys
-import sysconfig
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
+from devstack.images import Image, Images, ensure_images, write_docker_archive, write_file_layer
 from tests.chart.helm import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -67,70 +68,43 @@ def parse_dockerfile(text: str) -> tuple[dict[str, str], list[Stage]]:
     return global_args, stages
 
 
-def expand(text: str, env: dict[str, str]) -> str:
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m.group(1) or m.group(2), ""),
-                  text)
+@pytest.fixture(scope="session")
+def images() -> Images:
+    """The node's images, built once per test run when their inputs changed."""
+    return ensure_images()
 
 
-def dockerignored(path: str, patterns: list[str]) -> bool:
-    """Docker's rule: the last matching pattern wins, `!` re-includes."""
-    ignored = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        pat = pattern[1:] if negate else pattern
-        pat = pat.rstrip("/")
-        if fnmatch.fnmatch(path, pat) or fnmatch.fnmatch(path, pat.removeprefix("**/")):
-            ignored = not negate
-    return ignored
+def member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
+    f = tar.extractfile(name)
+    assert f is not None, f"{name} is not a file in {tar.name}"
+    return f
 
 
-def replay_build_stage(tmp: Path) -> dict[str, str]:
-    """Run the `build` stage's instructions with VENV and SRC under `tmp`; returns its ARGs."""
-    _, stages = parse_dockerfile(DOCKERFILE.read_text())
-    stage = next(s for s in stages if s.name == "build")
-    ignore = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
-    overrides = {"VENV": str(tmp / "venv"), "SRC": str(tmp / "src")}
-    # `python` of the base image: this interpreter's own base installation (same minor)
-    pybin = tmp / "python-bin"
-    pybin.mkdir()
-    base_python = Path(sysconfig.get_config_var("BINDIR")) / "python3"
-    (pybin / "python").symlink_to(base_python)
-    env = {"PATH": f"{pybin}:/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8"}
-    if "PIP_INDEX_URL" in os.environ:  # the machine's registry settings, if any
-        env["PIP_INDEX_URL"] = os.environ["PIP_INDEX_URL"]
-    cwd = Path("/")
-    for ins in stage.instructions:
-        if ins.keyword == "ARG":
-            name, _, default = ins.args.partition("=")
-            env[name] = overrides.get(name, default)
-        elif ins.keyword == "ENV":
-            for name, value in re.findall(r'(\w+)=("[^"]*"|\S+)', ins.args):
-                env[name] = expand(value.strip('"'), env)
-        elif ins.keyword == "WORKDIR":
-            cwd = cwd / expand(ins.args, env)
-            cwd.mkdir(parents=True, exist_ok=True)
-        elif ins.keyword == "COPY":
-            *sources, dest = ins.args.split()
-            assert not any(s.startswith("--") for s in sources), "COPY flags not replayed"
-            target = cwd / dest
-            for source in sources:
-                assert not dockerignored(source, ignore), f"{source} is in .dockerignore"
-                src = REPO / source
-                if src.is_dir():
-                    shutil.copytree(src, target if len(sources) == 1 else target / source,
-                                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-                else:
-                    target.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, target / src.name)
-        elif ins.keyword == "RUN":
-            result = subprocess.run(["/bin/sh", "-c", ins.args], cwd=cwd, env=env,
-                                    capture_output=True, text=True, timeout=900)
-            assert result.returncode == 0, (f"RUN {ins.args[:200]}... failed:\n"
-                                            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        else:
-            raise AssertionError(f"{ins.keyword} in the build stage is not replayed here")
-    return env
+def image_files(archive: Path) -> dict[str, tarfile.TarInfo]:
+    """The image's files as its layers stack them (later layers win, whiteouts delete)."""
+    files: dict[str, tarfile.TarInfo] = {}
+    with tarfile.open(archive) as outer:
+        manifest = json.load(member(outer, "manifest.json"))
+        for name in manifest[0]["Layers"]:
+            with tarfile.open(fileobj=member(outer, name), mode="r|") as layer:
+                for info in layer:
+                    path = info.name.removeprefix("./").rstrip("/")
+                    folder, _, base = path.rpartition("/")
+                    assert base != ".wh..wh..opq", "opaque whiteouts are not read here"
+                    if base.startswith(".wh."):
+                        gone = f"{folder}/{base[4:]}".lstrip("/")
+                        files = {k: v for k, v in files.items()
+                                 if k != gone and not k.startswith(gone + "/")}
+                    else:
+                        files[path] = info
+    return files
+
+
+def image_config(archive: Path) -> dict[str, Any]:
+    with tarfile.open(archive) as tar:
+        manifest = json.load(member(tar, "manifest.json"))
+        config: dict[str, Any] = json.load(member(tar, manifest[0]["Config"]))
+    return config
 
 
 def test_hadolint_is_clean() -> None:
@@ -156,32 +130,100 @@ def test_dockerfile_shape() -> None:
     assert venv in runtime_args, "the venv must keep its path (scripts' shebangs)"
 
 
+
+
+def test_docker_archive_is_what_docker_save_writes(tmp_path: Path) -> None:
+    script = tmp_path / "hello"
+    script.write_text("#!/bin/sh\necho hello\n")
+    script.chmod(0o755)
+    layer, archive = tmp_path / "layer.tar", tmp_path / "image.tar"
+    write_file_layer(layer, {"/bin/hello": script})
+    write_docker_archive(archive, "localhost/hello:1", [layer], {"Entrypoint": ["/bin/hello"]})
+    with tarfile.open(archive) as tar:
+        manifest = json.load(member(tar, "manifest.json"))
+        assert [m["RepoTags"] for m in manifest] == [["localhost/hello:1"]]
+        config_bytes = member(tar, manifest[0]["Config"]).read()
+        layer_bytes = member(tar, manifest[0]["Layers"][0]).read()
+        repositories = json.load(member(tar, "repositories"))
+    assert manifest[0]["Config"] == f"{hashlib.sha256(config_bytes).hexdigest()}.json"
+    config = json.loads(config_bytes)
+    diff_id = hashlib.sha256(layer_bytes).hexdigest()
+    assert config["rootfs"] == {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}
+    assert config["config"]["Entrypoint"] == ["/bin/hello"]
+    assert (config["os"], config["architecture"]) == ("linux", "amd64")
+    assert repositories == {"localhost/hello": {"1": diff_id}}
+    files = image_files(archive)
+    assert files["bin/hello"].mode == 0o755
+    assert (files["bin/hello"].uid, files["bin/hello"].mtime) == (0, 0)
+    # the same files give the same layer
+    write_file_layer(tmp_path / "again.tar", {"/bin/hello": script})
+    assert (tmp_path / "again.tar").read_bytes() == layer.read_bytes()
+
+
 @pytest.mark.slow
-def test_build_stage_installs_a_working_entry_point(tmp_path: Path) -> None:
-    env = replay_build_stage(tmp_path)
-    venv = Path(env["VENV"])
-    help_text = subprocess.run([str(venv / "bin" / "salon-sessions"), "--help"],
-                               capture_output=True, text=True, check=True).stdout
-    for command in ("operator", "api", "worker", "migrate", "qr"):
-        assert command in help_text
-    site = Path(subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True, text=True, check=True).stdout.strip())
-    assert list((site / "neonize").glob("neonize-*.so")), "neonize's shared library is missing"
-    check = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import neonize._binder as b; print(b.gocode.GetVersion().decode())"],
-        capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    # the package's data files: migrations and the onboarding page
-    package = site / "salon_sessions"
-    assert list((package / "db" / "migrations").glob("*.sql"))
+def test_images_are_built_once(images: Images) -> None:
+    again = ensure_images()
+    assert again == Images(*(Image(image.tag, image.archive, cached=True)
+                             for image in (images.pause, images.coredns, images.base,
+                                           images.project)))
+    tags = [image.tag for image in (images.pause, images.coredns, images.base, images.project)]
+    assert all(tag.startswith("localhost/") for tag in tags)
+    assert set(images.for_node()) == {images.pause.tag, images.coredns.tag, images.project.tag}
+
+
+@pytest.mark.slow
+def test_the_pause_and_coredns_images(images: Images) -> None:
+    pause = image_config(images.pause.archive)["config"]
+    assert pause["Entrypoint"] == ["/pause", "-P"]
+    assert list(image_files(images.pause.archive)) == ["pause"]
+    assert image_config(images.coredns.archive)["config"]["Entrypoint"] == ["/coredns"]
+    coredns = image_files(images.coredns.archive)["coredns"]
+    assert coredns.mode & 0o111
+    assert coredns.size > 10_000_000
+
+
+@pytest.mark.slow
+def test_the_project_image_runs_as_the_chart_expects(images: Images) -> None:
+    config = image_config(images.project.archive)["config"]
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["salon-sessions"]
+    assert config["Cmd"] == ["--help"]
+    assert config["WorkingDir"] == "/tmp", "the pods mount an emptyDir on /tmp"
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["PATH"].startswith("/opt/salon-sessions/bin:")
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1", "a read-only root filesystem"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["SALON_LOG_JSON"] == "true"
+    assert set(config["ExposedPorts"]) == {"8080/tcp", "9090/tcp"}
+
+
+@pytest.mark.slow
+def test_the_project_image_holds_the_wheel_and_nothing_of_the_build(images: Images) -> None:
+    files = image_files(images.project.archive)
+    site = "opt/salon-sessions/lib/python3.11/site-packages"
+    assert [p for p in files if re.fullmatch(rf"{site}/neonize/neonize-[^/]*\.so", p)], \
+        "neonize's Go core is missing (neonize would download it at run time)"
+    assert f"{site}/salon_sessions/cli.py" in files, "the project's package is not installed"
+    assert "opt/salon-sessions/bin/salon-sessions" in files, "the entry point is missing"
+    assert [p for p in files if re.fullmatch(rf"{site}/salon_sessions/db/migrations/.*\.sql", p)]
     missing = [name for name in ("index.html", "app.js", "style.css")
-               if not (package / "api" / "page" / name).exists()]
+               if f"{site}/salon_sessions/api/page/{name}" not in files]
     assert not missing, (f"the wheel lacks the onboarding page files {missing}: add "
                          "\"salon_sessions.api.page\" = [\"*\"] to "
                          "[tool.setuptools.package-data] in pyproject.toml")
-    # the installed project is the wheel, not a link to the source tree
-    assert not list(site.glob("__editable__*"))
-    assert not list(site.glob("*.egg-link"))
+    assert not [p for p in files if "__editable__" in p or p.endswith(".egg-link")], \
+        "the installed project must be the wheel, not a link to the source tree"
+    # the runtime stage: no source tree, no wheel, no compilers, no apt lists
+    assert not [p for p in files if p == "src" or p.startswith("src/")]
+    assert not [p for p in files if re.search(r"salon_sessions-[^/]*\.whl$", p)]
+    tools = [p for p in files if re.fullmatch(r"usr/(local/)?bin/(gcc|cc|c\+\+|g\+\+|make|ld)"
+                                              r"(-[0-9.]+)?", p)]
+    assert not tools, f"build tools in the runtime image: {tools}"
+    assert not [p for p in files if p.startswith("var/lib/apt/lists/") and files[p].isfile()]
+    assert not [p for p in files if re.fullmatch(r"var/cache/apt/.*\.(bin|deb)", p)]
+    # the virtualenv: root's, not writable by the pods' user
+    venv = {p: info for p, info in files.items() if p.startswith("opt/salon-sessions/")}
+    assert venv
+    writable = [p for p, info in venv.items()
+                if not info.issym() and (info.uid != 0 or info.mode & 0o022)]
+    assert not writable, f"writable by others than root: {writable[:5]}"
