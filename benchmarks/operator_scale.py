@@ -362,6 +362,10 @@ async def run_one(n: int, paced_s: float | None, extra: dict[str, str],
         result["status_reasserts"] = sum(
             float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
             if line.startswith("salon_operator_status_reasserts_total{"))
+        # the operator posts its Events from a bounded queue in the background
+        result["operator_events"] = {
+            line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith("salon_operator_kube_events_total{")}
         result["events_by_source"] = await events_by_source(api, n)
         pods = await api.get(f"/api/v1/namespaces/{NS}/pods?resourceVersion=0")
         result["pods_running_at_end"] = sum(
