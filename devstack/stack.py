@@ -569,14 +569,17 @@ def start(state_dir: Path, components: Iterable[str] = ALL_COMPONENTS,
 def stop(state_dir: Path) -> list[str]:
     """Stop everything of this state directory by pid (the workloads and the node first)
     and put the host back as the node found it."""
-    ran_node = node.recorded(state_dir)  # else the host is not this state dir's to restore
+    state_dir = state_dir.resolve()
+    owner = Path(RUNNING.read_text().strip()) if RUNNING.exists() else None
+    # the host is this state dir's to restore only if its node ran and no other owns it now
+    ran_node = node.recorded(state_dir) and owner in (None, state_dir)
     stopped = stop_named(state_dir, ("operator", "api"))
     if ran_node:
         stopped += node.stop_node(state_dir)
     stopped += stop_all(state_dir, STOP_ORDER)
     if ran_node:
         node.restore_host(state_dir)
-    if RUNNING.exists() and Path(RUNNING.read_text().strip()) == state_dir.resolve():
+    if owner == state_dir:
         RUNNING.unlink()
         with contextlib.suppress(OSError):
             RUNNING.parent.rmdir()
