@@ -3,7 +3,8 @@
 up      install nothing (scripts/bootstrap.sh does that), start every component, apply the
         CRDs, start the operator and the API, create the demo salon, print what to open and
         type.
-down    stop everything `up` started, by pid (including the pods' processes).
+down    stop everything `up` started, by pid (the node's containers too), and put back what
+        the node changed on the host (iptables, ipsets, sysctls, mounts, cgroups, links).
 status  show which components run.
 phone   play the demo salon's phone (simulator driver): scan, code XXXX-XXXX, disconnect,
         logout.
@@ -37,7 +38,9 @@ def cmd_up(state_dir: Path) -> int:
     kc = info.kubeconfig
     print(f"[demo] PostgreSQL  {redact(info.postgres_dsn)}")
     print(f"[demo] Redis       {redact(info.redis_url)}")
-    print(f"[demo] Kubernetes  {info.kube_server} (node {info.node_name} Ready)")
+    print(f"[demo] Kubernetes  {info.kube_server} (node {info.node_name} Ready: containerd, "
+          f"kubelet, kube-proxy, CoreDNS, kube-router)")
+    print(f"[demo] worker image {info.worker_image} (built from the Dockerfile)")
     print(f"[demo] kubeconfig  {kc}")
     print(f"[demo]   export KUBECONFIG={kc}")
     print(f"[demo]   kubectl get nodes      (kubectl: {info.bin_dir}/kubectl)")
@@ -46,6 +49,7 @@ def cmd_up(state_dir: Path) -> int:
     info.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                  "crd/salonsessions.wa.salonsessions.io")
     print("[demo] applied the SalonSession CRD from crds/")
+    stack.backing_services(info, DEMO_NAMESPACE)
     try:
         stack.start_operator(state_dir, info, namespace=DEMO_NAMESPACE)
         info.api_url, info.api_admin_token = stack.start_api(state_dir, info,
