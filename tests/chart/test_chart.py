@@ -82,6 +82,7 @@ BAD_VALUES = [
     (["--set", "metrics.serviceMonitor.interval=30"], "/metrics/serviceMonitor/interval"),
     (["--set", "worker.resources.limits.memory=lots"], "/worker/resources"),
     (["--set", "replicas=3"], "replicas"),
+    (["--set", "api.service.nodePort=70000"], "/api/service/nodePort"),
     (["--set", "api.ingress.hosts[0].host=x,api.ingress.hosts[0].paths[0].path=/,"
                "api.ingress.hosts[0].paths[0].pathType=Sometimes"], "pathType"),
 ]
@@ -479,3 +480,16 @@ def test_worker_metrics_port_settings(port: int, ingress: Any) -> None:
     env = env_of(container(find(docs, "Deployment", "salon-sessions-operator")))
     assert env["SALON_WORKER_METRICS_PORT"]["value"] == str(port)
     OperatorSettings.model_validate({**OPERATOR_REQUIRED, "worker_metrics_port": port})
+
+
+def test_api_service_node_port() -> None:
+    """`api.service.nodePort` fixes the port of a NodePort Service (the local demo's link);
+    ClusterIP ignores it."""
+    node_port = ["--set", "api.service.type=NodePort", "--set", "api.service.nodePort=30080"]
+    service = find(render(*node_port), "Service", "salon-sessions-api")
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"][0]["nodePort"] == 30080
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    cluster_ip = find(render("--set", "api.service.nodePort=30080"), "Service",
+                      "salon-sessions-api")
+    assert "nodePort" not in cluster_ip["spec"]["ports"][0]
