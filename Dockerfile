@@ -3,8 +3,9 @@
 #   salon-sessions operator | api | worker | migrate up | qr <company>
 # Multi-stage: the build stage builds the project's wheel and installs it with its
 # dependencies into a virtualenv; the runtime stage copies only that virtualenv.
-# tests/chart/test_image.py runs the build stage's COPY and RUN steps into a fresh
-# virtualenv (no Docker engine there): keep every build step of that stage in a RUN.
+# The development machines build it with buildah, without a registry (devstack/images.py:
+# PYTHON_IMAGE is a Debian stand-in there, the host's CA bundle is mounted into the RUN
+# steps); tests/chart/test_image.py checks that image.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

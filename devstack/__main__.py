@@ -1,4 +1,4 @@
-"""`python -m devstack up|down|status` — the local stack of real components.
+"""`python -m devstack up|down|status|phone|images` — the local stack of real components.
 
 up      install nothing (scripts/bootstrap.sh does that), start every component, apply the
         CRDs, start the operator and the API, create the demo salon, print what to open and
@@ -7,6 +7,8 @@ down    stop everything `up` started, by pid (including the pods' processes).
 status  show which components run.
 phone   play the demo salon's phone (simulator driver): scan, code XXXX-XXXX, disconnect,
         logout.
+images  build the node's images that are missing (pause, CoreDNS, the Python base, the
+        project's from its Dockerfile) and list them with their archives.
 """
 
 from __future__ import annotations
@@ -141,6 +143,21 @@ def cmd_down(state_dir: Path) -> int:
     return 0
 
 
+def cmd_images() -> int:
+    from devstack import images
+
+    try:
+        built = images.ensure_images()
+    except (RuntimeError, StartError) as exc:
+        print(f"[images] FAILED: {exc}", file=sys.stderr)
+        return 1
+    for image in (built.pause, built.coredns, built.base, built.project):
+        size = image.archive.stat().st_size / 2**20
+        print(f"{image.tag:45} {size:6.0f} MiB  {'cached' if image.cached else 'built '}  "
+              f"{image.archive}")
+    return 0
+
+
 def cmd_status(state_dir: Path) -> int:
     running = 0
     for f in sorted(pid_dir(state_dir).glob("*.pid")):
@@ -162,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("up", "down", "status"):
         sub.add_parser(name).add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
+    sub.add_parser("images", help="build the node's images that are missing; list them")
     phone = sub.add_parser("phone", help="play the demo salon's phone (simulator driver)")
     phone.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     phone.add_argument("--company", default=DEMO_COMPANY)
@@ -170,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("code", nargs="?", help="with `code`: the pairing code on the page")
     args = p.parse_args(argv)
     state_dir = args.state_dir.resolve()
+    if args.command == "images":
+        return cmd_images()
     if args.command == "phone":
         return cmd_phone(state_dir, args.action, args.code, args.company, args.phone)
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status}

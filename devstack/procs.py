@@ -154,3 +154,21 @@ def stop_all(state_dir: Path, order: Sequence[str] = ()) -> list[str]:
             stopped.append(name)
         path.unlink(missing_ok=True)
     return stopped
+
+
+def stop_named(state_dir: Path, names: Sequence[str]) -> list[str]:
+    """Stop the processes of these pid files only (in this order); the others keep running."""
+    stopped = []
+    for name in names:
+        path = pid_dir(state_dir) / f"{name}.pid"
+        if not path.exists():
+            continue
+        try:
+            pid = int(path.read_text().strip())
+        except ValueError:
+            pid = 0
+        if pid and pid_alive(pid):
+            stop_pid(pid)
+            stopped.append(name)
+        path.unlink(missing_ok=True)
+    return stopped
