@@ -3,7 +3,8 @@
 up      install nothing (scripts/bootstrap.sh does that), start every component (the
         control plane and a real node), `helm install` the chart with its default values,
         create the demo salon through the API, print what to open and type.
-down    stop everything `up` started, by pid, and restore what the node changed.
+down    stop everything `up` started, by pid (the node's containers too), and put back what
+        the node changed on the host (iptables, ipsets, sysctls, mounts, cgroups, links).
 status  show which components run.
 phone   play the demo salon's phone (simulator driver): scan, code XXXX-XXXX, disconnect,
         logout.
@@ -39,13 +40,15 @@ def cmd_up(state_dir: Path) -> int:
     kc = info.kubeconfig
     print(f"[demo] PostgreSQL  {redact(info.postgres_dsn)}")
     print(f"[demo] Redis       {redact(info.redis_url)}")
-    print(f"[demo] Kubernetes  {info.kube_server} (node {info.node_name} Ready)")
+    print(f"[demo] Kubernetes  {info.kube_server} (node {info.node_name} Ready: containerd, "
+          f"kubelet, kube-proxy, CoreDNS, kube-router)")
+    print(f"[demo] worker image {info.worker_image} (built from the Dockerfile)")
     print(f"[demo] kubeconfig  {kc}")
     print(f"[demo]   export KUBECONFIG={kc}")
     print(f"[demo]   kubectl get nodes      (kubectl: {info.bin_dir}/kubectl)")
     print(f"[demo] secrets (database and Redis URLs with passwords) are in {state_dir}/state.json")
     print(f"[demo] helm install {chart.RELEASE} charts/salon-sessions -n {DEMO_NAMESPACE} "
-          f"(default values; image {info.worker_image}) ...", flush=True)
+          f"(default values) ...", flush=True)
     try:
         install_demo(info)
         info.save()

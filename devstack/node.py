@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -78,6 +79,9 @@ HOST_DIRS = (Path("/var/lib/kubelet"), Path("/var/lib/cni"), Path("/etc/cni"),
 """Host-wide directories a node may create even with its own paths configured (the runc shim
 keeps its sockets in /run/containerd/s, the kubelet links /var/log/containers)."""
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+MOUNT_MARKS = re.compile(r"/kubelet|containerd|/netns|/cni")
+"""Mount points a node makes (pod volumes under the kubelet's root, rootfs and shm under
+containerd's state, network namespaces); other tools' mounts (buildah's) are not its own."""
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,7 @@ def kube_proxy_config(state_dir: Path, creds: NodeCredentials) -> dict[str, obje
         "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
                       "tcpCloseWaitTimeout": "0s", "udpTimeout": "0s",
                       "udpStreamTimeout": "0s"},
+        "nodePortAddresses": ["primary"],  # NODE_IP
         "metricsBindAddress": "127.0.0.1:10249", "healthzBindAddress": "127.0.0.1:10256",
     }
 
@@ -484,11 +489,17 @@ def restore_host(state_dir: Path) -> None:
 
 
 def _remove_dir(d: Path) -> None:
-    """A host directory the node created: removed, unless something else keeps a socket in
-    it (another containerd's shims share /run/containerd/s)."""
+    """A host directory the node created: removed, unless something else listens on a
+    socket in it (another containerd's shims share /run/containerd/s)."""
     _remove_empty_dirs(d)
-    if d.exists() and not any(p.is_socket() for p in d.rglob("*")):
+    if d.exists() and not any(_listening(p) for p in d.rglob("*") if p.is_socket()):
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(1)
+        return s.connect_ex(str(path)) == 0
 
 
 def _remove_empty_dirs(d: Path) -> None:
@@ -587,8 +598,9 @@ def _remove_cgroups() -> None:
 def host_state() -> dict[str, list[str]]:
     """What a node changes on the host, comparable before start and after stop: iptables
     rules and chains of both families (empty tables left out: iptables-nft cannot delete a
-    table, and an empty one filters nothing), ipsets, the sysctls of SYSCTLS, mount points,
-    links, kubepods cgroups, the host directories of HOST_DIRS."""
+    table, and an empty one filters nothing), ipsets, the sysctls of SYSCTLS, the node's
+    kind of mount points (MOUNT_MARKS), links, kubepods cgroups, the host directories of
+    HOST_DIRS."""
     rules = []
     for _tool, save in _iptables_tools():
         for table in TABLES:
@@ -605,7 +617,7 @@ def host_state() -> dict[str, list[str]]:
         "iptables": rules,
         "ipsets": _ipsets(),
         "sysctls": [f"{k}={read_sysctl(k)}" for k in SYSCTLS],
-        "mounts": sorted(set(_mount_points())),
+        "mounts": sorted({p for p in _mount_points() if MOUNT_MARKS.search(p)}),
         "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links),
         "cgroups": [str(p) for p in kubepods_cgroups()],
         "dirs": [str(d) for d in HOST_DIRS if d.exists()],

@@ -1,12 +1,23 @@
 """The local stack: PostgreSQL, Redis, etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and the node agent, on loopback and free ports, in one state directory.
+kube-scheduler and a real node (`devstack.node`: containerd, kubelet, kube-proxy, CoreDNS,
+kube-router), in one state directory.
 
-`start()` brings it all up and writes `state.json` (URLs, ports, paths) and a kubeconfig;
-`stop()` stops everything by pid. Used by `python -m devstack` and by the pytest fixtures.
+PostgreSQL, Redis and the apiserver listen on the node IP (NODE_IP, a dummy link), on their
+standard ports: the pods reach them there (the `kubernetes` Service DNATs to the apiserver's
+advertised address; `backing_services` gives PostgreSQL and Redis in-cluster names), and the
+host uses the same URLs. The cluster has a CA of its own: the apiserver's serving certificate
+names every address pods and the host use, and the apiserver authenticates to the kubelet
+with a client certificate (so `kubectl logs/exec` work).
+
+`start()` brings it all up (images built and imported by `devstack.images`) and writes
+`state.json` (URLs, paths, the worker image) and a kubeconfig; `stop()` stops everything by
+pid and puts the host back. One stack per machine: a second `start()` is refused while one
+runs. Used by `python -m devstack` and by the pytest fixtures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -21,14 +32,30 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devstack.procs import StartError, free_port, http_ok, spawn, stop_all, wait_until
+from devstack import images, node
+from devstack.node import NODE_IP, NODE_NAME, POD_CIDR, SERVICE_CIDR
+from devstack.procs import (
+    StartError,
+    free_port,
+    http_ok,
+    pid_alive,
+    pid_dir,
+    spawn,
+    stop_all,
+    stop_named,
+    wait_until,
+)
 from salon_sessions.core.urls import with_credentials
 
 REPO = Path(__file__).resolve().parent.parent
-NODE_NAME = "salon-dev-node"
 PG_BIN = Path("/usr/lib/postgresql")
+POSTGRES_PORT = 5432
+REDIS_PORT = 6379
+APISERVER_PORT = 6443
+RUNNING = Path("/run/salon-sessions/stack")
+"""The state directory of the stack that runs on this machine (one at a time)."""
 STOP_ORDER = (
-    "nodeagent", "operator", "api", "kube-scheduler", "kube-controller-manager",
+    "operator", "api", "kube-scheduler", "kube-controller-manager",
     "kube-apiserver", "etcd", "redis", "postgres",
 )
 ALL_COMPONENTS = ("postgres", "redis", "kubernetes")
@@ -55,6 +82,8 @@ class StackInfo:
     components: list[str] = field(default_factory=list)
     api_url: str = ""
     api_admin_token: str = ""
+    worker_image: str = ""
+    """The project image (built from the Dockerfile, imported into the node's containerd)."""
 
     def save(self) -> None:
         path = Path(self.state_dir) / "state.json"
@@ -90,17 +119,11 @@ def pg_bin(tool: str) -> str:
     return str(versions[-1] / tool)
 
 
-def _tcp_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 # --------------------------------------------------------------------------- postgres
 
 def start_postgres(state_dir: Path, info: StackInfo) -> None:
     data = state_dir / "postgres"
-    port = free_port()
+    port = POSTGRES_PORT
     password = secrets.token_urlsafe(18)
     as_root = os.geteuid() == 0
     user = "postgres" if as_root else None
@@ -120,22 +143,25 @@ def start_postgres(state_dir: Path, info: StackInfo) -> None:
         check=True, capture_output=True, user=user,
     )
     pwfile.unlink()
+    with open(pgdata / "pg_hba.conf", "a") as hba:  # the host (NODE_IP) and the pods
+        hba.write(f"host all all {NODE_IP}/32 scram-sha-256\n"
+                  f"host all all {POD_CIDR} scram-sha-256\n")
     _run_postgres(state_dir, port)
     env = {**os.environ, "PGPASSWORD": password}
-    subprocess.run([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "salon",
+    subprocess.run([pg_bin("createdb"), "-h", NODE_IP, "-p", str(port), "-U", "salon",
                     "salon"], check=True, env=env, capture_output=True)
-    info.postgres_dsn = f"postgresql://salon:{password}@127.0.0.1:{port}/salon"
+    info.postgres_dsn = f"postgresql://salon:{password}@{NODE_IP}:{port}/salon"
 
 
 def _run_postgres(state_dir: Path, port: int) -> None:
     """Start the postmaster on the data directory of `start_postgres` and wait for it."""
     proc = spawn(state_dir, "postgres", [
         pg_bin("postgres"), "-D", str(state_dir / "postgres" / "data"), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+        "-c", f"listen_addresses={NODE_IP}", "-c", "unix_socket_directories=",
         "-c", "fsync=off", "-c", "max_connections=600",
     ], user="postgres" if os.geteuid() == 0 else None)
     wait_until("PostgreSQL", lambda: subprocess.run(
-        [pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+        [pg_bin("pg_isready"), "-h", NODE_IP, "-p", str(port)], capture_output=True
     ).returncode == 0, 30, proc, state_dir / "logs" / "postgres.log")
 
 
@@ -164,7 +190,7 @@ def start_redis(state_dir: Path, info: StackInfo) -> None:
     keeps them; the per-session users are the operator's to create and re-create)."""
     from salon_sessions.core import redis_acl
 
-    port = free_port()
+    port = REDIS_PORT
     password = secrets.token_urlsafe(18)
     users = {redis_acl.OPERATOR_USER: redis_acl.operator_rules(),
              redis_acl.API_USER: redis_acl.api_rules(),
@@ -175,20 +201,20 @@ def start_redis(state_dir: Path, info: StackInfo) -> None:
     lines = [redis_acl.config_line("default", password, ["~*", "&*", "+@all"])]
     lines += [redis_acl.config_line(u, passwords[u], rules) for u, rules in users.items()]
     conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {state_dir / 'redis'}\nsave \"\"\n"
+        f"port {port}\nbind {NODE_IP}\ndir {state_dir / 'redis'}\nsave \"\"\n"
         f"appendonly no\nprotected-mode yes\n" + "\n".join(lines) + "\n"
     )
     conf.chmod(0o600)
     proc = spawn(state_dir, "redis", ["redis-server", str(conf)])
     wait_until("Redis", lambda: _redis_ping(port, password), 20, proc,
                state_dir / "logs" / "redis.log")
-    info.redis_url = f"redis://:{password}@127.0.0.1:{port}/0"
+    info.redis_url = f"redis://:{password}@{NODE_IP}:{port}/0"
     info.redis_operator_url, info.redis_api_url, info.redis_admin_url = (
         with_credentials(info.redis_url, u, passwords[u]) for u in users)
 
 
 def _redis_ping(port: int, password: str) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+    with socket.create_connection((NODE_IP, port), timeout=1) as s:
         s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
         return b"PONG" in s.recv(100)
 
@@ -205,16 +231,7 @@ def restart_redis(info: StackInfo) -> None:
                state_dir / "logs" / "redis.log")
 
 
-def stop_all_named(state_dir: Path, names: Iterable[str]) -> None:
-    from devstack.procs import pid_alive, pid_dir, stop_pid
-
-    for name in names:
-        path = pid_dir(state_dir) / f"{name}.pid"
-        if path.exists():
-            pid = int(path.read_text().strip())
-            if pid_alive(pid):
-                stop_pid(pid)
-            path.unlink(missing_ok=True)
+stop_all_named = stop_named
 
 
 # --------------------------------------------------------------------------- kubernetes
@@ -223,16 +240,48 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+APISERVER_SANS = (f"IP:{NODE_IP}", "IP:127.0.0.1", "IP:10.96.0.1", "DNS:kubernetes",
+                  "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
+                  "DNS:kubernetes.default.svc.cluster.local")
+"""Every name the apiserver is reached by: the host (NODE_IP), pods (the `kubernetes`
+Service, the first address of SERVICE_CIDR, and its DNS names)."""
+KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+
+
+def _certificate(kdir: Path, name: str, subject: str, sans: Iterable[str] = (),
+                 usage: str = "clientAuth") -> None:
+    """`<name>.key` and `<name>.crt` signed by the cluster CA (`ca.crt`)."""
+    ext = kdir / f"{name}.ext"
+    lines = [f"extendedKeyUsage={usage}", "keyUsage=digitalSignature,keyEncipherment"]
+    if sans:
+        lines.append(f"subjectAltName={','.join(sans)}")
+    ext.write_text("\n".join(lines) + "\n")
+    _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+             "-keyout", str(kdir / f"{name}.key"), "-out", str(kdir / f"{name}.csr"))
+    _openssl("x509", "-req", "-in", str(kdir / f"{name}.csr"), "-CA", str(kdir / "ca.crt"),
+             "-CAkey", str(kdir / "ca.key"), "-CAcreateserial", "-days", "365",
+             "-extfile", str(ext), "-out", str(kdir / f"{name}.crt"))
+    (kdir / f"{name}.csr").unlink()
+    ext.unlink()
+
+
 def _make_pki(kdir: Path) -> None:
+    """The cluster CA; the apiserver's serving certificate, its client certificate for the
+    kubelet and the kubelet's serving certificate; the ServiceAccount signing key."""
     kdir.mkdir(parents=True, exist_ok=True)
     _openssl("genrsa", "-out", str(kdir / "sa.key"), "2048")
     _openssl("rsa", "-in", str(kdir / "sa.key"), "-pubout", "-out", str(kdir / "sa.pub"))
-    # The node agent's serving certificate (kube-apiserver -> node for `kubectl logs`).
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
-             "-subj", f"/CN={NODE_NAME}", "-addext", "subjectAltName=IP:127.0.0.1",
-             "-keyout", str(kdir / "node.key"), "-out", str(kdir / "node.crt"))
+             "-subj", "/CN=salon-dev-ca", "-keyout", str(kdir / "ca.key"),
+             "-out", str(kdir / "ca.crt"))
+    _certificate(kdir, "apiserver", "/CN=kube-apiserver", APISERVER_SANS, "serverAuth")
+    _certificate(kdir, "kubelet-client", f"/CN={KUBELET_CLIENT}")
+    _certificate(kdir, "kubelet", f"/CN={NODE_NAME}", (f"IP:{NODE_IP}", f"DNS:{NODE_NAME}"),
+                 "serverAuth")
     for f in kdir.iterdir():
-        f.chmod(0o600)
+        if f.is_file():
+            f.chmod(0o600)
+    (kdir / "ca.crt").chmod(0o644)
 
 
 def _kubeconfig(path: Path, server: str, ca: Path, user: str, token: str) -> None:
@@ -254,12 +303,32 @@ def _https_ok(url: str, ca: Path, token: str) -> bool:
         return bool(resp.status == 200)
 
 
+CONTROL_PLANE_RBAC = [
+    # the apiserver's identity towards the kubelet (logs, exec, port-forward)
+    node.cluster_role_binding("salon-dev:kubelet-api-admin", "system:kubelet-api-admin",
+                              {"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                               "name": KUBELET_CLIENT}),
+    # kube-router's firewall: what it watches to write the NetworkPolicies' rules
+    *node.cluster_role("salon-dev:kube-router", [
+        {"apiGroups": [""], "verbs": ["get", "list", "watch"],
+         "resources": ["namespaces", "pods", "services", "nodes", "endpoints"]},
+        {"apiGroups": ["networking.k8s.io"], "verbs": ["get", "list", "watch"],
+         "resources": ["networkpolicies"]},
+        {"apiGroups": ["discovery.k8s.io"], "verbs": ["get", "list", "watch"],
+         "resources": ["endpointslices"]}],
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:kube-router"}),
+]
+"""kube-proxy needs nothing here: `system:kube-proxy` is bound to system:node-proxier by
+default."""
+
+
 def start_kubernetes(state_dir: Path, info: StackInfo, bin_dir: Path) -> None:
     kdir = state_dir / "kube"
     if kdir.exists():
         shutil.rmtree(kdir)
     _make_pki(kdir)
     logs = state_dir / "logs"
+    ca = kdir / "ca.crt"
 
     # etcd
     etcd_port, peer_port = free_port(), free_port()
@@ -274,44 +343,54 @@ def start_kubernetes(state_dir: Path, info: StackInfo, bin_dir: Path) -> None:
     ])
     wait_until("etcd", lambda: http_ok(f"{etcd_url}/health"), 30, proc, logs / "etcd.log")
 
-    # kube-apiserver, with static tokens for the admin and the control-plane identities
-    tokens = {name: secrets.token_urlsafe(24) for name in ("admin", "cm", "sched", "node")}
-    (kdir / "tokens.csv").write_text(
-        f'{tokens["admin"]},admin,admin,"system:masters"\n'
-        f'{tokens["cm"]},system:kube-controller-manager,kcm\n'
-        f'{tokens["sched"]},system:kube-scheduler,ksched\n'
-        f'{tokens["node"]},system:node:{NODE_NAME},node,"system:nodes"\n'
-    )
+    # kube-apiserver, with static tokens for the admin and the other components
+    identities = {
+        "admin": ("admin", '"system:masters"'),
+        "cm": ("system:kube-controller-manager", ""),
+        "sched": ("system:kube-scheduler", ""),
+        "node": (f"system:node:{NODE_NAME}", '"system:nodes"'),
+        "proxy": ("system:kube-proxy", ""),
+        "router": ("system:kube-router", ""),
+    }
+    tokens = {name: secrets.token_urlsafe(24) for name in identities}
+    (kdir / "tokens.csv").write_text("".join(
+        f"{tokens[key]},{user},{key}" + (f",{groups}" if groups else "") + "\n"
+        for key, (user, groups) in identities.items()))
     (kdir / "tokens.csv").chmod(0o600)
-    api_port = free_port()
-    server = f"https://127.0.0.1:{api_port}"
-    certs = kdir / "apiserver-certs"
+    server = f"https://{NODE_IP}:{APISERVER_PORT}"
     proc = spawn(state_dir, "kube-apiserver", [
         str(bin_dir / "kube-apiserver"),
         f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-        f"--secure-port={api_port}", f"--cert-dir={certs}",
+        f"--bind-address={NODE_IP}", f"--advertise-address={NODE_IP}",
+        f"--secure-port={APISERVER_PORT}",
+        f"--tls-cert-file={kdir / 'apiserver.crt'}",
+        f"--tls-private-key-file={kdir / 'apiserver.key'}",
+        f"--client-ca-file={ca}",
+        f"--kubelet-client-certificate={kdir / 'kubelet-client.crt'}",
+        f"--kubelet-client-key={kdir / 'kubelet-client.key'}",
+        f"--kubelet-certificate-authority={ca}",
         f"--token-auth-file={kdir / 'tokens.csv'}",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={kdir / 'sa.pub'}",
         f"--service-account-signing-key-file={kdir / 'sa.key'}",
-        "--service-cluster-ip-range=10.96.0.0/16",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=false", "--profiling=false", "--v=1",
     ])
-    ca = certs / "apiserver.crt"
-    wait_until("kube-apiserver", lambda: ca.exists() and _https_ok(
-        f"{server}/readyz", ca, tokens["admin"]), 90, proc, logs / "kube-apiserver.log")
+    wait_until("kube-apiserver", lambda: _https_ok(f"{server}/readyz", ca, tokens["admin"]),
+               90, proc, logs / "kube-apiserver.log")
 
     kubeconfig = state_dir / "kubeconfig"
     _kubeconfig(kubeconfig, server, ca, "admin", tokens["admin"])
-    _kubeconfig(kdir / "cm.kubeconfig", server, ca, "system:kube-controller-manager", tokens["cm"])
-    _kubeconfig(kdir / "sched.kubeconfig", server, ca, "system:kube-scheduler", tokens["sched"])
-    _kubeconfig(kdir / "node.kubeconfig", server, ca, f"system:node:{NODE_NAME}", tokens["node"])
+    for key, (user, _groups) in identities.items():
+        if key != "admin":
+            _kubeconfig(kdir / f"{key}.kubeconfig", server, ca, user, tokens[key])
     info.kube_server, info.kubeconfig, info.ca_file = server, str(kubeconfig), str(ca)
     info.admin_token, info.bin_dir = tokens["admin"], str(bin_dir)
+    info.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": CONTROL_PLANE_RBAC}))
 
     spawn(state_dir, "kube-controller-manager", [
         str(bin_dir / "kube-controller-manager"),
@@ -319,7 +398,9 @@ def start_kubernetes(state_dir: Path, info: StackInfo, bin_dir: Path) -> None:
         "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
         "--use-service-account-credentials=true",
         f"--service-account-private-key-file={kdir / 'sa.key'}",
-        f"--root-ca-file={ca}", "--controllers=*,-nodeipam,-cloud-node-lifecycle",
+        f"--root-ca-file={ca}", "--controllers=*,-cloud-node-lifecycle",
+        "--allocate-node-cidrs=true", f"--cluster-cidr={POD_CIDR}", "--node-cidr-mask-size=24",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--v=1",
     ])
     spawn(state_dir, "kube-scheduler", [
@@ -327,32 +408,60 @@ def start_kubernetes(state_dir: Path, info: StackInfo, bin_dir: Path) -> None:
         f"--kubeconfig={kdir / 'sched.kubeconfig'}",
         "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=1",
     ])
-    start_nodeagent(state_dir, info)
 
 
-def start_nodeagent(state_dir: Path, info: StackInfo) -> None:
+def start_node(state_dir: Path, info: StackInfo, bin_dir: Path) -> None:
+    """containerd with the images imported, then the kubelet, kube-proxy, kube-router and
+    CoreDNS (`devstack.node`); returns once the node is Ready and CoreDNS answers."""
     kdir = state_dir / "kube"
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-    }
-    proc = spawn(state_dir, "nodeagent", [
-        sys.executable, "-m", "devstack.nodeagent",
-        "--kubeconfig", str(kdir / "node.kubeconfig"), "--node-name", NODE_NAME,
-        "--state-dir", str(state_dir / "node"),
-        "--tls-cert", str(kdir / "node.crt"), "--tls-key", str(kdir / "node.key"),
-    ], env=env, cwd=REPO)
+    built = images.ensure_images(bin_dir)
+    node.start_containerd(state_dir, built.pause.tag)
+    images.import_images(node.CONTAINERD_SOCKET, built.for_node())
+    info.worker_image = built.project.tag
+    creds = node.NodeCredentials(
+        ca=kdir / "ca.crt", kubelet_kubeconfig=kdir / "node.kubeconfig",
+        kubelet_cert=kdir / "kubelet.crt", kubelet_key=kdir / "kubelet.key",
+        kube_proxy_kubeconfig=kdir / "proxy.kubeconfig",
+        kube_router_kubeconfig=kdir / "router.kubeconfig")
 
     def node_ready() -> bool:
         out = info.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
         if out.returncode != 0:
             return False
-        node = json.loads(out.stdout)
+        got = json.loads(out.stdout)
         ready = any(c["type"] == "Ready" and c["status"] == "True"
-                    for c in node["status"].get("conditions", []))
-        return ready and not node["spec"].get("taints")
+                    for c in got["status"].get("conditions", []))
+        return ready and not got["spec"].get("taints")
 
-    wait_until(f"node {NODE_NAME}", node_ready, 90, proc, state_dir / "logs" / "nodeagent.log")
+    node.start_node(state_dir, bin_dir, creds, node_ready)
+    info.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": node.coredns_manifests(built.coredns.tag)}))
+    out = info.kubectl("rollout", "status", "deployment/coredns", "-n", "kube-system",
+                       "--timeout=90s", check=False)
+    if out.returncode != 0:
+        raise StartError(f"CoreDNS did not become ready: {out.stderr or out.stdout}; see "
+                         f"{state_dir / 'logs' / 'kubelet.log'}")
+
+
+def backing_services(info: StackInfo, namespace: str) -> None:
+    """In-cluster names for the stack's PostgreSQL and Redis in `namespace`: selector-less
+    Services `postgresql` (5432) and `redis` (6379) with an EndpointSlice each to NODE_IP."""
+    items: list[dict[str, object]] = []
+    for name, port in (("postgresql", POSTGRES_PORT), ("redis", REDIS_PORT)):
+        ports = [{"name": name, "port": port, "protocol": "TCP"}]
+        items.append({"apiVersion": "v1", "kind": "Service",
+                      "metadata": {"name": name, "namespace": namespace},
+                      "spec": {"ports": [{**ports[0], "targetPort": port}]}})
+        items.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                      "metadata": {"name": f"{name}-stack", "namespace": namespace,
+                                   "labels": {"kubernetes.io/service-name": name,
+                                              "endpointslice.kubernetes.io/managed-by":
+                                                  "devstack"}},
+                      "addressType": "IPv4", "ports": ports,
+                      "endpoints": [{"addresses": [NODE_IP],
+                                     "conditions": {"ready": True}}]})
+    info.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": items}))
 
 
 # --------------------------------------------------------------------------- operator
@@ -373,9 +482,8 @@ def start_operator(state_dir: Path, info: StackInfo, namespace: str = "default",
         "SALON_CREDENTIALS_KEY": info.credentials_key,
         "SALON_NAMESPACE": namespace, "SALON_IDENTITY": "devstack-operator",
         "SALON_METRICS_PORT": str(port), "SALON_HTTP_HOST": "127.0.0.1",
-        # the dev node agent shares one network namespace and reports little memory
-        "SALON_WORKER_METRICS_PORT": "-1", "SALON_WORKER_MEMORY_REQUEST": "1Mi",
-        "SALON_WORKER_CPU_REQUEST": "10m",
+        # the workers run from the project image imported into the node (no registry)
+        "SALON_WORKER_IMAGE": info.worker_image, "SALON_WORKER_IMAGE_PULL_POLICY": "Never",
         **(env or {}),
     }
     proc = spawn(state_dir, "operator", [str(Path(sys.executable).parent / "salon-sessions"),
@@ -411,20 +519,46 @@ def start_api(state_dir: Path, info: StackInfo, namespace: str = "default",
 
 # --------------------------------------------------------------------------- whole stack
 
+def _running_elsewhere(state_dir: Path) -> Path | None:
+    """The state directory of another stack running on this machine, if any."""
+    if not RUNNING.exists():
+        return None
+    other = Path(RUNNING.read_text().strip())
+    if other == state_dir or not other.is_dir():
+        return None
+    alive = any(pid_alive(int(f.read_text().strip() or 0))
+                for f in pid_dir(other).glob("*.pid") if f.read_text().strip().isdigit())
+    if alive:
+        return other
+    stop(other)  # a stack that died: its host changes are undone before ours begin
+    return None
+
+
 def start(state_dir: Path, components: Iterable[str] = ALL_COMPONENTS,
           bin_dir: Path | None = None) -> StackInfo:
     state_dir = state_dir.resolve()
+    other = _running_elsewhere(state_dir)
+    if other is not None:
+        raise StartError(f"a local stack already runs on this machine (state dir {other}); "
+                         f"one per machine (its node changes the host's network): stop it "
+                         f"with `python -m devstack down --state-dir {other}`")
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
     stop(state_dir)
+    RUNNING.parent.mkdir(parents=True, exist_ok=True)
+    RUNNING.write_text(f"{state_dir}\n")
     info = StackInfo(state_dir=str(state_dir), components=list(components))
     try:
+        node.record_host(state_dir)
+        node.add_node_ip()
         if "postgres" in info.components:
             start_postgres(state_dir, info)
         if "redis" in info.components:
             start_redis(state_dir, info)
         if "kubernetes" in info.components:
-            start_kubernetes(state_dir, info, bin_dir or k8s_bin_dir())
+            bin_dir = bin_dir or k8s_bin_dir()
+            start_kubernetes(state_dir, info, bin_dir)
+            start_node(state_dir, info, bin_dir)
     except BaseException:
         stop(state_dir)
         raise
@@ -433,4 +567,20 @@ def start(state_dir: Path, components: Iterable[str] = ALL_COMPONENTS,
 
 
 def stop(state_dir: Path) -> list[str]:
-    return stop_all(state_dir, STOP_ORDER)
+    """Stop everything of this state directory by pid (the workloads and the node first)
+    and put the host back as the node found it."""
+    state_dir = state_dir.resolve()
+    owner = Path(RUNNING.read_text().strip()) if RUNNING.exists() else None
+    # the host is this state dir's to restore only if its node ran and no other owns it now
+    ran_node = node.recorded(state_dir) and owner in (None, state_dir)
+    stopped = stop_named(state_dir, ("operator", "api"))
+    if ran_node:
+        stopped += node.stop_node(state_dir)
+    stopped += stop_all(state_dir, STOP_ORDER)
+    if ran_node:
+        node.restore_host(state_dir)
+    if owner == state_dir:
+        RUNNING.unlink()
+        with contextlib.suppress(OSError):
+            RUNNING.parent.rmdir()
+    return stopped

@@ -1,6 +1,7 @@
-"""Shared fixtures: one real PostgreSQL, Redis and Kubernetes control plane (with the dev
-node agent) per pytest run on free loopback ports, torn down at the end even on failure;
-a fresh namespace and a fresh database per test that asks for one.
+"""Shared fixtures: one real PostgreSQL, Redis and Kubernetes cluster (control plane and a
+real node, `devstack.node`) per pytest run, torn down at the end even on failure, and the
+host checked to be as the node found it; a fresh namespace and a fresh database per test
+that asks for one.
 
 Unit tests that request none of these fixtures start nothing.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack import node as devstack_node
 from devstack import stack as devstack_stack
 from devstack.stack import StackInfo
 from tests.helpers import restore_session_users
@@ -28,13 +30,17 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
     """The whole local stack: PostgreSQL, Redis, etcd, kube-apiserver, controller-manager,
-    scheduler and the node agent."""
+    scheduler and the node. After it stops, what the node changed on the host (iptables,
+    ipsets, sysctls, mounts, links, cgroups, directories) must be back as it was: a
+    difference fails the teardown of the last test that used it."""
     state_dir = Path(tempfile.mkdtemp(prefix="salon-test-stack-"))
+    before = devstack_node.host_state()
     try:
         info = devstack_stack.start(state_dir)
         yield info
     finally:
         devstack_stack.stop(state_dir)
+        changes = devstack_node.host_changes(before, devstack_node.host_state())
         if os.environ.get("SALON_KEEP_TEST_STATE"):
             print(f"test stack state kept in {state_dir}")
         else:
@@ -43,6 +49,7 @@ def stack() -> Iterator[StackInfo]:
                 shutil.rmtree(keep, ignore_errors=True)
                 shutil.copytree(state_dir / "logs", keep)
             shutil.rmtree(state_dir, ignore_errors=True)
+    assert not changes, "the node left the host changed:\n" + "\n".join(changes)
 
 
 @pytest.fixture(scope="session")

@@ -36,9 +36,6 @@ FAST_WORKER = {
 FAST_OPERATOR = {
     "SALON_WORKER_HEARTBEAT_TTL_S": "6",
     "SALON_WORKER_TERMINATION_GRACE_S": "5",
-    "SALON_WORKER_METRICS_PORT": "0",
-    "SALON_WORKER_CPU_REQUEST": "10m",
-    "SALON_WORKER_MEMORY_REQUEST": "1Mi",
     "SALON_WORKER_ENV": json.dumps(FAST_WORKER),
     "SALON_HEARTBEAT_CHECK_S": "1",
     "SALON_PING_INTERVAL_S": "1",
@@ -170,6 +167,9 @@ class OperatorEnv:
             "SALON_CREDENTIALS_KEY": self.stack.credentials_key,
             "SALON_NAMESPACE": self.namespace, "SALON_IDENTITY": identity,
             "SALON_METRICS_PORT": str(port), "SALON_HTTP_HOST": "127.0.0.1",
+            # the workers: real containers from the project image imported into the node
+            "SALON_WORKER_IMAGE": self.stack.worker_image,
+            "SALON_WORKER_IMAGE_PULL_POLICY": "Never",
             **FAST_OPERATOR, **overrides,
         }
         proc = OperatorProc(identity, env, self.tmp / f"operator-{identity}.log", port)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from devstack.node import container_pid
 from salon_sessions.core.channels import events_channel, health_pong_channel
 from salon_sessions.core.events import (
     ConnectedData,
@@ -63,8 +64,7 @@ def test_operator_killed_standby_takes_over_and_restarts(operator_env: OperatorE
 def worker_pid(env: OperatorEnv, pod_name: str) -> int:
     pod = env.pod(pod_name)
     assert pod is not None
-    cid = pod["status"]["containerStatuses"][0]["containerID"]
-    return int(cid.removeprefix("local://"))
+    return container_pid(pod["status"]["containerStatuses"][0]["containerID"])
 
 
 def test_worker_killed_and_redis_restarted(operator_env: OperatorEnv,

@@ -226,7 +226,9 @@ def test_a_frozen_worker_is_restarted_by_its_probe_and_resumes_without_a_new_lin
         assert pod is not None
         state = pod["status"]["containerStatuses"][0]
         assert state["restartCount"] >= 1
-        assert "liveness" in state["lastState"]["terminated"].get("message", "")
+        killing = env.kubectl("get", "events", "-o", "json", "--field-selector",
+                              f"involvedObject.name={pod_name},reason=Killing").stdout
+        assert any("liveness probe" in e["message"] for e in json.loads(killing)["items"])
         eventually(lambda: "WorkerRestarted" in reasons(env, name), 60,
                    "a WorkerRestarted Warning")
         env.wait_status(name, "connected again", phase="Connected", linked=True,
