@@ -1,8 +1,8 @@
 """`python -m devstack up|down|status|phone|images` — the local stack of real components.
 
-up      install nothing (scripts/bootstrap.sh does that), start every component, apply the
-        CRDs, start the operator and the API, create the demo salon, print what to open and
-        type.
+up      install nothing (scripts/bootstrap.sh does that), start every component (the
+        control plane and a real node), `helm install` the chart with its default values,
+        create the demo salon through the API, print what to open and type.
 down    stop everything `up` started, by pid (the node's containers too), and put back what
         the node changed on the host (iptables, ipsets, sysctls, mounts, cgroups, links).
 status  show which components run.
@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from devstack import stack
-from devstack.procs import StartError, pid_alive, pid_dir
+from devstack import chart, stack
+from devstack.procs import StartError, http_ok, pid_alive, pid_dir, wait_until
 
 DEFAULT_STATE = stack.REPO / ".stack"
 
@@ -45,26 +47,26 @@ def cmd_up(state_dir: Path) -> int:
     print(f"[demo]   export KUBECONFIG={kc}")
     print(f"[demo]   kubectl get nodes      (kubectl: {info.bin_dir}/kubectl)")
     print(f"[demo] secrets (database and Redis URLs with passwords) are in {state_dir}/state.json")
-    info.kubectl("apply", "-f", str(stack.REPO / "crds"))
-    info.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                 "crd/salonsessions.wa.salonsessions.io")
-    print("[demo] applied the SalonSession CRD from crds/")
-    stack.backing_services(info, DEMO_NAMESPACE)
+    print(f"[demo] helm install {chart.RELEASE} charts/salon-sessions -n {DEMO_NAMESPACE} "
+          f"(default values) ...", flush=True)
     try:
-        stack.start_operator(state_dir, info, namespace=DEMO_NAMESPACE)
-        info.api_url, info.api_admin_token = stack.start_api(state_dir, info,
-                                                             namespace=DEMO_NAMESPACE)
+        install_demo(info)
         info.save()
         link = create_demo_salon(info)
-    except (StartError, OSError, RuntimeError) as exc:
+    except (StartError, OSError, RuntimeError, subprocess.SubprocessError) as exc:
         print(f"[demo] FAILED: {exc}", file=sys.stderr)
         return 1
-    print(f"[demo] operator and onboarding API running; demo salon {DEMO_COMPANY} created "
-          f"(simulator driver)")
+    print(f"[demo] the chart runs: 2 operator replicas (one leader), the API (2 replicas), "
+          f"NetworkPolicies, PDBs; demo salon {DEMO_COMPANY} created, its worker runs in a "
+          f"container of {info.worker_image}")
+    print("[demo] driver: simulator (api.defaultDriver=simulator: there is no WhatsApp "
+          "network here; `phone scan` plays the phone)")
     print(f"[demo] onboarding page:  {link}")
     print(f"[demo] API docs:         {info.api_url}/docs")
+    print(f"[demo]   (the API Service {API_SERVICE} is a NodePort: {DEMO_NODE_PORT} on the "
+          f"node address {node_host(info)}, reachable from this machine)")
     print(f"[demo] watch it:         {info.bin_dir}/kubectl --kubeconfig {kc} "
-          f"get salonsessions -w")
+          f"-n {DEMO_NAMESPACE} get salonsessions,pods -w")
     print(f"[demo] terminal QR:      make qr        (salon-sessions qr {DEMO_COMPANY})")
     print("[demo] play the phone:   .venv/bin/python -m devstack phone scan        "
           "(link with the QR on screen)")
@@ -75,8 +77,31 @@ def cmd_up(state_dir: Path) -> int:
     return 0
 
 
-DEMO_NAMESPACE = "default"
+DEMO_NAMESPACE = "salon-sessions"
 DEMO_COMPANY = "company_1001"
+DEMO_NODE_PORT = 30080
+API_SERVICE = f"{chart.RELEASE}-api"
+
+
+def node_host(info: stack.StackInfo) -> str:
+    """The node's address (where the NodePort listens): the host of the stack's URLs."""
+    return urlsplit(info.kube_server).hostname or "127.0.0.1"
+
+
+def install_demo(info: stack.StackInfo) -> None:
+    """`helm install` of the chart with its default values and the demo's few: the local
+    image, the simulator as default driver, the API Service as a NodePort."""
+    chart.create_namespace(info, DEMO_NAMESPACE)
+    stack.backing_services(info, DEMO_NAMESPACE)
+    creds = chart.create_secrets(info, DEMO_NAMESPACE, info.postgres_dsn)
+    values = chart.merge(chart.image_values(info.worker_image), {
+        "api": {"defaultDriver": "simulator",
+                "service": {"type": "NodePort", "nodePort": DEMO_NODE_PORT}}})
+    chart.install(info, DEMO_NAMESPACE, values)
+    info.api_url = f"http://{node_host(info)}:{DEMO_NODE_PORT}"
+    info.api_admin_token = creds.admin_token
+    wait_until("the onboarding API through its NodePort",
+               lambda: http_ok(f"{info.api_url}/readyz", timeout=3), 60)
 
 
 def _api(info: stack.StackInfo, method: str, path: str, body: object = None) -> dict[str, Any]:
@@ -93,6 +118,14 @@ def create_demo_salon(info: stack.StackInfo) -> str:
     _api(info, "POST", "/v1/sessions", {"company_id": DEMO_COMPANY,
                                         "display_name": "Demo salon", "driver": "simulator"})
     token = _api(info, "POST", f"/v1/sessions/{DEMO_COMPANY}/tokens", {"ttl_s": 7 * 24 * 3600})
+
+    def phase() -> str:
+        out = info.kubectl("get", "salonsession", DEMO_COMPANY.replace("_", "-"),
+                           "-n", DEMO_NAMESPACE, "-o", "jsonpath={.status.phase}")
+        return out.stdout.strip()
+
+    # the worker's container is up and shows a QR: `phone scan` works from now on
+    wait_until("the demo salon's worker to show a QR", lambda: phase() == "AwaitingLink", 180)
     return str(token["onboarding_url"])
 
 

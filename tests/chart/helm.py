@@ -9,10 +9,10 @@ from typing import Any
 
 import yaml
 
+from devstack.chart import CHART, run_helm
 from devstack.stack import k8s_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "salon-sessions"
 KUBE_VERSION = "1.35.4"  # scripts/versions.env; `helm template` defaults to an old one
 MONITORING_CRDS = Path(__file__).resolve().parent / "monitoring-crds.yaml"
 
@@ -23,14 +23,7 @@ def helm_bin() -> str:
 
 def helm(*args: str, kubeconfig: str | None = None, check: bool = True,
          timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    cmd = [helm_bin(), *args]
-    if kubeconfig:
-        cmd += ["--kubeconfig", kubeconfig]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result
+    return run_helm(helm_bin(), *args, kubeconfig=kubeconfig, check=check, timeout=timeout)
 
 
 def set_args(values: dict[str, Any] | None, tmp: Path | None) -> list[str]:

@@ -83,6 +83,7 @@ BAD_VALUES = [
     (["--set", "worker.resources.limits.memory=lots"], "/worker/resources"),
     (["--set", "replicas=3"], "replicas"),
     (["--set", "worker.metricsPort=-1"], "/worker/metricsPort"),
+    (["--set", "api.service.nodePort=70000"], "/api/service/nodePort"),
     (["--set", "api.ingress.hosts[0].host=x,api.ingress.hosts[0].paths[0].path=/,"
                "api.ingress.hosts[0].paths[0].pathType=Sometimes"], "pathType"),
 ]
@@ -486,3 +487,16 @@ def test_operator_refuses_a_free_port_per_worker() -> None:
     namespace and a fixed port the NetworkPolicy and the PodMonitor can name."""
     with pytest.raises(ValueError, match="worker_metrics_port"):
         OperatorSettings.model_validate({**OPERATOR_REQUIRED, "worker_metrics_port": -1})
+
+
+def test_api_service_node_port() -> None:
+    """`api.service.nodePort` fixes the port of a NodePort Service (the local demo's link);
+    ClusterIP ignores it."""
+    node_port = ["--set", "api.service.type=NodePort", "--set", "api.service.nodePort=30080"]
+    service = find(render(*node_port), "Service", "salon-sessions-api")
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"][0]["nodePort"] == 30080
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    cluster_ip = find(render("--set", "api.service.nodePort=30080"), "Service",
+                      "salon-sessions-api")
+    assert "nodePort" not in cluster_ip["spec"]["ports"][0]

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,15 @@ class Prometheus:
     url: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    targets_dir: Path | None = None
+    scrape: list[ScrapeTarget] = field(default_factory=list)
+
+    def add_targets(self, *targets: ScrapeTarget) -> None:
+        """Scrape more targets from now on (file-based discovery: Prometheus reads the
+        changed target files at once)."""
+        assert self.targets_dir is not None
+        self.scrape.extend(targets)
+        _write_targets(self.targets_dir, self.scrape)
 
     def get(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
@@ -105,23 +115,36 @@ class Prometheus:
         return self.log_path.read_text(errors="replace")
 
 
-def start_prometheus(tmp: Path, targets: list[ScrapeTarget],
-                     scrape_interval: str = "1s") -> Prometheus:
+def _write_targets(tmp: Path, targets: list[ScrapeTarget], empty_jobs: Iterable[str] = ()) -> None:
+    jobs: dict[str, list[dict[str, Any]]] = {job: [] for job in empty_jobs}
+    for target in targets:
+        jobs.setdefault(target.job, []).append(
+            {"targets": [target.address], "labels": target.labels})
+    for job, static in jobs.items():
+        path = tmp / f"targets-{job}.json"
+        (tmp / f".{path.name}").write_text(json.dumps(static))
+        (tmp / f".{path.name}").replace(path)  # whole files only
+
+
+def start_prometheus(tmp: Path, targets: list[ScrapeTarget], scrape_interval: str = "1s",
+                     later_jobs: Iterable[str] = ()) -> Prometheus:
+    """Prometheus scraping `targets`, and the jobs of `later_jobs` once
+    `Prometheus.add_targets` gives them targets."""
     binary = prometheus_bin()
     if binary is None:
         raise RuntimeError("prometheus is not installed (scripts/bootstrap.sh installs it)")
     tmp.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ALERTS, tmp / "alerts.yaml")
-    jobs: dict[str, list[dict[str, Any]]] = {}
-    for target in targets:
-        jobs.setdefault(target.job, []).append(
-            {"targets": [target.address], "labels": target.labels})
+    # every job reads its targets from a file (`Prometheus.add_targets` adds more)
+    jobs = sorted({t.job for t in targets} | set(later_jobs))
+    _write_targets(tmp, targets, jobs)
     config = {
         "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
                    "evaluation_interval": scrape_interval},
         "rule_files": [str(tmp / "alerts.yaml")],
-        "scrape_configs": [{"job_name": job, "static_configs": static}
-                           for job, static in jobs.items()],
+        "scrape_configs": [{"job_name": job, "file_sd_configs": [
+            {"files": [str(tmp / f"targets-{job}.json")], "refresh_interval": "1s"}]}
+            for job in jobs],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -132,7 +155,7 @@ def start_prometheus(tmp: Path, targets: list[ScrapeTarget],
              f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
              "--log.level=warn"],
             stdout=log, stderr=subprocess.STDOUT)
-    prom = Prometheus(f"http://127.0.0.1:{port}", proc, log_path)
+    prom = Prometheus(f"http://127.0.0.1:{port}", proc, log_path, tmp, list(targets))
     try:
         wait_until("prometheus", lambda: http_ok(f"{prom.url}/-/ready"), 60, proc, log_path)
     except StartError:
