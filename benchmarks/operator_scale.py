@@ -268,9 +268,6 @@ async def events_by_source(api: Api, n: int) -> dict[str, float]:
 def start_stack(state_dir: Path, bin_dir: Path | None) -> tuple[devstack.StackInfo, Any]:
     info = devstack.start(state_dir, components=("postgres", "redis", "kubernetes"),
                           bin_dir=bin_dir)
-    # today's start_kubernetes still starts the node agent; goes when the real-node change lands
-    devstack.stop_all_named(state_dir, ["nodeagent"])
-    info.kubectl("delete", "node", devstack.NODE_NAME, "--ignore-not-found")
     proc = kwok.start(info)
     # No kwok taint: it is the cluster's only node, and the operator's pod template has no
     # toleration for it (nothing real can land anywhere here).

@@ -1,2 +1,3 @@
 """Dev-only tooling: the local stack (PostgreSQL, Redis, etcd, a Kubernetes control plane and
-a node agent that runs pods as local processes). Not part of the product package or image."""
+a real node: containerd, kubelet, kube-proxy, CoreDNS, kube-router), its images and the demo.
+Not part of the product package or image."""

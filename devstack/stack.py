@@ -58,7 +58,9 @@ STOP_ORDER = (
     "operator", "api", "kube-scheduler", "kube-controller-manager",
     "kube-apiserver", "etcd", "redis", "postgres",
 )
-ALL_COMPONENTS = ("postgres", "redis", "kubernetes")
+ALL_COMPONENTS = ("postgres", "redis", "kubernetes", "node")
+"""`node` needs `kubernetes`; without it the control plane has no node (the scale benchmark
+brings kwok's fake ones)."""
 
 
 @dataclass
@@ -558,7 +560,8 @@ def start(state_dir: Path, components: Iterable[str] = ALL_COMPONENTS,
         if "kubernetes" in info.components:
             bin_dir = bin_dir or k8s_bin_dir()
             start_kubernetes(state_dir, info, bin_dir)
-            start_node(state_dir, info, bin_dir)
+            if "node" in info.components:
+                start_node(state_dir, info, bin_dir)
     except BaseException:
         stop(state_dir)
         raise

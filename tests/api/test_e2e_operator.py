@@ -1,5 +1,5 @@
 """End to end, with the operator: the API creates the SalonSession, the operator runs its
-worker pod (through the dev node agent), the page in Chromium shows the worker's QR, the
+worker pod (a container on the stack's real node), the page in Chromium shows the worker's QR, the
 simulated phone scans it and the page reaches "done"; then the API deletes the session.
 
 Runs once the operator exists (`salon_sessions.operator.main`), with the operator tests'

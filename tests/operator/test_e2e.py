@@ -1,4 +1,4 @@
-"""End to end: SalonSession -> StatefulSet -> worker pod (run by the node agent) -> status,
+"""End to end: SalonSession -> StatefulSet -> worker container (on the real node) -> status,
 with the simulator driver, the real control plane, Redis and PostgreSQL."""
 
 from __future__ import annotations
