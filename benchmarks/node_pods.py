@@ -10,8 +10,9 @@ images cached and already imported it is the warm start), then:
 - the operator on the host and a SalonSession (simulator driver): created -> container
   running -> QR shown -> (the phone scans at once) -> status `connected`;
 - memory after `--settle` seconds: the containerd shim and the pause process of the session
-  pod (RSS and PSS from /proc), and the worker container's cgroup (working set = usage minus
-  inactive file pages, as the kubelet reports it; RSS from memory.stat).
+  pod (RSS and PSS from /proc), the worker container's cgroup (working set = usage minus
+  inactive file pages, as the kubelet reports it; RSS from memory.stat), and the RSS of the
+  node's daemons (containerd, kubelet, kube-proxy, kube-router).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -171,8 +173,13 @@ def main() -> None:
         info.kubectl("apply", "-f", str(stack.REPO / "crds"))
         figures["pod_apply_to_ready_s"] = round(pod_ready(info, ns), 1)
         figures.update(session(info, ns, args.settle))
+        figures["node_rss_mib"] = {
+            name: round(smaps(int((state_dir / "pids" / f"{name}.pid").read_text()))[0], 1)
+            for name in node.STOP_ORDER}
     finally:
         stack.stop(state_dir)
+        if args.state_dir is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
     print(json.dumps(figures, indent=2))
 
 
