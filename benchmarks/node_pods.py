@@ -12,7 +12,9 @@ images cached and already imported it is the warm start), then:
 - memory after `--settle` seconds: the containerd shim and the pause process of the session
   pod (RSS and PSS from /proc), the worker container's cgroup (working set = usage minus
   inactive file pages, as the kubelet reports it; RSS from memory.stat), and the RSS of the
-  node's daemons (containerd, kubelet, kube-proxy, kube-router).
+  node's daemons (containerd, kubelet, kube-proxy, kube-router);
+- a second SalonSession with the neonize driver (its Go core loaded, in its network-retry
+  loop: no WhatsApp network here): its worker container's working set and RSS.
 """
 
 from __future__ import annotations
@@ -144,6 +146,25 @@ def session(info: stack.StackInfo, ns: str, settle: float) -> dict[str, Any]:
                for k, rss_pss in shim_and_pause(pause).items()}}
 
 
+def neonize_session(info: stack.StackInfo, ns: str, settle: float) -> dict[str, float]:
+    """The neonize driver's worker container, `settle` s after it started."""
+    company = f"company_{random.randint(10**8, 10**9)}"
+    name = company.replace("_", "-")
+    body = {"apiVersion": "wa.salonsessions.io/v1alpha1", "kind": "SalonSession",
+            "metadata": {"name": name}, "spec": {"companyId": company, "driver": "neonize"}}
+    info.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+    wait("the neonize worker container running", lambda: "running" in (
+        (get(info, "pod", f"{name}-0", "-n", ns).get("status", {})
+         .get("containerStatuses") or [{}])[0].get("state", {})))
+    time.sleep(settle)
+    pod = get(info, "pod", f"{name}-0", "-n", ns)
+    state = pod["status"]["containerStatuses"][0]
+    working_set, rss = cgroup_memory(pod["metadata"]["uid"], state["containerID"])
+    return {"neonize_worker_working_set_mib": round(working_set, 1),
+            "neonize_worker_rss_mib": round(rss, 1),
+            "neonize_worker_restarts": state.get("restartCount", 0)}
+
+
 def _same_pod(pause: int, worker: int) -> bool:
     """Both in one pod: they share the network namespace."""
     try:
@@ -173,6 +194,7 @@ def main() -> None:
         info.kubectl("apply", "-f", str(stack.REPO / "crds"))
         figures["pod_apply_to_ready_s"] = round(pod_ready(info, ns), 1)
         figures.update(session(info, ns, args.settle))
+        figures.update(neonize_session(info, ns, args.settle))
         figures["node_rss_mib"] = {
             name: round(smaps(int((state_dir / "pids" / f"{name}.pid").read_text()))[0], 1)
             for name in node.STOP_ORDER}
