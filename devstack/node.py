@@ -374,7 +374,7 @@ def coredns_manifests(image: str) -> list[dict[str, object]]:
     local image (never pulled) on an unprivileged port, the Service at DNS_IP."""
     labels = {"k8s-app": "kube-dns"}
     meta = {"namespace": "kube-system", "labels": labels}
-    corefile = f""".:1053 {{
+    corefile = f""".:53 {{
     errors
     health :8080
     ready :8181
@@ -404,12 +404,14 @@ def coredns_manifests(image: str) -> list[dict[str, object]]:
                       "serviceAccountName": "coredns", "dnsPolicy": "Default",
                       "priorityClassName": "system-cluster-critical",
                       "securityContext": {"runAsNonRoot": True, "runAsUser": 65534,
-                                          "runAsGroup": 65534},
+                                          "runAsGroup": 65534, "sysctls": [
+                                              {"name": "net.ipv4.ip_unprivileged_port_start",
+                                               "value": "53"}]},
                       "containers": [{
                           "name": "coredns", "image": image, "imagePullPolicy": "Never",
                           "args": ["-conf", "/etc/coredns/Corefile"],
-                          "ports": [{"name": "dns", "containerPort": 1053, "protocol": "UDP"},
-                                    {"name": "dns-tcp", "containerPort": 1053,
+                          "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                                    {"name": "dns-tcp", "containerPort": 53,
                                      "protocol": "TCP"}],
                           "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
                                         "limits": {"memory": "128Mi"}},
@@ -426,8 +428,8 @@ def coredns_manifests(image: str) -> list[dict[str, object]]:
                   }}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", **meta},
          "spec": {"clusterIP": DNS_IP, "selector": labels, "ports": [
-             {"name": "dns", "port": 53, "targetPort": 1053, "protocol": "UDP"},
-             {"name": "dns-tcp", "port": 53, "targetPort": 1053, "protocol": "TCP"}]}},
+             {"name": "dns", "port": 53, "targetPort": 53, "protocol": "UDP"},
+             {"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"}]}},
     ]
 
 
