@@ -285,9 +285,6 @@ def start_operator(info: devstack.StackInfo, extra: dict[str, str]) -> tuple[int
         "SALON_IDENTITY": "bench", "SALON_LOG_LEVEL": "WARNING",
         # keep the heartbeat expiry (no worker runs here) out of the measured windows
         "SALON_WORKER_HEARTBEAT_TTL_S": "600", "SALON_HEARTBEAT_CHECK_S": "30",
-        # the product's defaults (devstack's are the node agent's); the kwok node has room
-        "SALON_WORKER_METRICS_PORT": "9090", "SALON_WORKER_MEMORY_REQUEST": "128Mi",
-        "SALON_WORKER_CPU_REQUEST": "50m",
         **extra,
     }
     pid = devstack.start_operator(Path(info.state_dir), info, NS, env).pid

@@ -484,8 +484,10 @@ def start_operator(state_dir: Path, info: StackInfo, namespace: str = "default",
         "SALON_CREDENTIALS_KEY": info.credentials_key,
         "SALON_NAMESPACE": namespace, "SALON_IDENTITY": "devstack-operator",
         "SALON_METRICS_PORT": str(port), "SALON_HTTP_HOST": "127.0.0.1",
-        # the workers run from the project image imported into the node (no registry)
-        "SALON_WORKER_IMAGE": info.worker_image, "SALON_WORKER_IMAGE_PULL_POLICY": "Never",
+        # the workers run from the project image imported into the node (no registry); a
+        # stack without its node (the kwok benchmark) has none and keeps the default
+        **({"SALON_WORKER_IMAGE": info.worker_image, "SALON_WORKER_IMAGE_PULL_POLICY": "Never"}
+           if info.worker_image else {}),
         **(env or {}),
     }
     proc = spawn(state_dir, "operator", [str(Path(sys.executable).parent / "salon-sessions"),
@@ -494,29 +496,6 @@ def start_operator(state_dir: Path, info: StackInfo, namespace: str = "default",
         state_dir / "logs" / "operator.log")
     return proc
 
-
-def start_api(state_dir: Path, info: StackInfo, namespace: str = "default",
-              env: dict[str, str] | None = None) -> tuple[str, str]:
-    """Run `salon-sessions api` (pid file `api`, log logs/api.log) on a free port; returns
-    its base URL and admin token (kept in state.json, never printed)."""
-    port = free_port()
-    admin = secrets.token_urlsafe(24)
-    proc_env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "SALON_DATABASE_URL": info.postgres_dsn, "SALON_REDIS_URL": info.redis_api_url,
-        "SALON_NAMESPACE": namespace, "SALON_KUBECONFIG": info.kubeconfig,
-        "SALON_HOST": "127.0.0.1", "SALON_PORT": str(port),
-        "SALON_ADMIN_TOKEN": admin, "SALON_TOKEN_SECRET": secrets.token_urlsafe(32),
-        "SALON_DEFAULT_DRIVER": "simulator",
-        **(env or {}),
-    }
-    proc = spawn(state_dir, "api", [str(Path(sys.executable).parent / "salon-sessions"), "api"],
-                 env=proc_env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    wait_until("onboarding API", lambda: http_ok(f"{base}/healthz"), 60, proc,
-               state_dir / "logs" / "api.log")
-    return base, admin
 
 
 # --------------------------------------------------------------------------- whole stack
