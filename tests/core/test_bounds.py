@@ -25,7 +25,7 @@ from salon_sessions.core.display_name import (
 )
 from salon_sessions.core.events import ConnectedData, EventSource, event_ahead
 
-NOW = datetime.now(UTC).replace(microsecond=0)  # the real clock: EventSource numbers by it
+NOW = datetime.now(UTC).replace(microsecond=0)  # one instant for the pure rules below
 NOW_US = int(NOW.timestamp() * 1_000_000)
 
 
@@ -51,10 +51,13 @@ def test_the_horizon_bounds_seq_and_times_alike() -> None:
 
 
 def test_events_use_the_same_rule() -> None:
+    # the clock now, not at import: EventSource numbers by the real clock when it is called,
+    # which is minutes after collection in a whole-suite run
+    now = datetime.now(UTC)
     src = EventSource("company_1", "company-1")
-    event = src.event(ConnectedData(), ts=NOW + timedelta(seconds=200))
-    assert event_ahead(event, Horizon(100), NOW)
-    assert not event_ahead(event, Horizon(300), NOW)
+    event = src.event(ConnectedData(), ts=now + timedelta(seconds=200))
+    assert event_ahead(event, Horizon(100), now)
+    assert not event_ahead(event, Horizon(300), now)
     # a seq beyond int64 never even decodes
     raw = event.model_dump_json().replace(f'"seq":{event.seq}', '"seq":99999999999999999999')
     assert isinstance(decode(raw), Rejection)
