@@ -108,14 +108,20 @@ class Kube:
         return await self.request("PATCH", path, body=body, content_type=APPLY_PATCH,
                                   query={"fieldManager": FIELD_MANAGER, "force": "true"})
 
-    async def replace_pod_template(self, namespace: str, name: str,
-                                   template: dict[str, Any]) -> dict[str, Any]:
+    async def replace_pod_template(self, namespace: str, name: str, template: dict[str, Any],
+                                   resource_version: str | None) -> dict[str, Any]:
         """Replace the StatefulSet's pod template as a whole (a JSON patch): unlike an
-        apply, this also drops what someone else added to it (an env var, a field)."""
+        apply, this also drops what someone else added to it (an env var, a field).
+        `resource_version` (the version `template` was built from) makes it conditional:
+        a write in between (a `kubectl rollout restart`) fails it with 422, never lost."""
         path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"
-        return await self.request(
-            "PATCH", path, body=[{"op": "replace", "path": "/spec/template", "value": template}],
-            content_type=JSON_PATCH, query={"fieldManager": FIELD_MANAGER})
+        ops: list[dict[str, Any]] = []
+        if resource_version is not None:
+            ops.append({"op": "test", "path": "/metadata/resourceVersion",
+                        "value": resource_version})
+        ops.append({"op": "replace", "path": "/spec/template", "value": template})
+        return await self.request("PATCH", path, body=ops, content_type=JSON_PATCH,
+                                  query={"fieldManager": FIELD_MANAGER})
 
     async def scale_statefulset(self, namespace: str, name: str, replicas: int) -> bool:
         """Set the replicas of an existing StatefulSet; False when there is none."""

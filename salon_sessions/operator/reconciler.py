@@ -107,9 +107,18 @@ class Reconciler:
                     desired["spec"]["template"], (result.get("spec") or {}).get("template")):
                 # an apply keeps what another manager added (even while we applied)
                 # `result` (the apply's answer) is the freshest view: a `kubectl rollout
-                # restart` made after the watch event that reported the drift is kept
-                result = await self._kube.replace_pod_template(
-                    session.namespace, session.name, restored_template(desired, result))
+                # restart` made after the watch event that reported the drift is kept, and
+                # one made after the apply fails the replace (422), which is retried
+                version = (result.get("metadata") or {}).get("resourceVersion")
+                try:
+                    result = await self._kube.replace_pod_template(
+                        session.namespace, session.name, restored_template(desired, result),
+                        version if isinstance(version, str) else None)
+                except KubeError as exc:
+                    if exc.status != 422:
+                        raise
+                    raise RetryLater(f"StatefulSet {session.name} changed while its pod "
+                                     "template was put back", delay=0.5) from None
             session.statefulset_generation = generation(result)
         except CredentialsError as exc:
             self._metrics.reconcile_errors.labels("credentials", "error").inc()
