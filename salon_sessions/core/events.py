@@ -51,6 +51,7 @@ class EventType(enum.StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     LOGGED_OUT = "logged_out"
+    PASSKEY_REQUIRED = "passkey_required"
     ERROR = "error"
     PING = "ping"
     PONG = "pong"
@@ -131,14 +132,37 @@ class DisconnectedData(_Data):
 
 
 class LoggedOutData(_Data):
-    reason: str = Field(default="", max_length=1024)
+    reason: str = Field(default="", max_length=1024,
+                        description="a `core.whatsapp_reasons` name: logged_out, locked, "
+                                    "banned, device_removed, on_request, code_<n>")
     on_connect: bool = Field(default=False, description="rejected while connecting")
+
+
+class PasskeyStage(enum.StrEnum):
+    REQUEST = "request"
+    """WhatsApp asks the new device for the account's passkey (a WebAuthn assertion)."""
+    CONFIRMATION = "confirmation"
+    """The passkey was accepted; the phone shows a code that must match this one."""
+
+
+class PasskeyRequiredData(_Data):
+    """WhatsApp gates this link behind the account's passkey (docs/NEONIZE.md, Passkeys)."""
+
+    stage: PasskeyStage
+    code: str | None = Field(default=None, pattern=r"^[A-Z0-9]{4}-[A-Z0-9]{4}$",
+                             description="the code to compare with the phone's "
+                                         "(confirmation stage, when the core reports it)")
 
 
 class ErrorData(_Data):
     code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="machine-readable")
     message: str = Field(default="", max_length=2048)
     fatal: bool = False
+    reason: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$",
+                               description="WhatsApp's reason (`core.whatsapp_reasons`): "
+                                           "a ban or refusal code's name")
+    retry_at: AwareDatetime | None = Field(default=None,
+                                           description="when the worker tries again")
 
 
 class PingData(_Data):
@@ -199,6 +223,11 @@ class LoggedOutEvent(_Envelope):
     data: LoggedOutData = LoggedOutData()
 
 
+class PasskeyRequiredEvent(_Envelope):
+    type: Literal[EventType.PASSKEY_REQUIRED] = EventType.PASSKEY_REQUIRED
+    data: PasskeyRequiredData
+
+
 class ErrorEvent(_Envelope):
     type: Literal[EventType.ERROR] = EventType.ERROR
     data: ErrorData
@@ -216,11 +245,11 @@ class PongEvent(_Envelope):
 
 Event = Annotated[
     QrEvent | PairingCodeEvent | LinkedEvent | ConnectedEvent | DisconnectedEvent
-    | LoggedOutEvent | ErrorEvent | PingEvent | PongEvent,
+    | LoggedOutEvent | PasskeyRequiredEvent | ErrorEvent | PingEvent | PongEvent,
     Field(discriminator="type"),
 ]
 EventData = (QrData | PairingCodeData | LinkedData | ConnectedData | DisconnectedData
-             | LoggedOutData | ErrorData | PingData | PongData)
+             | LoggedOutData | PasskeyRequiredData | ErrorData | PingData | PongData)
 EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(Event)
 
 _TYPE_OF_DATA: Final[dict[type[_Data], EventType]] = {
@@ -230,6 +259,7 @@ _TYPE_OF_DATA: Final[dict[type[_Data], EventType]] = {
     ConnectedData: EventType.CONNECTED,
     DisconnectedData: EventType.DISCONNECTED,
     LoggedOutData: EventType.LOGGED_OUT,
+    PasskeyRequiredData: EventType.PASSKEY_REQUIRED,
     ErrorData: EventType.ERROR,
     PingData: EventType.PING,
     PongData: EventType.PONG,

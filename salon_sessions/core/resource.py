@@ -25,6 +25,7 @@ class Phase(enum.StrEnum):
     STARTING = "Starting"
     AWAITING_LINK = "AwaitingLink"
     PAIRING_CODE_ISSUED = "PairingCodeIssued"
+    PASSKEY_REQUIRED = "PasskeyRequired"
     CONNECTED = "Connected"
     DISCONNECTED = "Disconnected"
     LOGGED_OUT = "LoggedOut"

@@ -38,17 +38,21 @@ from salon_sessions.core.events import (
     LinkedEvent,
     LoggedOutEvent,
     PairingCodeEvent,
+    PasskeyRequiredEvent,
     QrEvent,
 )
 from salon_sessions.core.phone import PHONE_PATTERN
 from salon_sessions.core.resource import ConditionType, Phase
+from salon_sessions.core.whatsapp_reasons import condition_reason, describe, is_name
 
 _PHONE = re.compile(PHONE_PATTERN, re.ASCII)
 _SERVED_BY = re.compile(r"served by SalonSession (\S+);")
 WORKER_PHASES: Final = frozenset({
-    Phase.STARTING, Phase.AWAITING_LINK, Phase.PAIRING_CODE_ISSUED, Phase.CONNECTED,
-    Phase.DISCONNECTED, Phase.LOGGED_OUT,
+    Phase.STARTING, Phase.AWAITING_LINK, Phase.PAIRING_CODE_ISSUED, Phase.PASSKEY_REQUIRED,
+    Phase.CONNECTED, Phase.DISCONNECTED, Phase.LOGGED_OUT,
 })
+REFUSALS: Final = frozenset({"temporary_ban", "stream_replaced", "connect_failure"})
+"""`error` codes whose WhatsApp reason explains a closed socket (the Connected condition)."""
 WARNING_PHASES: Final = frozenset({Phase.FAILED, Phase.LOGGED_OUT})
 LAZY_FIELDS: Final = frozenset({"lastEventAt", "lastEventSeq"})
 """Fields whose change alone is written late (a QR rotation must not cost a patch)."""
@@ -136,6 +140,9 @@ class SessionModel:
     transitions: list[Transition] = field(default_factory=list)
     warnings: list[Trouble] = field(default_factory=list)
     last_error: str | None = None
+    reason: str | None = None
+    """WhatsApp's reason (`core.whatsapp_reasons`) for a logout, ban or refusal."""
+    reason_message: str = ""
 
     # ---- loading ----------------------------------------------------------------------
     @classmethod
@@ -241,8 +248,9 @@ class SessionModel:
             case QrEvent():
                 code_valid = (self.code_expires_at is not None
                               and self.code_expires_at > event.ts)
-                if not self.linked and not (self.worker_phase is Phase.PAIRING_CODE_ISSUED
-                                            and code_valid):
+                passkey = self.worker_phase is Phase.PASSKEY_REQUIRED
+                if not self.linked and not passkey and not (
+                        self.worker_phase is Phase.PAIRING_CODE_ISSUED and code_valid):
                     self.worker_phase = Phase.AWAITING_LINK
                     self.linked = False
             case PairingCodeEvent(data=data):
@@ -251,6 +259,7 @@ class SessionModel:
                 self.linked = False
             case LinkedEvent(data=data):
                 self.linked, self.logged_out = True, False
+                self._set_reason(None)
                 self.phone = valid_phone(data.phone) or self.phone
                 self.worker_phase = Phase.STARTING
                 self.code_expires_at = None
@@ -259,19 +268,32 @@ class SessionModel:
                 self.logged_out = False
                 self.last_connected_at = event.ts
                 self.worker_phase = Phase.CONNECTED
+                self._set_reason(None)
                 self.failure = None
                 self.lock_lost = None  # a connection needs the lock
             case DisconnectedEvent():
                 self.connected = False
                 if self.linked:
                     self.worker_phase = Phase.DISCONNECTED
-            case LoggedOutEvent():
+                    self._set_reason(None)
+                elif self.worker_phase is Phase.PASSKEY_REQUIRED:
+                    self.worker_phase = Phase.AWAITING_LINK
+                    self._set_reason(None)
+            case LoggedOutEvent(data=out):
                 self.connected = self.linked = False
                 self.logged_out = True
                 self.phone = None
                 self.worker_phase = Phase.LOGGED_OUT
+                self._set_reason(out.reason if is_name(out.reason) else "logged_out")
+            case PasskeyRequiredEvent():
+                if not self.linked:
+                    self.linked = False
+                    self.worker_phase = Phase.PASSKEY_REQUIRED
+                    self._set_reason("passkey_required")
             case ErrorEvent(data=data):
                 self.last_error = data.code
+                if data.code in REFUSALS and data.reason:
+                    self._set_reason(data.reason, data.message)
                 if data.fatal:
                     self.failure = (data.code, data.message[:512])
                 if data.code == LOCK_LOST:
@@ -280,6 +302,10 @@ class SessionModel:
             case _:
                 pass  # ping/pong never reach here (the consumer routes them)
         return Applied.APPLIED
+
+    def _set_reason(self, reason: str | None, message: str = "") -> None:
+        self.reason = reason
+        self.reason_message = message[:512] or (describe(reason) if reason else "")
 
     def apply_heartbeat(self, fields: dict[str, str], now_wall: datetime) -> bool:
         """A present heartbeat hash. True when it was newer than what we knew."""
@@ -306,6 +332,13 @@ class SessionModel:
         if self.connected:
             self.lock_lost = None  # a connection needs the lock
         self.logged_out = phase is Phase.LOGGED_OUT
+        reason = fields.get("reason", "")
+        if not is_name(reason):
+            self._set_reason(None)
+        elif reason != self.reason:
+            self._set_reason(reason)
+        if reason and fields.get("last_error") in REFUSALS:
+            self.last_error = fields["last_error"]
         self.phone = valid_phone(fields.get("phone")) if self.linked else None
         last = parse_time(fields.get("last_connected_at"))
         if last is not None:
@@ -377,7 +410,13 @@ class SessionModel:
         elif self.linked is None:
             linked = Cond("Unknown", "NotReported", "the worker has not reported yet")
         elif self.logged_out:
-            linked = Cond("False", "LoggedOut", "the phone removed the device; link again")
+            why = self.reason or "logged_out"
+            linked = Cond("False", "LoggedOut" if why == "logged_out" else condition_reason(why),
+                          self.reason_message or describe(why))
+        elif self.worker_phase is Phase.PASSKEY_REQUIRED:
+            linked = Cond("False", "PasskeyRequired",
+                          "WhatsApp asks for the account's passkey to link this device; "
+                          "linking through this system cannot answer it (docs/NEONIZE.md)")
         else:
             linked = Cond("False", "NotLinked", "no device is linked; scan the QR code or "
                                                 "enter the pairing code")
@@ -390,6 +429,11 @@ class SessionModel:
                              "the worker's heartbeat expired; no worker vouches for a socket")
         elif self.logged_out:
             connected = Cond("False", "LoggedOut", "the device was logged out")
+        elif self.reason and self.last_error in REFUSALS:
+            refusal = {"temporary_ban": "TemporaryBan",
+                       "stream_replaced": "StreamReplaced"}.get(self.last_error)
+            connected = Cond("False", refusal or condition_reason(self.reason),
+                             self.reason_message or describe(self.reason))
         elif self.linked:
             connected = Cond("False", "Disconnected", "linked, the socket is closed")
         else:

@@ -59,17 +59,32 @@ class LoggedOut:
     """WhatsApp removed the device; the driver has deleted its credentials."""
 
     reason: str
+    """A `core.whatsapp_reasons` name (`logged_out`, `locked`, `banned`, ...)."""
     on_connect: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PasskeyRequired:
+    """WhatsApp gates the link behind the account's passkey (`stage`: `request`, then
+    `confirmation`); the login socket stays open meanwhile (no restart)."""
+
+    stage: str
+    code: str | None = None
+    """The code to compare with the phone's (confirmation stage, when known)."""
 
 
 @dataclass(frozen=True, slots=True)
 class StreamReplaced:
     """Another client with the same credentials took the stream over."""
 
+    will_retry: bool = False
+    """True for the one delayed retry the driver allows itself (see the neonize driver)."""
+
 
 @dataclass(frozen=True, slots=True)
 class TemporaryBan:
     code: str
+    """A `core.whatsapp_reasons.temp_ban_name` (`sent_to_too_many_people`, `code_107`)."""
     expires_at: datetime | None = None
 
 
@@ -78,7 +93,10 @@ class ConnectFailure:
     """WhatsApp refused the connection (not a network error: those are `Disconnected`)."""
 
     reason: str
+    """A `core.whatsapp_reasons.failure_name` (`service_unavailable`, `code_419`)."""
     message: str = ""
+    will_retry: bool = True
+    """False when the driver stopped reconnecting because of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +115,7 @@ class InboundMessage:
 
 
 DriverEvent = (QrCode | PairSuccess | Connected | Disconnected | LoggedOut | StreamReplaced
-               | TemporaryBan | ConnectFailure | InboundMessage)
+               | TemporaryBan | ConnectFailure | PasskeyRequired | InboundMessage)
 DriverSink = Callable[[DriverEvent], Awaitable[None]]
 
 

@@ -27,10 +27,13 @@ from salon_sessions.core.events import (
     LinkMethod,
     LoggedOutData,
     PairingCodeData,
+    PasskeyRequiredData,
+    PasskeyStage,
     QrData,
 )
 from salon_sessions.core.phone import InvalidPhone, parse_phone
 from salon_sessions.core.resource import Phase
+from salon_sessions.core.whatsapp_reasons import describe, is_name
 from salon_sessions.worker.driver import (
     Connected,
     ConnectFailure,
@@ -40,6 +43,7 @@ from salon_sessions.worker.driver import (
     IssuedCode,
     LoggedOut,
     PairSuccess,
+    PasskeyRequired,
     QrCode,
     StreamReplaced,
     TemporaryBan,
@@ -79,6 +83,12 @@ class SessionState:
     pending_code: PendingCode | None = None
     last_qr: QrCode | None = None
     last_error: str | None = None
+    reason: str | None = None
+    """WhatsApp's reason for the current state (`core.whatsapp_reasons`): why the device
+    was logged out (kept until it links again), or the ban or refusal that keeps the socket
+    closed (until the next connection or disconnection)."""
+    passkey: PasskeyStage | None = None
+    """WhatsApp waits for the account's passkey on the open login socket."""
     last_connected_at: datetime | None = None
     updated_at: datetime = field(default_factory=utcnow)
 
@@ -92,6 +102,7 @@ class SessionState:
         """The driver was closed and starts again: a pending code and the QR are gone."""
         self.pending_code = None
         self.last_qr = None
+        self.passkey = None
         self.connected = False
         self.phase = Phase.STARTING
         self._touch()
@@ -114,10 +125,14 @@ class SessionState:
                     self.linked = True  # only an authenticated device gets a socket
                 self.last_connected_at = now
                 self.phase = Phase.CONNECTED
-                self.last_error = None
+                self.last_error = self.reason = None
+                self.passkey = None
                 out = [ConnectedData(jid=self.jid)]
             case Disconnected(reason=reason, will_reconnect=again):
                 self.connected = False
+                self.passkey = None  # the login socket it waited on is gone
+                if self.linked or self.reason == "passkey_required":
+                    self.reason = None
                 self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
                 out = [DisconnectedData(reason=reason[:1024], will_reconnect=again)]
             case LoggedOut(reason=reason, on_connect=on_connect):
@@ -125,31 +140,41 @@ class SessionState:
                 self.jid = self.phone = None
                 self.pending_code = None
                 self.last_qr = None
+                self.passkey = None
+                self.reason = reason if is_name(reason) else "logged_out"
                 self.phase = Phase.LOGGED_OUT
-                out = [LoggedOutData(reason=reason[:1024], on_connect=on_connect)]
-            case StreamReplaced():
+                out = [LoggedOutData(reason=self.reason, on_connect=on_connect)]
+            case PasskeyRequired(stage=stage, code=code):
+                out = self._on_passkey(stage, code)
+            case StreamReplaced(will_retry=retry):
                 self.connected = False
                 self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
-                self.last_error = "stream_replaced"
+                self.last_error = self.reason = "stream_replaced"
+                then = ("reconnecting once after a pause" if retry
+                        else "not reconnecting automatically")
                 out = [DisconnectedData(reason="stream replaced by another client",
-                                        will_reconnect=False),
-                       ErrorData(code="stream_replaced",
+                                        will_reconnect=retry),
+                       ErrorData(code="stream_replaced", reason="stream_replaced",
                                  message="another client connected with this session's "
-                                         "credentials; not reconnecting automatically")]
+                                         f"credentials; {then}")]
             case TemporaryBan(code=code, expires_at=until):
                 self.connected = False
                 self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
                 self.last_error = "temporary_ban"
+                self.reason = code if is_name(code) else "temp_banned"
                 when = f" until {until.isoformat()}" if until else ""
-                out = [DisconnectedData(reason=f"temporary ban {code}{when}",
-                                        will_reconnect=False),
-                       ErrorData(code="temporary_ban", message=f"WhatsApp ban {code}{when}")]
-            case ConnectFailure(reason=reason, message=message):
+                out = [DisconnectedData(reason=f"temporary ban {self.reason}{when}",
+                                        will_reconnect=until is not None),
+                       ErrorData(code="temporary_ban", reason=self.reason, retry_at=until,
+                                 message=f"{describe(self.reason)}{when}")]
+            case ConnectFailure(reason=reason, message=message, will_retry=retry):
                 self.connected = False
                 self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
                 self.last_error = "connect_failure"
-                out = [ErrorData(code="connect_failure",
-                                 message=f"{reason}: {message}"[:2048])]
+                self.reason = reason if is_name(reason) else None
+                out = [ErrorData(code="connect_failure", reason=self.reason,
+                                 fatal=False, message=f"{reason}: {message}"[:2048]
+                                 + ("" if retry else "; not reconnecting automatically"))]
             case InboundMessage():
                 out = []
             case _:  # pragma: no cover - exhaustive over DriverEvent
@@ -161,10 +186,21 @@ class SessionState:
         self.last_qr = QrCode(code, timeout)
         if self.linked:
             return []  # a linked device gets no QR; ignore a stray one
-        if self.pending_code is None:
+        if self.pending_code is None and self.passkey is None:
             self.phase = Phase.AWAITING_LINK
         # a pending pairing code is left alone: QR rotation never invalidates it
         return [QrData(code=code, timeout_s=max(1, min(timeout, 600)))]
+
+    def _on_passkey(self, stage: str, code: str | None) -> list[EventData]:
+        if self.linked:
+            return []  # only a device being linked is asked for a passkey
+        try:
+            self.passkey = PasskeyStage(stage)
+        except ValueError:
+            return []
+        self.phase = Phase.PASSKEY_REQUIRED
+        self.reason = "passkey_required"
+        return [PasskeyRequiredData(stage=self.passkey, code=code)]
 
     def _on_pair_success(self, event: PairSuccess) -> list[EventData]:
         phone = event.phone
@@ -181,11 +217,15 @@ class SessionState:
         self.linked, self.jid, self.phone = True, event.jid, phone
         self.pending_code = None
         self.last_qr = None
+        self.passkey = None
+        self.reason = None
         self.phase = Phase.STARTING  # linked; the socket opens next
         return [LinkedData(jid=event.jid, phone=phone, method=self.link_method,
                            push_name=event.push_name)]
 
     def _unlinked_phase(self) -> Phase:
+        if self.passkey is not None:
+            return Phase.PASSKEY_REQUIRED
         if self.pending_code is not None:
             return Phase.PAIRING_CODE_ISSUED
         return Phase.AWAITING_LINK if self.last_qr is not None else self.phase
@@ -252,6 +292,7 @@ class SessionState:
             "pairing_code_expires_at": (self.pending_code.expires_at.isoformat()
                                         if self.pending_code else ""),
             "last_error": self.last_error or "",
+            "reason": self.reason or "",
             "last_connected_at": (self.last_connected_at.isoformat()
                                   if self.last_connected_at else ""),
             "updated_at": self.updated_at.isoformat(),

@@ -12,6 +12,8 @@ from salon_sessions.core.events import (
     LinkedData,
     LoggedOutData,
     PairingCodeData,
+    PasskeyRequiredData,
+    PasskeyStage,
     QrData,
 )
 from salon_sessions.core.resource import Phase
@@ -57,6 +59,62 @@ def test_phases_follow_the_workers_events() -> None:
     assert [t.new for t in model.transitions] == [
         Phase.PENDING, Phase.STARTING, Phase.AWAITING_LINK, Phase.STARTING, Phase.CONNECTED,
         Phase.DISCONNECTED, Phase.CONNECTED, Phase.LOGGED_OUT]
+
+
+def test_whatsapps_reasons_reach_the_conditions() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    for data in (LinkedData(jid=JID, phone="79686484488"), ConnectedData(jid=JID),
+                 DisconnectedData(reason="temporary ban", will_reconnect=True),
+                 ErrorData(code="temporary_ban", reason="sent_to_too_many_people",
+                           message="WhatsApp banned this number temporarily until 11:00")):
+        model.apply_event(src.event(data), T0)
+    model.refresh(T0)
+    assert conds(model)["Connected"] == ("False", "TemporaryBan")
+    assert "until 11:00" in model.conditions["Connected"]["message"]
+    model.apply_event(src.event(ConnectedData(jid=JID)), T0)
+    model.refresh(T0)
+    assert conds(model)["Connected"] == ("True", "Connected")
+    model.apply_event(src.event(LoggedOutData(reason="banned", on_connect=True)), T0)
+    model.refresh(T0)
+    assert conds(model)["Linked"] == ("False", "Banned")
+    assert "406" in model.conditions["Linked"]["message"]
+    assert conds(model)["Ready"] == ("False", "Banned")
+    # the next login socket does not make the ban disappear from the status
+    model.apply_event(src.event(QrData(code="q", timeout_s=60)), T0)
+    model.refresh(T0)
+    assert conds(model)["Linked"][1] == "Banned"
+
+
+def test_a_passkey_request_shows_in_the_phase_and_the_linked_condition() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    model.apply_event(src.event(QrData(code="q", timeout_s=60)), T0)
+    model.apply_event(src.event(PasskeyRequiredData(stage=PasskeyStage.REQUEST)), T0)
+    model.refresh(T0)
+    assert model.phase is Phase.PASSKEY_REQUIRED
+    assert conds(model)["Linked"] == ("False", "PasskeyRequired")
+    model.apply_event(src.event(QrData(code="q2", timeout_s=20)), T0)
+    model.refresh(T0)
+    assert model.phase is Phase.PASSKEY_REQUIRED  # QR rotation on the same login socket
+    model.apply_event(src.event(DisconnectedData(reason="login ended", will_reconnect=True)),
+                      T0)
+    model.refresh(T0)
+    assert model.phase is Phase.AWAITING_LINK
+    assert conds(model)["Linked"] == ("False", "NotLinked")
+
+
+def test_the_heartbeat_restates_a_logout_reason_and_refuses_free_text() -> None:
+    model = started()
+    fields = {"phase": "LoggedOut", "linked": "false", "connected": "false",
+              "reason": "locked", "seq": "10", "updated_at": T0.isoformat()}
+    assert model.apply_heartbeat(fields, T0)
+    model.refresh(T0)
+    assert conds(model)["Linked"] == ("False", "Locked")
+    forged = dict(fields, reason="Owned By Mallory", seq="11")
+    assert model.apply_heartbeat(forged, T0)
+    model.refresh(T0)
+    assert conds(model)["Linked"] == ("False", "LoggedOut")
 
 
 def test_late_and_duplicate_events_never_move_the_status_backwards() -> None:

@@ -11,7 +11,10 @@ from salon_sessions.core.events import (
     DisconnectedData,
     ErrorData,
     LinkedData,
+    LoggedOutData,
     PairingCodeData,
+    PasskeyRequiredData,
+    PasskeyStage,
     QrData,
 )
 from salon_sessions.core.resource import Phase
@@ -23,6 +26,7 @@ from salon_sessions.worker.driver import (
     IssuedCode,
     LoggedOut,
     PairSuccess,
+    PasskeyRequired,
     QrCode,
     StreamReplaced,
     TemporaryBan,
@@ -88,6 +92,72 @@ def test_failures_disconnect_and_report_an_error(event: object, code: str) -> No
     out = s.apply(event, T0)  # type: ignore[arg-type]
     assert any(isinstance(d, ErrorData) and d.code == code for d in out)
     assert (s.connected, s.linked, s.phase) == (False, True, Phase.DISCONNECTED)
+
+
+@pytest.mark.parametrize(("reason", "kept"), [
+    ("banned", "banned"), ("locked", "locked"), ("code_419", "code_419"),
+    ("removed on the phone", "logged_out"),
+])
+def test_the_logout_reason_is_kept_until_the_next_link(reason: str, kept: str) -> None:
+    s = SessionState()
+    s.resume_linked("79686484488:5@s.whatsapp.net", "79686484488")
+    out = s.apply(LoggedOut(reason, on_connect=True), T0)
+    assert out == [LoggedOutData(reason=kept, on_connect=True)]
+    s.apply(Disconnected("the QR codes expired", will_reconnect=True), T0)
+    s.apply(QrCode("2@new", 20), T0)
+    assert (s.reason, s.snapshot()["reason"]) == (kept, kept)
+    s.apply(PairSuccess("79686484488:6@s.whatsapp.net", "79686484488"), T0)
+    assert (s.reason, s.snapshot()["reason"]) == (None, "")
+
+
+def test_a_ban_names_its_reason_and_when_it_ends() -> None:
+    s = SessionState()
+    s.resume_linked("79686484488:5@s.whatsapp.net", "79686484488")
+    until = T0 + timedelta(hours=1)
+    out = s.apply(TemporaryBan("code_107", until), T0)
+    error = next(d for d in out if isinstance(d, ErrorData))
+    assert (error.code, error.reason, error.retry_at) == ("temporary_ban", "code_107", until)
+    assert out[0] == DisconnectedData(reason=f"temporary ban code_107 until {until.isoformat()}",
+                                      will_reconnect=True)
+    assert s.snapshot()["reason"] == "code_107"
+    s.apply(Connected("79686484488:5@s.whatsapp.net"), T0 + timedelta(hours=1))
+    assert s.reason is None
+
+
+def test_a_passkey_request_is_its_own_phase_and_survives_qr_rotation() -> None:
+    s = SessionState()
+    s.apply(QrCode("2@one", 60), T0)
+    out = s.apply(PasskeyRequired("request"), T0)
+    assert out == [PasskeyRequiredData(stage=PasskeyStage.REQUEST)]
+    assert (s.phase, s.reason, s.linked) == (Phase.PASSKEY_REQUIRED, "passkey_required", False)
+    s.apply(QrCode("2@two", 20), T0)
+    assert s.phase is Phase.PASSKEY_REQUIRED
+    confirm = s.apply(PasskeyRequired("confirmation", "ABCD-EF12"), T0)
+    assert confirm == [PasskeyRequiredData(stage=PasskeyStage.CONFIRMATION, code="ABCD-EF12")]
+    assert s.apply(PasskeyRequired("bogus"), T0) == []
+    # the login socket closes: back to waiting for a link, the passkey is history
+    s.apply(Disconnected("the QR codes expired", will_reconnect=True), T0)
+    s.apply(QrCode("2@three", 60), T0)
+    assert (s.phase, s.reason, s.passkey) == (Phase.AWAITING_LINK, None, None)
+
+
+def test_a_linked_device_is_never_asked_for_a_passkey() -> None:
+    s = SessionState()
+    s.resume_linked("79686484488:5@s.whatsapp.net", "79686484488")
+    assert s.apply(PasskeyRequired("request"), T0) == []
+    assert s.phase is not Phase.PASSKEY_REQUIRED
+
+
+def test_stream_replaced_says_whether_it_retries() -> None:
+    s = SessionState()
+    s.resume_linked("79686484488:5@s.whatsapp.net", "79686484488")
+    once = s.apply(StreamReplaced(will_retry=True), T0)
+    assert once[0] == DisconnectedData(reason="stream replaced by another client",
+                                       will_reconnect=True)
+    final = s.apply(StreamReplaced(will_retry=False), T0)
+    assert final[0] == DisconnectedData(reason="stream replaced by another client",
+                                        will_reconnect=False)
+    assert "not reconnecting" in next(d for d in final if isinstance(d, ErrorData)).message
 
 
 def test_pending_code_survives_qr_rotation_and_is_returned_again() -> None:
