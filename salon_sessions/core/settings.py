@@ -262,6 +262,12 @@ class WorkerSettings(_Database, _Redis):
     simulator_first_qr_s: float = Field(default=60.0, gt=0, le=600)
     simulator_qr_period_s: float = Field(default=20.0, gt=0, le=600)
     simulator_code_ttl_s: float = Field(default=180.0, gt=0, le=3600)
+    neonize_watchdog_s: float = Field(
+        default=120.0, ge=10, le=3600,
+        description="neonize: a linked client not connected this long is restarted")
+    neonize_stream_replaced_retry_s: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="neonize: the pause before the one retry after a replaced stream")
 
     @model_validator(mode="after")
     def _exit_after_fencing(self) -> Self:

@@ -17,6 +17,10 @@ class WorkerMetrics:
         self.driver_events = Counter(
             "salon_worker_driver_events", "Facts reported by the driver", ["kind"],
             registry=registry)
+        self.client_restarts = Counter(
+            "salon_worker_client_restarts",
+            "WhatsApp clients the driver restarted by itself (reason: not_connected, "
+            "reconnect_after_pairing_failed)", ["reason"], registry=registry)
         self.pings = Counter(
             "salon_worker_pings_answered", "Health pings answered with a pong",
             registry=registry)

@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -43,6 +44,13 @@ from salon_sessions.core.phone import (
     parse_phone,
 )
 from salon_sessions.core.redact import MASK, redact_text
+from salon_sessions.core.whatsapp_reasons import (
+    NON_RETRYABLE,
+    RETRYABLE,
+    failure_name,
+    logout_reason,
+    temp_ban_name,
+)
 from salon_sessions.worker.driver import (
     Connected,
     ConnectFailure,
@@ -53,11 +61,12 @@ from salon_sessions.worker.driver import (
     DriverSink,
     IssuedCode,
     LoggedOut,
+    PasskeyRequired,
     QrCode,
     StreamReplaced,
+    TemporaryBan,
 )
 from salon_sessions.worker.neonize_events import (
-    NON_RETRYABLE_FAILURES,
     connect_failure,
     enum_name,
     event_name,
@@ -68,9 +77,6 @@ from salon_sessions.worker.neonize_events import (
     temporary_ban,
 )
 from salon_sessions.worker.neonize_go import (
-    MARKER_CLIENT_OUTDATED,
-    MARKER_LOGGED_OUT,
-    MARKER_STREAM_REPLACED,
     GoAttempt,
     GoOps,
     Phase,
@@ -79,7 +85,17 @@ from salon_sessions.worker.neonize_go import (
     go_send_text,
     jid_proto,
     load_neonize,
+    parked_count,
     run_in_daemon,
+)
+from salon_sessions.worker.neonize_logs import (
+    ClientOutdatedLine,
+    ConnectFailureLine,
+    LogFact,
+    LoggedOutLine,
+    ReconnectFailedLine,
+    StreamReplacedLine,
+    TemporaryBanLine,
 )
 from salon_sessions.worker.neonize_store import (
     NeonizeStore,
@@ -101,12 +117,14 @@ LOGIN_WAIT_S: Final = 20.0
 PAIR_CLIENT_TYPE: Final = 1
 PAIR_CLIENT_NAME: Final = "Chrome (Linux)"
 """whatsmeow's `PairClientChrome` and its required `Browser (OS)` display name."""
-RETIRE_WAIT_S: Final = 5.0
-"""How long stopping a client waits for Go to let go of it before moving on."""
+PASSKEY_STATUSES: Final = {"passkey-request": "request", "passkey-confirmation": "confirmation"}
+"""whatsmeow QR-channel items that ask for the account's passkey: the login socket stays
+open (WhatsApp waits), so they are not an end of login."""
 LOGIN_RESTART_DELAY_S: Final = 1.0
 LOGGED_OUT_RESTART_DELAY_S: Final = 2.0
 RETIRED_KEPT: Final = 50
-"""Application names of finished clients whose connections are swept again at close."""
+"""Retired clients whose store connections are swept again (each retirement, and close)."""
+WATCHDOG_TICK_S: Final = 5.0
 DEFAULT_MAX_LOGIN_CYCLES: Final = 5
 """Login sockets opened in a row without a link (each ~160 s) before the driver halts;
 every abandoned login leaves a parked daemon thread behind (see `neonize_go`)."""
@@ -114,6 +132,35 @@ PROXY_SCHEMES: Final = ("socks5", "http", "https")
 """What whatsmeow's `SetProxyAddress` accepts."""
 
 OutcomeKind = Literal["finished", "restart", "halt", "stop"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NeonizePolicy:
+    """How long the driver waits for what, and its limits (tests shorten them)."""
+
+    retire_wait_s: float = 5.0
+    """How long stopping a client waits for Go to act on it (`GoAttempt.settled`)."""
+    stop_wait_s: float = 30.0
+    """A client that may hold WhatsApp's stream (it resumed a device) must have returned
+    from `Neonize()` within this before another one starts: two clients with the same
+    credentials replace each other's stream. Past it, the process must go (`on_fatal`)."""
+    drain_s: float = 30.0
+    """How long a stopping client's running calls (a send) may finish first: they write the
+    Signal sessions in the store, so neither the client nor its connections are cut."""
+    stream_replaced_retry_s: float = 30.0
+    """The pause before the one retry after `StreamReplaced` ..."""
+    stream_replaced_window_s: float = 600.0
+    """... and a second replacement within this halts (another client really uses the
+    credentials: fighting over the stream gets numbers banned)."""
+    watchdog_s: float = 120.0
+    """Linked and not connected this long with a client running: restart the client
+    (whatsmeow never retries a failed reconnect after pairing, stream error 515)."""
+    max_parked: int = 12
+    """Abandoned login clients a process may keep (each a thread parked in neonize's
+    `FetchMe`, across every `start()`); past it the process must restart (`on_fatal`)."""
+    slow_base_s: float = 300.0
+    slow_cap_s: float = 3600.0
+    """Backoff for refusals WhatsApp did not explain (unknown codes): never a fast loop."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,6 +175,8 @@ class _Outcome:
     """Start a new device (no resume)."""
     login_cycle: bool = False
     """A login socket expired without a link (counts towards `max_login_cycles`)."""
+    needs_lock: bool = False
+    """Start the next client only if the worker still holds the session lock."""
 
 
 class NeonizeDriver(Driver):
@@ -139,12 +188,19 @@ class NeonizeDriver(Driver):
                  device_jid: str | None = None, log: logging.Logger | None = None,
                  backoff: Backoff | None = None,
                  max_login_cycles: int = DEFAULT_MAX_LOGIN_CYCLES,
-                 go_ops: GoOps | None = None) -> None:
+                 go_ops: GoOps | None = None, policy: NeonizePolicy | None = None,
+                 lock_held: Callable[[], bool] | None = None,
+                 on_restart: Callable[[str], None] | None = None,
+                 on_fatal: Callable[[str], None] | None = None) -> None:
         """`database_url`: the project's PostgreSQL URL (whatsmeow's tables live there).
         `proxy_url`: `socks5://`, `http://` or `https://` (from a Secret; never logged).
         `device_jid`: the device this session linked before (`salon_sessions.device_jid`);
         when omitted it is read from that table. Only a device present in
-        `whatsmeow_device` is resumed."""
+        `whatsmeow_device` is resumed.
+        `lock_held`: whether the worker still holds the session lock (the one retry after
+        `StreamReplaced` needs it). `on_restart(reason)`: the driver restarted a client by
+        itself (counted by the worker). `on_fatal(reason)`: this process can no longer run
+        a client safely and must be restarted (the worker exits)."""
         self.company_id = canonical_company_id(company_id)
         self._database_url = database_url
         self._store = NeonizeStore(database_url)
@@ -165,6 +221,11 @@ class NeonizeDriver(Driver):
             raise ValueError("max_login_cycles must be at least 1")
         self._max_login_cycles = max_login_cycles
         self._go_ops = go_ops
+        self._policy = policy or NeonizePolicy()
+        self._lock_held = lock_held or (lambda: True)
+        self._on_restart = on_restart or (lambda _reason: None)
+        self._on_fatal = on_fatal or (lambda _reason: None)
+        self._slow_backoff = Backoff(base=self._policy.slow_base_s, cap=self._policy.slow_cap_s)
         self._secrets = _secrets_of(database_url, self._proxy_url)
         self._resolver = StoreLidResolver(self._store)
         self._rng = random.Random()
@@ -176,20 +237,32 @@ class NeonizeDriver(Driver):
         self._stop = asyncio.Event()
         self._closed = False
         self._halted: str | None = None
-        self._retired: list[str] = []
+        self._retired: list[GoAttempt] = []
+        self._stuck: str | None = None
+        """Set when a client that may hold the stream did not stop: no other may start."""
 
         self._attempt: GoAttempt | None = None
         self._outcome: asyncio.Future[_Outcome] | None = None
         self._failures = 0
+        self._slow_failures = 0
         self._login_cycles = 0
         self._down_reported = False
+        self._replaced_at: float | None = None
+        """When the stream was last replaced (monotonic), for the retry window."""
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         # Per attempt:
         self._connected = False
         self._device_jid: str | None = None
         self._qr_index = 0
         self._login_opened: datetime | None = None
         self._login_ready = asyncio.Event()
-        self._attempt_logged_out = False
+        self._reported: set[str] = set()
+        """What this client run has reported already (a fact can come as a neonize event
+        and as a whatsmeow log line; the first one wins, both carry the same facts)."""
+        self._unconnected_since: float | None = None
+        """Linked and not connected since (monotonic), for the watchdog."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ properties
@@ -291,7 +364,9 @@ class NeonizeDriver(Driver):
             raise DriverError("invalid_jid", str(exc)) from None
         if not text:
             raise DriverError("empty_text", "refusing to send an empty message")
-        message_id, error = await run_in_daemon("send", go_send_text, attempt.uuid, to, text)
+        async with self._go_call():
+            message_id, error = await run_in_daemon("send", go_send_text, attempt.uuid, to,
+                                                    text)
         if error:
             raise DriverError("send_failed", self._scrub(error))
         return message_id
@@ -312,7 +387,8 @@ class NeonizeDriver(Driver):
             self._log.info("logout requested, but no device is linked")
             return
         if self._connected and attempt is not None and attempt.phase is Phase.RUNNING:
-            error = await run_in_daemon("logout", go_logout, attempt.uuid)
+            async with self._go_call():
+                error = await run_in_daemon("logout", go_logout, attempt.uuid)
             if error:
                 self._log.warning("WhatsApp did not confirm the logout (%s); deleting the "
                                   "local credentials anyway", self._scrub(error))
@@ -322,7 +398,7 @@ class NeonizeDriver(Driver):
         self._device_jid = None
         self._configured_device = None
         self._log.info("logged out; credentials deleted")
-        await self._emit(LoggedOut(reason="logged out on request", on_connect=False))
+        await self._emit(LoggedOut(reason="on_request", on_connect=False))
         self._login_cycles = 0
         self._request(_Outcome("restart", "logged out", delay=LOGGED_OUT_RESTART_DELAY_S,
                                fresh=True))
@@ -349,42 +425,26 @@ class NeonizeDriver(Driver):
             await self._on_pair_status(event)
         elif kind == "Connected":
             self._connected = True
-            self._failures = 0
+            self._failures = self._slow_failures = 0
             self._down_reported = False
             self._login_cycles = 0
+            self._unconnected_since = None
             self._log.info("connected to WhatsApp")
             await self._emit(Connected(jid=self._device_jid))
         elif kind == "Disconnected":
-            self._connected = False
+            self._set_disconnected()
             self._log.info("connection to WhatsApp lost; whatsmeow reconnects")
             await self._emit(Disconnected(reason="connection lost", will_reconnect=True))
         elif kind == "LoggedOut":
             await self._on_logged_out(logged_out(event))
         elif kind == "StreamReplaced":
-            self._connected = False
-            self._log.warning("another client took the stream over; not reconnecting")
-            await self._emit(StreamReplaced())
-            self._request(_Outcome("halt", "stream replaced"))
+            await self._on_stream_replaced()
         elif kind == "TemporaryBan":
-            self._connected = False
             ban = temporary_ban(event)
-            self._log.warning("temporary ban %s until %s", ban.code, ban.expires_at)
-            await self._emit(ban)
-            if ban.expires_at is None:
-                self._request(_Outcome("halt", f"temporary ban {ban.code}"))
-            else:
-                wait = (ban.expires_at - datetime.now(UTC)).total_seconds()
-                self._request(_Outcome("restart", "temporary ban", delay=max(wait, 1.0)))
+            await self._on_temporary_ban(ban.code, ban.expires_at)
         elif kind == "ConnectFailure":
-            self._connected = False
             failure = connect_failure(event)
-            failure = ConnectFailure(failure.reason, self._scrub(failure.message))
-            self._log.warning("WhatsApp refused the connection: %s", failure.reason)
-            await self._emit(failure)
-            if failure.reason in NON_RETRYABLE_FAILURES:
-                self._request(_Outcome("halt", f"connect failure {failure.reason}"))
-            else:
-                self._request(_Outcome("restart", f"connect failure {failure.reason}"))
+            await self._on_connect_failure(failure.reason, failure.message)
         elif kind == "ClientOutdated":
             await self._on_client_outdated()
         elif kind == "Message":
@@ -416,9 +476,17 @@ class NeonizeDriver(Driver):
         await self._emit(QrCode(code=code, timeout_s=timeout))
 
     async def handle_login_status(self, status: str) -> None:
-        """The end of a login socket's QR channel (`success`, `timeout`, `error`, ...)."""
+        """An item of the login socket's QR channel other than a code: its end (`success`,
+        `timeout`, `error`, ...) or a passkey step, which keeps the socket open."""
         if status == "err-scanned-without-multidevice":
             self._log.warning("the QR code was scanned by a phone without multi-device")
+            return
+        stage = PASSKEY_STATUSES.get(status)
+        if stage is not None:
+            # WhatsApp waits on this socket for the account's passkey: restarting would
+            # tear the link down mid-handshake. neonize cannot answer it (docs/NEONIZE.md).
+            self._log.warning("WhatsApp asks for the account's passkey (%s)", status)
+            await self._emit(PasskeyRequired(stage=stage))
             return
         self._login_ready.clear()
         if status == "success":
@@ -444,15 +512,29 @@ class NeonizeDriver(Driver):
                                           will_reconnect=more))
             self._request(_Outcome("restart", f"login ended: {status}", login_cycle=True))
 
-    async def handle_marker(self, marker: str) -> None:
-        """An event announced by a whatsmeow log line (see `neonize_go.classify_log`)."""
-        nz = load_neonize()
-        if marker == MARKER_STREAM_REPLACED:
-            await self.handle_neonize_event(nz.proto.StreamReplaced())
-        elif marker == MARKER_CLIENT_OUTDATED:
-            await self.handle_neonize_event(nz.proto.ClientOutdated())
-        elif marker == MARKER_LOGGED_OUT:
-            await self._on_logged_out(LoggedOut(reason="logged_out", on_connect=False))
+    async def handle_marker(self, fact: LogFact) -> None:
+        """An event announced by a whatsmeow log line (`neonize_logs`)."""
+        match fact:
+            case StreamReplacedLine():
+                await self._on_stream_replaced()
+            case ClientOutdatedLine():
+                await self._on_client_outdated()
+            case LoggedOutLine(code=code, on_connect=on_connect):
+                await self._on_logged_out(LoggedOut(reason=logout_reason(code),
+                                                    on_connect=on_connect))
+            case TemporaryBanLine(code=code, expire_s=expire_s):
+                expires = (datetime.now(UTC) + timedelta(seconds=expire_s)
+                           if expire_s > 0 else None)
+                await self._on_temporary_ban(
+                    temp_ban_name(code) if code is not None else "temp_banned", expires)
+            case ConnectFailureLine(code=code, message=message):
+                await self._on_connect_failure(
+                    failure_name(code) if code is not None else "generic", message)
+            case ReconnectFailedLine():
+                if self._device_jid is not None and not self._connected:
+                    self._log.warning("whatsmeow's reconnect after pairing failed and is not "
+                                      "retried; restarting the client")
+                    self._restart_client("reconnect_after_pairing_failed")
 
     async def _on_pair_status(self, event: Any) -> None:
         if enum_name(event, "Status") == "success":
@@ -462,17 +544,30 @@ class NeonizeDriver(Driver):
             self._device_jid = success.jid
             self._configured_device = success.jid
             self._login_cycles = 0
+            self._unconnected_since = time.monotonic()
             self._log.info("device linked")
             await self._emit(success)
         else:
             await self._emit(ConnectFailure(reason="pair_error",
                                             message=self._scrub(str(event.Error))))
 
-    async def _on_logged_out(self, event: LoggedOut) -> None:
-        if self._attempt_logged_out:
-            return
-        self._attempt_logged_out = self._attempt is not None
+    def _first(self, fact: str) -> bool:
+        """True the first time this client run reports `fact` (see `_reported`)."""
+        if fact in self._reported:
+            return False
+        self._reported.add(fact)
+        return True
+
+    def _set_disconnected(self) -> None:
         self._connected = False
+        if self._device_jid is not None and self._unconnected_since is None:
+            self._unconnected_since = time.monotonic()
+
+    async def _on_logged_out(self, event: LoggedOut) -> None:
+        if self._attempt is not None and not self._first("logged_out"):
+            return
+        self._connected = False
+        self._unconnected_since = None
         jid, self._device_jid = self._device_jid, None
         self._configured_device = None
         if jid is not None:
@@ -485,12 +580,80 @@ class NeonizeDriver(Driver):
         self._request(_Outcome("restart", "logged out", delay=LOGGED_OUT_RESTART_DELAY_S,
                                fresh=True))
 
+    async def _on_stream_replaced(self) -> None:
+        """Another client took the stream over. It can be self-inflicted (two pods for a
+        moment, or a client of ours that stopped late): one retry after a pause, if this
+        worker still holds the session lock; a second replacement within the window halts."""
+        if not self._first("stream_replaced"):
+            return
+        self._set_disconnected()
+        now = time.monotonic()
+        p = self._policy
+        recent = (self._replaced_at is not None
+                  and now - self._replaced_at < p.stream_replaced_window_s)
+        self._replaced_at = now
+        retry = not recent and self._lock_held()
+        if retry:
+            self._log.warning("another client took the stream over; retrying once in %.0f s",
+                              p.stream_replaced_retry_s)
+        else:
+            self._log.error("another client took the stream over %s; not reconnecting",
+                            "again" if recent else "and the session lock is not held")
+        await self._emit(StreamReplaced(will_retry=retry))
+        if retry:
+            self._request(_Outcome("restart", "stream replaced", delay=p.stream_replaced_retry_s,
+                                   needs_lock=True))
+        else:
+            self._request(_Outcome("halt", "stream replaced twice" if recent
+                                   else "stream replaced without the session lock"))
+
+    async def _on_temporary_ban(self, code: str, expires_at: datetime | None) -> None:
+        if not self._first(f"temporary_ban:{code}"):
+            return
+        self._set_disconnected()
+        self._log.warning("temporary ban %s until %s", code, expires_at)
+        await self._emit(TemporaryBan(code=code, expires_at=expires_at))
+        if expires_at is None:
+            self._request(_Outcome("halt", f"temporary ban {code} without an end"))
+        else:
+            wait = (expires_at - datetime.now(UTC)).total_seconds()
+            self._request(_Outcome("restart", "temporary ban", delay=max(wait, 1.0)))
+
+    async def _on_connect_failure(self, reason: str, message: str) -> None:
+        """WhatsApp refused the connection. Refusals no reconnect can fix halt; those
+        WhatsApp expects to pass are retried with the usual backoff; anything else (a code
+        nobody explained) only slowly: a fast loop into an unexplained refusal is how
+        numbers get banned."""
+        if not self._first(f"connect_failure:{reason}"):
+            return
+        self._set_disconnected()
+        message = self._scrub(message)
+        halt = reason in NON_RETRYABLE
+        self._log.warning("WhatsApp refused the connection: %s", reason)
+        await self._emit(ConnectFailure(reason=reason, message=message, will_retry=not halt))
+        if halt:
+            self._request(_Outcome("halt", f"connect failure {reason}"))
+        elif reason in RETRYABLE:
+            self._request(_Outcome("restart", f"connect failure {reason}"))
+        else:
+            self._slow_failures += 1
+            delay = self._slow_backoff.delay(self._slow_failures, self._rng)
+            self._request(_Outcome("restart", f"connect failure {reason}", delay=delay))
+
     async def _on_client_outdated(self) -> None:
+        if not self._first("client_outdated"):
+            return
         self._connected = False
         self._log.error("WhatsApp rejects this client version; upgrade neonize")
         await self._emit(ConnectFailure(reason="client_outdated",
-                                        message="WhatsApp rejected the client version"))
+                                        message="WhatsApp rejected the client version",
+                                        will_retry=False))
         self._request(_Outcome("halt", "client outdated"))
+
+    def _restart_client(self, reason: str) -> None:
+        """Restart the current client on the driver's own account (counted)."""
+        self._on_restart(reason)
+        self._request(_Outcome("restart", reason, delay=0.0))
 
     # ------------------------------------------------------------------ plumbing
     async def _emit(self, event: DriverEvent) -> None:
@@ -526,7 +689,8 @@ class NeonizeDriver(Driver):
             if kind == "qr":
                 self._login_opened = self._login_opened or datetime.now(UTC)
                 self._login_ready.set()
-            elif kind == "login" and payload != "err-scanned-without-multidevice":
+            elif (kind == "login" and payload != "err-scanned-without-multidevice"
+                  and payload not in PASSKEY_STATUSES):
                 self._login_ready.clear()
         if self._inbox is not None:
             self._inbox.put_nowait((attempt, kind, payload))
@@ -544,7 +708,7 @@ class NeonizeDriver(Driver):
 
     async def _dispatch(self, attempt: GoAttempt, kind: str, payload: Any) -> None:
         if attempt is not self._attempt:
-            if kind == "finished" and attempt.application_name in self._retired:
+            if kind == "finished" and attempt in self._retired:
                 with contextlib.suppress(Exception):
                     await self._store.terminate_backends([attempt.application_name])
             return  # a retired attempt: its events no longer describe the session
@@ -557,7 +721,7 @@ class NeonizeDriver(Driver):
         elif kind == "event":
             await self.handle_neonize_event(payload)
         elif kind == "marker":
-            await self.handle_marker(str(payload))
+            await self.handle_marker(payload)
 
     # ------------------------------------------------------------------ supervisor
     async def _supervise(self) -> None:
@@ -573,6 +737,10 @@ class NeonizeDriver(Driver):
                     await self._pause(self._backoff.delay(self._failures, self._rng))
                     continue
                 fresh = False
+                refusal = self._refuse_attempt(jid)
+                if refusal is not None:
+                    await self._halt_fatally(refusal)
+                    break
                 outcome = await self._run_attempt(jid)
                 if outcome.kind == "stop" or self._stop.is_set():
                     break
@@ -580,11 +748,14 @@ class NeonizeDriver(Driver):
                     self._halted = outcome.reason
                     self._log.warning("not reconnecting: %s", outcome.reason)
                     break
+                if self._stuck is not None:
+                    await self._halt_fatally(self._stuck)
+                    break
                 delay: float
                 if outcome.kind == "finished":
                     self._failures += 1
                     if jid is not None and not await self._still_registered(jid):
-                        await self._on_logged_out(LoggedOut(reason="device removed",
+                        await self._on_logged_out(LoggedOut(reason="device_removed",
                                                             on_connect=True))
                         delay = LOGGED_OUT_RESTART_DELAY_S
                         fresh = True
@@ -610,6 +781,11 @@ class NeonizeDriver(Driver):
                 self._log.info("reconnecting in %.1f s (%s)", delay,
                                outcome.reason[:200] or outcome.kind)
                 await self._pause(delay)
+                if outcome.needs_lock and not self._lock_held():
+                    self._halted = f"{outcome.reason}; the session lock is not held"
+                    self._log.warning("not reconnecting: %s", self._halted)
+                    await self._emit(Disconnected(reason=self._halted, will_reconnect=False))
+                    break
         except Exception:
             self._halted = "internal error"
             self._log.exception("the neonize supervisor failed; not reconnecting")
@@ -630,9 +806,10 @@ class NeonizeDriver(Driver):
         self._qr_index = 0
         self._login_opened = None
         self._login_ready.clear()
-        self._attempt_logged_out = False
+        self._reported = set()
         if jid is not None:
             self._device_jid = jid
+        self._unconnected_since = time.monotonic() if self._device_jid is not None else None
         self._log.info("starting a WhatsApp client (%s)",
                        "resuming the stored device" if jid else "new device: QR login")
         outcome_future = self._outcome
@@ -640,7 +817,10 @@ class NeonizeDriver(Driver):
         stopper: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
         waiting: set[asyncio.Future[Any]] = {outcome_future, stopper}
         try:
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            while not any(f.done() for f in waiting):
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED,
+                                   timeout=min(WATCHDOG_TICK_S, self._policy.watchdog_s))
+                self._watch(attempt)
             outcome = (outcome_future.result() if outcome_future.done()
                        else _Outcome("stop", "stop requested"))
         finally:
@@ -649,30 +829,84 @@ class NeonizeDriver(Driver):
             await self._retire(attempt)
         return outcome
 
+    def _watch(self, attempt: GoAttempt) -> None:
+        """The watchdog: a linked client that stays unconnected past the bound is restarted
+        (whatsmeow gives up on a failed reconnect after pairing, and a client can hang)."""
+        since = self._unconnected_since
+        if (since is None or self._connected or attempt is not self._attempt
+                or attempt.phase is Phase.FINISHED):
+            return
+        waited = time.monotonic() - since
+        if waited < self._policy.watchdog_s:
+            return
+        self._log.warning("linked but not connected for %.0f s; restarting the WhatsApp "
+                          "client", waited)
+        self._unconnected_since = None
+        self._restart_client("not_connected")
+
+    def _refuse_attempt(self, jid: str | None) -> str | None:
+        """Why no new client may start in this process, if so."""
+        if jid is None and parked_count() >= self._policy.max_parked:
+            return (f"{parked_count()} abandoned login clients are parked in this process "
+                    "(neonize cannot free them); it must restart")
+        return None
+
+    async def _halt_fatally(self, reason: str) -> None:
+        self._halted = reason
+        self._log.error("not starting another WhatsApp client: %s", reason)
+        await self._emit(Disconnected(reason=reason[:1024], will_reconnect=False))
+        self._on_fatal(reason)
+
     async def _retire(self, attempt: GoAttempt) -> None:
         """Stop an attempt's Go client as far as its phase allows, then free its DB
-        connections."""
+        connections: after its running calls finished, and only once Go let go of it."""
         self._attempt = None
         self._connected = False
         self._login_ready.clear()
+        p = self._policy
+        if self._inflight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=p.drain_s)
         attempt.request_stop()
-        settled = await asyncio.to_thread(attempt.settled.wait, RETIRE_WAIT_S)
-        if not settled:
+        settled = await asyncio.to_thread(attempt.settled.wait, p.retire_wait_s)
+        if attempt.jid is not None or attempt.phase is Phase.RUNNING:
+            # It may hold WhatsApp's stream: the next client waits until it is gone.
+            finished = await asyncio.to_thread(attempt.finished.wait, p.stop_wait_s)
+            if not finished:
+                self._stuck = (f"a WhatsApp client did not stop within {p.stop_wait_s:.0f} s; "
+                               "starting another would replace its stream")
+        elif not settled:
             self._log.warning("the WhatsApp client did not stop within %.0f s; it is "
-                              "stopped when it gets that far", RETIRE_WAIT_S)
+                              "stopped when it gets that far", p.retire_wait_s)
         elif attempt.phase is Phase.LOGIN:
             self._log.debug("login socket closed; its neonize thread stays parked")
-        self._retired = [*self._retired[-(RETIRED_KEPT - 1):], attempt.application_name]
+        self._retired = [*self._retired[-(RETIRED_KEPT - 1):], attempt]
         await self._terminate_retired()
 
     async def _terminate_retired(self) -> None:
-        if not self._retired:
+        """Close the store connections of retired clients that no longer run (a finished
+        one's are closed again on its `finished` callback, see `_dispatch`)."""
+        names = [a.application_name for a in self._retired
+                 if a.finished.is_set() or a.phase is Phase.LOGIN]
+        if not names:
             return
         try:
-            await self._store.terminate_backends(list(self._retired))
+            await self._store.terminate_backends(names)
         except Exception as exc:
             self._log.warning("could not close finished clients' store connections: %s",
                               self._scrub(str(exc)) or type(exc).__name__)
+
+    @contextlib.asynccontextmanager
+    async def _go_call(self) -> AsyncIterator[None]:
+        """A Go call on the current client that must finish before the client stops."""
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
 
     async def _still_registered(self, jid: str) -> bool:
         try:

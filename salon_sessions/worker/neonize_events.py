@@ -19,6 +19,7 @@ from salon_sessions.core.phone import (
     phone_from_user_jid,
     phone_of,
 )
+from salon_sessions.core.whatsapp_reasons import from_neonize_enum, temp_ban_name
 from salon_sessions.worker.driver import (
     ConnectFailure,
     InboundMessage,
@@ -27,8 +28,8 @@ from salon_sessions.worker.driver import (
     TemporaryBan,
 )
 
-NON_RETRYABLE_FAILURES: Final = frozenset({"client_outdated", "bad_user_agent"})
-"""Connect failures that no reconnect can fix (the client must be upgraded)."""
+NEONIZE_TEMP_BAN_CODES: Final = {1: 101, 2: 102, 3: 103, 4: 104, 5: 106}
+"""neonize's `TempBanReason` enum numbers -> WhatsApp's codes (whatsmeow `TempBanReason`)."""
 
 
 def event_name(event: Any) -> str:
@@ -85,18 +86,25 @@ def pair_success(event: Any) -> PairSuccess | None:
 
 
 def logged_out(event: Any) -> LoggedOut:
-    return LoggedOut(reason=enum_name(event, "Reason"), on_connect=bool(event.OnConnect))
+    """`Reason` in our names: neonize's `main_device_gone` is `locked` (403),
+    `unknown_logout` is `banned` (406)."""
+    reason = from_neonize_enum(enum_name(event, "Reason", "logged_out"))
+    return LoggedOut(reason=reason, on_connect=bool(event.OnConnect))
 
 
 def temporary_ban(event: Any, now: datetime | None = None) -> TemporaryBan:
-    """`Expire` is the ban's remaining duration in seconds (0: unknown)."""
+    """`Expire` is the ban's remaining duration in seconds (0: unknown); `Code` becomes
+    WhatsApp's code's name (`sent_to_too_many_people`)."""
     seconds = int(event.Expire) if event.HasField("Expire") else 0
     expires = (now or datetime.now(UTC)) + timedelta(seconds=seconds) if seconds > 0 else None
-    return TemporaryBan(code=enum_name(event, "Code"), expires_at=expires)
+    number = int(event.Code) if event.HasField("Code") else 0
+    code = NEONIZE_TEMP_BAN_CODES.get(number)
+    return TemporaryBan(code=temp_ban_name(code) if code else "temp_banned", expires_at=expires)
 
 
 def connect_failure(event: Any) -> ConnectFailure:
-    return ConnectFailure(reason=enum_name(event, "Reason"), message=str(event.Message))
+    return ConnectFailure(reason=from_neonize_enum(enum_name(event, "Reason", "generic")),
+                          message=str(event.Message))
 
 
 def message_text(message: Any) -> str | None:

@@ -16,7 +16,7 @@ source and checked against the shipped `neonize-linux-amd64.so`):
   stays parked in `FetchMe`; it is a daemon), `RUNNING` gets `Stop`, `FINISHED` nothing.
 - Events whose protobuf is empty (`StreamReplaced`, `ClientOutdated`,
   `KeepAliveRestored`) make the Go event loop index an empty buffer and panic, so they are
-  not subscribed; whatsmeow's own log lines announce them instead (`classify_log`).
+  not subscribed; whatsmeow's own log lines announce them instead (`neonize_logs`).
 - Every `Neonize()` call opens a new `database/sql` pool that is never closed. Each attempt
   therefore connects with its own `application_name`, and the driver terminates those
   backends once the attempt is over (`NeonizeStore.terminate_backends`).
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from salon_sessions.core.phone import InvalidJid, JidKind, parse_jid
+from salon_sessions.worker.neonize_logs import parse_log_line
 from salon_sessions.worker.neonize_store import go_store_dsn
 
 T = TypeVar("T")
@@ -71,25 +72,6 @@ GO_LOG_LEVEL: Final = b"INFO"
 
 DEVICE_OS: Final = "Salon Sessions"
 """The name the phone shows in its list of linked devices."""
-
-# whatsmeow log lines that announce events the driver cannot subscribe to.
-MARKER_STREAM_REPLACED: Final = "stream_replaced"
-MARKER_CLIENT_OUTDATED: Final = "client_outdated"
-MARKER_LOGGED_OUT: Final = "logged_out"
-_LOG_MARKERS: Final = (
-    ("Got replaced stream error", MARKER_STREAM_REPLACED),
-    ("Client outdated (405)", MARKER_CLIENT_OUTDATED),
-    ("sending LoggedOut event and deleting session", MARKER_LOGGED_OUT),
-)
-
-
-def classify_log(message: str) -> str | None:
-    """The marker of a whatsmeow log line that announces an event, if any."""
-    for needle, marker in _LOG_MARKERS:
-        if needle in message:
-            return marker
-    return None
-
 
 # --------------------------------------------------------------------------- loading
 
@@ -253,7 +235,8 @@ class Phase(enum.IntEnum):
 
 AttemptPost = Callable[["GoAttempt", str, Any], None]
 """Receives `(attempt, kind, payload)` from Go threads; must be thread-safe.
-Kinds: `qr` (str), `login` (str), `event` (protobuf), `marker` (str), `finished` (str)."""
+Kinds: `qr` (str), `login` (str), `event` (protobuf), `marker` (`neonize_logs.LogFact`),
+`finished` (str)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,9 +434,9 @@ class GoAttempt:
             level = {"ERROR": logging.ERROR, "WARN": logging.WARNING,
                      "WARNING": logging.WARNING}.get(str(entry.Level).upper(), logging.DEBUG)
             self._log.log(level, "whatsmeow %s: %s", entry.Name, message)
-            marker = classify_log(message)
-            if marker is not None:
-                self._emit("marker", marker)
+            fact = parse_log_line(message)
+            if fact is not None:
+                self._emit("marker", fact)
         except Exception:
             self._log.exception("bad log callback from neonize")
 
@@ -462,6 +445,12 @@ _RECENT_CALLBACKS: collections.deque[tuple[Any, ...]] = collections.deque(maxlen
 """The ctypes callbacks of the last finished attempts (see `GoAttempt.start`)."""
 
 _PARKED: set[GoAttempt] = set()
-"""Login attempts whose thread stays in neonize's `FetchMe` wait: their callbacks must stay
-alive (Go still emits the remaining QR codes to them) for as long as the process runs."""
+"""Login attempts whose thread stays in neonize's QR loop (a `Disconnect` never closes
+whatsmeow's QR channel): their callbacks must stay alive (Go may still emit to them) for as
+long as the process runs."""
+
+
+def parked_count() -> int:
+    """Abandoned login clients parked in this process so far (never freed)."""
+    return len(_PARKED)
 

@@ -70,6 +70,11 @@ TICK_S = 1.0
 TASK_STOP_S = 5.0
 
 
+EXIT_DRIVER_UNSAFE = 70
+"""Exit status of a worker whose driver can no longer run a WhatsApp client safely in this
+process (EX_SOFTWARE): a client that would not stop, or too many parked login clients."""
+
+
 def make_driver(worker: Worker) -> Driver:
     """The driver the session's spec names. The simulator is refused for other drivers."""
     s = worker.settings
@@ -81,11 +86,16 @@ def make_driver(worker: Worker) -> Driver:
                                  code_ttl_s=s.simulator_code_ttl_s)
         return SimulatorDriver(worker.pool, worker.redis, worker.company, timing,
                                worker.subscriber_metrics)
-    from salon_sessions.worker.neonize_driver import NeonizeDriver
+    from salon_sessions.worker.neonize_driver import NeonizeDriver, NeonizePolicy
 
     proxy = s.proxy_url.get_secret_value() if s.proxy_url else None
-    driver: Driver = NeonizeDriver(s.database_url.get_secret_value(), worker.company,
-                                   proxy_url=proxy)
+    policy = NeonizePolicy(watchdog_s=s.neonize_watchdog_s,
+                           stream_replaced_retry_s=s.neonize_stream_replaced_retry_s)
+    driver: Driver = NeonizeDriver(
+        s.database_url.get_secret_value(), worker.company, proxy_url=proxy, policy=policy,
+        lock_held=lambda: worker.lock.held,
+        on_restart=lambda reason: worker.metrics.client_restarts.labels(reason).inc(),
+        on_fatal=worker.exit_for_restart)
     return driver
 
 
@@ -382,6 +392,16 @@ class Worker:
                 await self._write_state()
             elif self.holding_since is None:
                 await self._write_standby()
+
+    def exit_for_restart(self, why: str) -> None:
+        """The driver cannot run a client safely in this process any more: stop, and exit
+        with `EXIT_DRIVER_UNSAFE` so that the pod restarts (the credentials stay)."""
+        if self.stopping.is_set():
+            return
+        log.critical("%s; exiting so that the pod restarts", why,
+                     extra={"company_id": self.company})
+        self.exit_code = EXIT_DRIVER_UNSAFE
+        self.stopping.set()
 
     # ---- fencing --------------------------------------------------------------------
     def fence_state(self) -> fence.FenceState:

@@ -34,20 +34,26 @@ from salon_sessions.worker.driver import (
     InboundMessage,
     LoggedOut,
     PairSuccess,
+    PasskeyRequired,
     QrCode,
     StreamReplaced,
     TemporaryBan,
 )
-from salon_sessions.worker.neonize_driver import NeonizeDriver
+from salon_sessions.worker.neonize_driver import NeonizeDriver, NeonizePolicy
 from salon_sessions.worker.neonize_go import (
-    MARKER_CLIENT_OUTDATED,
-    MARKER_LOGGED_OUT,
-    MARKER_STREAM_REPLACED,
     GoAttempt,
     GoOps,
     Phase,
-    classify_log,
     load_neonize,
+)
+from salon_sessions.worker.neonize_logs import (
+    ClientOutdatedLine,
+    ConnectFailureLine,
+    LoggedOutLine,
+    ReconnectFailedLine,
+    StreamReplacedLine,
+    TemporaryBanLine,
+    parse_log_line,
 )
 from salon_sessions.worker.neonize_store import go_store_dsn
 from tests import whatsmeow_rows
@@ -357,7 +363,8 @@ async def test_expired_login_is_a_retrying_disconnect(
     await driver.handle_login_status("timeout")
     await driver.handle_login_status("err-client-outdated")
     assert events == [Disconnected("the QR codes expired without a scan", will_reconnect=True),
-                      ConnectFailure("client_outdated", "WhatsApp rejected the client version")]
+                      ConnectFailure("client_outdated", "WhatsApp rejected the client version",
+                                     will_retry=False)]
 
 
 async def test_pair_success_with_a_phone_jid_and_then_connected(
@@ -394,10 +401,10 @@ async def test_connection_events(mapped: tuple[NeonizeDriver, Events]) -> None:
     assert not driver.connected
     await driver.handle_neonize_event(ConnectedEv(status=True))
     await driver.handle_neonize_event(StreamReplacedEv())
-    await driver.handle_marker(MARKER_STREAM_REPLACED)  # the same, announced by a log line
+    await driver.handle_marker(StreamReplacedLine())  # the same, announced by a log line
     assert events == [Connected(jid=None),
                       Disconnected("connection lost", will_reconnect=True),
-                      Connected(jid=None), StreamReplaced(), StreamReplaced()]
+                      Connected(jid=None), StreamReplaced(will_retry=True)]
     assert not driver.connected
 
 
@@ -410,15 +417,19 @@ async def test_temporary_ban_and_connect_failures(
     await driver.handle_neonize_event(TemporaryBanEv(Code=TemporaryBanEv.BLOCKED_BY_USERS))
     await driver.handle_neonize_event(ConnectFailureEv(
         Reason=NZ.proto.SERVICE_UNAVAILABLE, Message="try later"))
-    await driver.handle_marker(MARKER_CLIENT_OUTDATED)
-    ban, ban_open, failure, outdated = events
+    await driver.handle_neonize_event(ConnectFailureEv(
+        Reason=NZ.proto.UNKNOWN_LOGOUT, Message="x"))
+    await driver.handle_marker(ClientOutdatedLine())
+    ban, ban_open, failure, banned, outdated = events
     assert isinstance(ban, TemporaryBan)
-    assert ban.code == "send_to_too_many_people"
+    assert ban.code == "sent_to_too_many_people"  # WhatsApp's name (code 101), not neonize's
     assert ban.expires_at is not None
     assert timedelta(minutes=59) < ban.expires_at - before < timedelta(minutes=61)
     assert ban_open == TemporaryBan(code="blocked_by_users", expires_at=None)
     assert failure == ConnectFailure("service_unavailable", "try later")
-    assert outdated == ConnectFailure("client_outdated", "WhatsApp rejected the client version")
+    assert banned == ConnectFailure("banned", "x")
+    assert outdated == ConnectFailure("client_outdated", "WhatsApp rejected the client version",
+                                      will_retry=False)
 
 
 async def test_logged_out_deletes_the_credentials(database: str,
@@ -439,8 +450,8 @@ async def test_logged_out_deletes_the_credentials(database: str,
         assert await conn.fetchval("SELECT count(*) FROM whatsmeow_device") == 0
     finally:
         await conn.close()
-    await driver.handle_marker(MARKER_LOGGED_OUT)  # announced by a log line: same result
-    assert events[-1] == LoggedOut(reason="logged_out", on_connect=False)
+    await driver.handle_marker(LoggedOutLine(code=406, on_connect=True))  # from a log line
+    assert events[-1] == LoggedOut(reason="banned", on_connect=True)
 
 
 async def test_inbound_text_messages(database: str,
@@ -498,14 +509,29 @@ async def test_commands_need_a_connection(mapped: tuple[NeonizeDriver, Events]) 
 
 # ---------------------------------------------------------------------------- Go plumbing
 
-def test_log_lines_that_announce_unsubscribable_events() -> None:
-    assert classify_log("Got replaced stream error, sending StreamReplaced event") == \
-        MARKER_STREAM_REPLACED
-    assert classify_log("Client outdated (405) connect failure (client version: 2.3)") == \
-        MARKER_CLIENT_OUTDATED
-    assert classify_log("Got device removed stream error, sending LoggedOut event and "
-                        "deleting session") == MARKER_LOGGED_OUT
-    assert classify_log("Successfully authenticated") is None
+@pytest.mark.parametrize(("line", "fact"), [
+    ("Got replaced stream error, sending StreamReplaced event", StreamReplacedLine()),
+    ("Client outdated (405) connect failure (client version: 2.3000.1)", ClientOutdatedLine()),
+    ("Got device removed stream error, sending LoggedOut event and deleting session",
+     LoggedOutLine(code=401, on_connect=False)),
+    ("Got 403: primary device was logged out connect failure, sending LoggedOut event and "
+     "deleting session", LoggedOutLine(code=403, on_connect=True)),
+    ("Got 406: unknown logout connect failure, sending LoggedOut event and deleting session",
+     LoggedOutLine(code=406, on_connect=True)),
+    ('Temporary ban connect failure: <failure code="107" expire="86400" reason="402"/>',
+     TemporaryBanLine(code=107, expire_s=86400)),
+    ('Temporary ban connect failure: <failure reason="402"/>',
+     TemporaryBanLine(code=None, expire_s=0)),
+    ('Unknown connect failure: <failure message="nope" reason="419"/>',
+     ConnectFailureLine(code=419, message="nope")),
+    ("Failed to reconnect after 515 code: dial tcp: i/o timeout", ReconnectFailedLine()),
+    ("Successfully authenticated", None),
+    ('Got 503/ connect failure, assuming automatic reconnect will handle it', None),
+])
+def test_log_lines_that_announce_what_neonize_cannot_deliver(line: str, fact: object) -> None:
+    """The exact lines of whatsmeow v0.0.0-20260921121126-35ae40906e74
+    (`connectionevents.go`), numbers included."""
+    assert parse_log_line(line) == fact
 
 
 def test_importing_neonize_leaves_logging_alone() -> None:
@@ -641,3 +667,220 @@ async def test_go_callbacks_reach_the_handlers_in_order(
                       Disconnected("the QR codes expired without a scan",
                                    will_reconnect=True)]
     driver._attempt = None
+
+
+# ------------------------------------------------- what real WhatsApp does (issue 12)
+
+def _expect_outcome(driver: NeonizeDriver) -> asyncio.Future[Any]:
+    """Stand in for the supervisor's wait: what the handlers ask it to do next."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    driver._outcome = future
+    return future
+
+
+async def test_a_passkey_request_keeps_the_login_socket_open(
+        mapped: tuple[NeonizeDriver, Events]) -> None:
+    """whatsmeow's QR channel says `passkey-request` / `passkey-confirmation` while WhatsApp
+    waits on the socket: reported, and no restart (that would tear the link down)."""
+    driver, events = mapped
+    outcome = _expect_outcome(driver)
+    await driver.handle_qr("2@first,ref")
+    await driver.handle_login_status("passkey-request")
+    await driver.handle_login_status("passkey-confirmation")
+    assert events[1:] == [PasskeyRequired(stage="request"),
+                          PasskeyRequired(stage="confirmation")]
+    assert not outcome.done(), "the login socket must stay open"
+    await driver.handle_login_status("timeout")  # the socket closes by itself
+    assert outcome.done()
+    assert outcome.result().kind == "restart"
+
+
+async def test_logout_reasons_survive_the_log_line_racing_the_event(
+        database: str) -> None:
+    """whatsmeow logs "Got 403: ... sending LoggedOut event" before it dispatches the event:
+    the line wins and must say `locked`, and the event that follows is the same fact."""
+    events: Events = []
+
+    async def sink(event: DriverEvent) -> None:
+        events.append(event)
+
+    driver = NeonizeDriver(database, COMPANY)
+    driver.attach(sink)
+    recorder = _Recorder()
+    driver._attempt, _ = _attempt(recorder)  # one client run
+    try:
+        await driver.handle_marker(parse_log_line(  # type: ignore[arg-type]
+            "Got 403: primary device was logged out connect failure, sending LoggedOut event "
+            "and deleting session"))
+        await driver.handle_neonize_event(LoggedOutEv(OnConnect=True,
+                                                      Reason=NZ.proto.MAIN_DEVICE_GONE))
+        assert events == [LoggedOut(reason="locked", on_connect=True)]
+    finally:
+        driver._attempt = None
+        await driver.close()
+
+
+async def test_bans_and_refusals_neonize_cannot_encode_come_from_the_log(
+        mapped: tuple[NeonizeDriver, Events]) -> None:
+    """Ban 107 and refusal 419 are not in neonize's enums (its encoding fails and the event
+    never arrives): the log lines carry them. A ban waits for its end; an unexplained
+    refusal is retried only slowly (never the 2..60 s loop)."""
+    driver, events = mapped
+    ban_outcome = _expect_outcome(driver)
+    before = datetime.now(UTC)
+    await driver.handle_marker(parse_log_line(  # type: ignore[arg-type]
+        'Temporary ban connect failure: <failure code="107" expire="7200" reason="402"/>'))
+    ban = events[-1]
+    assert isinstance(ban, TemporaryBan)
+    assert ban.code == "code_107"
+    assert ban.expires_at is not None
+    assert timedelta(minutes=119) < ban.expires_at - before < timedelta(minutes=121)
+    assert ban_outcome.result().kind == "restart"
+    assert 7100 < ban_outcome.result().delay <= 7200
+
+    failure_outcome = _expect_outcome(driver)
+    await driver.handle_marker(parse_log_line(  # type: ignore[arg-type]
+        'Unknown connect failure: <failure message="?" reason="419"/>'))
+    assert events[-1] == ConnectFailure("code_419", "?", will_retry=True)
+    assert failure_outcome.result().kind == "restart"
+    assert failure_outcome.result().delay >= NeonizePolicy().slow_base_s / 2
+
+    halt = _expect_outcome(driver)
+    await driver.handle_marker(ConnectFailureLine(code=418, message=""))
+    assert events[-1] == ConnectFailure("client_unknown", "", will_retry=False)
+    assert halt.result().kind == "halt"
+
+
+async def test_a_replaced_stream_is_retried_once_then_halts(database: str) -> None:
+    held = [True]
+    events: Events = []
+
+    async def sink(event: DriverEvent) -> None:
+        events.append(event)
+
+    driver = NeonizeDriver(database, COMPANY, lock_held=lambda: held[0],
+                           policy=NeonizePolicy(stream_replaced_retry_s=7.0))
+    driver.attach(sink)
+    try:
+        first = _expect_outcome(driver)
+        await driver.handle_neonize_event(StreamReplacedEv())
+        assert events == [StreamReplaced(will_retry=True)]
+        assert (first.result().kind, first.result().delay, first.result().needs_lock) == (
+            "restart", 7.0, True)
+        driver._reported.clear()  # the retry is a new client run
+        second = _expect_outcome(driver)
+        await driver.handle_marker(StreamReplacedLine())
+        assert events[-1] == StreamReplaced(will_retry=False)
+        assert second.result().kind == "halt"
+        assert "twice" in second.result().reason
+    finally:
+        await driver.close()
+
+    lockless = NeonizeDriver(database, COMPANY, lock_held=lambda: False)
+    lockless.attach(sink)
+    try:
+        outcome = _expect_outcome(lockless)
+        await lockless.handle_neonize_event(StreamReplacedEv())
+        assert events[-1] == StreamReplaced(will_retry=False)
+        assert outcome.result().kind == "halt"
+    finally:
+        await lockless.close()
+
+
+async def test_the_watchdog_restarts_a_linked_client_that_never_connects(
+        mapped: tuple[NeonizeDriver, Events]) -> None:
+    """Linked (pair success) and no `Connected`, e.g. whatsmeow's reconnect after pairing
+    (stream error 515) failed: whatsmeow never retries it; the watchdog restarts the
+    client, and the 515 log line does so at once."""
+    driver, _ = mapped
+    restarts: list[str] = []
+    driver._on_restart = restarts.append
+    recorder = _Recorder()
+    attempt, _ = _attempt(recorder)
+    driver._attempt = attempt
+    try:
+        await driver.handle_neonize_event(PairStatusEv(
+            ID=jid(PHONE, "s.whatsapp.net", 32), Status=PairStatusEv.SUCCESS))
+        outcome = _expect_outcome(driver)
+        driver._watch(attempt)
+        assert not outcome.done(), "not yet past the bound"
+        assert driver._unconnected_since is not None
+        driver._unconnected_since -= NeonizePolicy().watchdog_s + 1
+        driver._watch(attempt)
+        assert (outcome.result().kind, outcome.result().reason) == ("restart", "not_connected")
+        assert restarts == ["not_connected"]
+
+        again = _expect_outcome(driver)
+        await driver.handle_marker(ReconnectFailedLine())
+        assert again.result().reason == "reconnect_after_pairing_failed"
+        await driver.handle_neonize_event(ConnectedEv(status=True))
+        quiet = _expect_outcome(driver)
+        driver._watch(attempt)
+        assert not quiet.done(), "a connected client is left alone"
+    finally:
+        driver._attempt = None
+
+
+async def test_a_stopping_client_lets_a_running_send_finish(
+        mapped: tuple[NeonizeDriver, Events]) -> None:
+    """A send writes Signal sessions into the store: the client is stopped, and its store
+    connections closed, only after the send returned."""
+    driver, _ = mapped
+    recorder = _Recorder()
+    attempt, _ = _attempt(recorder)
+    driver._attempt = attempt
+    release = asyncio.Event()
+
+    async def send() -> None:
+        async with driver._go_call():
+            await release.wait()
+
+    sending = asyncio.create_task(send())
+    await asyncio.sleep(0)
+    retiring = asyncio.create_task(driver._retire(attempt))
+    await asyncio.sleep(0.3)
+    assert recorder.names() == []
+    assert not retiring.done()
+    release.set()
+    await sending
+    await asyncio.wait_for(retiring, 10)
+    attempt._set_phase(Phase.FINISHED)
+
+
+async def test_a_client_that_may_hold_the_stream_must_be_gone_before_the_next(
+        mapped: tuple[NeonizeDriver, Events]) -> None:
+    """A resumed client whose `Neonize()` does not return after `Stop`: starting another
+    would replace its stream, so the driver refuses and the process must restart."""
+    driver, _ = mapped
+    driver._policy = NeonizePolicy(retire_wait_s=0.1, stop_wait_s=0.3)
+    recorder = _Recorder()  # its Stop does nothing: the Go thread never returns
+    attempt = GoAttempt(company_id=COMPANY, database_url="postgresql://u:p@127.0.0.1:1/db",
+                        jid=DEVICE, proxy_url=None, post=lambda *_: None,
+                        log=logging.LoggerAdapter(logging.getLogger("test"), {}),
+                        scrub=lambda text: text, ops=recorder.ops())
+    attempt._set_phase(Phase.RUNNING)
+    driver._attempt = attempt
+    await driver._retire(attempt)
+    assert recorder.names() == ["stop"]
+    assert driver._stuck is not None
+    assert "did not stop" in driver._stuck
+
+
+async def test_too_many_parked_login_clients_restart_the_process(database: str) -> None:
+    events: Events = []
+    fatal: list[str] = []
+
+    async def sink(event: DriverEvent) -> None:
+        events.append(event)
+
+    driver = NeonizeDriver(database, COMPANY, policy=NeonizePolicy(max_parked=0),
+                           on_fatal=fatal.append)
+    await driver.start(sink)
+    try:
+        await wait_for(lambda: fatal, what="the driver to give up")
+        assert "parked" in fatal[0]
+        assert driver.halted == fatal[0]
+        assert events == [Disconnected(reason=fatal[0], will_reconnect=False)]
+        assert not attempt_threads(), "no client was started"
+    finally:
+        await driver.close()
