@@ -238,8 +238,8 @@ class NeonizeDriver(Driver):
         self._closed = False
         self._halted: str | None = None
         self._retired: list[GoAttempt] = []
-        self._stuck: str | None = None
-        """Set when a client that may hold the stream did not stop: no other may start."""
+        self._holder: GoAttempt | None = None
+        """The last retired client that may still hold WhatsApp's stream."""
 
         self._attempt: GoAttempt | None = None
         self._outcome: asyncio.Future[_Outcome] | None = None
@@ -737,7 +737,7 @@ class NeonizeDriver(Driver):
                     await self._pause(self._backoff.delay(self._failures, self._rng))
                     continue
                 fresh = False
-                refusal = self._refuse_attempt(jid)
+                refusal = self._refuse_attempt(jid) or await self._holder_gone()
                 if refusal is not None:
                     await self._halt_fatally(refusal)
                     break
@@ -747,9 +747,6 @@ class NeonizeDriver(Driver):
                 if outcome.kind == "halt":
                     self._halted = outcome.reason
                     self._log.warning("not reconnecting: %s", outcome.reason)
-                    break
-                if self._stuck is not None:
-                    await self._halt_fatally(self._stuck)
                     break
                 delay: float
                 if outcome.kind == "finished":
@@ -851,6 +848,21 @@ class NeonizeDriver(Driver):
                     "(neonize cannot free them); it must restart")
         return None
 
+    async def _holder_gone(self) -> str | None:
+        """Two clients with the same credentials replace each other's stream: the next
+        client starts only once the previous one that may hold it has returned from
+        `Neonize()`. Why not, if it does not within `stop_wait_s`."""
+        holder = self._holder
+        if holder is None or holder.finished.is_set():
+            self._holder = None
+            return None
+        wait = self._policy.stop_wait_s
+        if await asyncio.to_thread(holder.finished.wait, wait):
+            self._holder = None
+            return None
+        return (f"a WhatsApp client did not stop within {wait:.0f} s; starting another "
+                "would replace its stream")
+
     async def _halt_fatally(self, reason: str) -> None:
         self._halted = reason
         self._log.error("not starting another WhatsApp client: %s", reason)
@@ -870,11 +882,7 @@ class NeonizeDriver(Driver):
         attempt.request_stop()
         settled = await asyncio.to_thread(attempt.settled.wait, p.retire_wait_s)
         if attempt.jid is not None or attempt.phase is Phase.RUNNING:
-            # It may hold WhatsApp's stream: the next client waits until it is gone.
-            finished = await asyncio.to_thread(attempt.finished.wait, p.stop_wait_s)
-            if not finished:
-                self._stuck = (f"a WhatsApp client did not stop within {p.stop_wait_s:.0f} s; "
-                               "starting another would replace its stream")
+            self._holder = attempt  # it may hold WhatsApp's stream (see `_holder_gone`)
         elif not settled:
             self._log.warning("the WhatsApp client did not stop within %.0f s; it is "
                               "stopped when it gets that far", p.retire_wait_s)

@@ -862,8 +862,12 @@ async def test_a_client_that_may_hold_the_stream_must_be_gone_before_the_next(
     driver._attempt = attempt
     await driver._retire(attempt)
     assert recorder.names() == ["stop"]
-    assert driver._stuck is not None
-    assert "did not stop" in driver._stuck
+    refusal = await driver._holder_gone()
+    assert refusal is not None
+    assert "did not stop" in refusal
+    attempt._set_phase(Phase.FINISHED)  # Neonize() returned after all
+    attempt.finished.set()
+    assert await driver._holder_gone() is None
 
 
 async def test_too_many_parked_login_clients_restart_the_process(database: str) -> None:
