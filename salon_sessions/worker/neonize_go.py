@@ -12,8 +12,17 @@ source and checked against the shipped `neonize-linux-amd64.so`):
   until the store has a device id. A `Stop` while the QR loop runs deletes the client from
   the Go map that `FetchMe` then dereferences: a nil-pointer panic that kills the process.
   So an attempt's phase decides how it is stopped (`GoAttempt.request_stop`):
-  `STARTING` waits for the next phase, `LOGIN` (QR shown) gets `Disconnect` (the thread
-  stays parked in `FetchMe`; it is a daemon), `RUNNING` gets `Stop`, `FINISHED` nothing.
+  `STARTING` has its dialling socket cut (below) and is otherwise stopped when it reaches
+  the next phase, `LOGIN` (QR shown) gets `Disconnect` (the thread stays parked in
+  `FetchMe`; it is a daemon), `RUNNING` gets `Stop`, `FINISHED` nothing.
+- whatsmeow dials under its socket lock with neonize's `context.Background()`: a SOCKS5
+  proxy that never answers its handshake (or a websocket upgrade that never gets a
+  response) blocks `Neonize()` for good, and `Stop`/`Disconnect` wait for that lock. The
+  only way out is to cut the socket from our side (`tcp_sockets.shutdown`): the dial
+  fails and `Neonize()` returns. An attempt still `STARTING` after `CONNECT_TIMEOUT_S` is
+  cut so (reported as a failed connection, then retried with backoff), and so is one
+  whose stop is requested while `STARTING`, or whose `Stop`/`Disconnect` is still blocked
+  after `UNSTICK_AFTER_S`.
 - Events whose protobuf is empty (`StreamReplaced`, `ClientOutdated`,
   `KeepAliveRestored`) make the Go event loop index an empty buffer and panic, so they are
   not subscribed; whatsmeow's own log lines announce them instead (`neonize_logs`).
@@ -35,12 +44,15 @@ import ctypes
 import enum
 import logging
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 from salon_sessions.core.phone import InvalidJid, JidKind, parse_jid
+from salon_sessions.worker import tcp_sockets
 from salon_sessions.worker.neonize_logs import parse_log_line
 from salon_sessions.worker.neonize_store import go_store_dsn
 
@@ -222,9 +234,22 @@ def go_logout(uuid: str) -> str:
 
 # --------------------------------------------------------------------------- attempts
 
+CONNECT_TIMEOUT_S: float = 75.0
+"""An attempt still `STARTING` after this long has its dial cut and is reported as a failed
+connection. Above whatsmeow's own bounds (TCP connect 30 s, HTTP proxy `CONNECT` 60 s, TLS
+10 s), so that it only ends the dials that have none (a SOCKS5 handshake, a websocket
+upgrade that gets no answer)."""
+UNSTICK_AFTER_S: float = 2.0
+"""A `Stop`/`Disconnect` still blocked after this long is waiting for whatsmeow's socket
+lock behind a dial (a reconnect through a stalled proxy): the dial is cut."""
+DEFAULT_PROXY_PORTS: Final = {"socks5": 1080, "http": 80, "https": 443}
+WHATSAPP_PORT: Final = 443
+"""`wss://web.whatsapp.com/ws/chat`, dialled directly when there is no proxy."""
+
+
 class Phase(enum.IntEnum):
     STARTING = 0
-    """Opening the store and dialling; nothing can be stopped safely yet."""
+    """Opening the store and dialling; only the dial can be cut (`cut_dial`)."""
     LOGIN = 1
     """A login socket shows QR codes (device not linked)."""
     RUNNING = 2
@@ -270,6 +295,14 @@ class GoAttempt:
         self._stop_requested = False
         self._stop_sent = False
         self._disconnect_sent = False
+        self._cut_sent = False
+        self._timed_out = False
+        self._finish_reported = False
+        self._sockets_before: frozenset[int] | None = None
+        """The process's sockets when this attempt started: any other is newer."""
+        self._dial_host, self._dial_port = _dial_target(proxy_url)
+        self._dial_ips: frozenset[str] = frozenset()
+        self._watchdog: threading.Timer | None = None
         self._thread: threading.Thread | None = None
         self._refs: tuple[Any, ...] = ()
         self.settled = threading.Event()
@@ -293,14 +326,22 @@ class GoAttempt:
         self._refs = (binder.func_string(self._on_qr), binder.func_string(self._on_login),
                       binder.func_callback_bytes(self._on_event),
                       binder.func_callback_bytes2(self._on_log))
+        global _NEWEST
+        _NEWEST = self
+        self._sockets_before = tcp_sockets.socket_inodes()
         self._thread = threading.Thread(target=self._run, name=f"neonize-{self.uuid}",
                                         daemon=True)
         self._thread.start()
+        self._watchdog = threading.Timer(CONNECT_TIMEOUT_S, self._on_connect_timeout)
+        self._watchdog.name = f"neonize-watchdog-{self.uuid}"
+        self._watchdog.daemon = True
+        self._watchdog.start()
 
     def _run(self) -> None:
         nz = load_neonize()
         error = ""
         try:
+            self._dial_ips = _addresses(self._dial_host)
             jid = b""
             if self.jid is not None:
                 jid = jid_proto(self.jid).SerializeToString()
@@ -324,6 +365,8 @@ class GoAttempt:
             error = f"neonize call failed: {type(exc).__name__}"
             self._log.exception("neonize call failed")
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             try:
                 # Neonize() has returned, so Stop only frees this client's map entries.
                 self._ops.stop(self.uuid)
@@ -332,14 +375,16 @@ class GoAttempt:
             _RECENT_CALLBACKS.append(self._refs)
             self._set_phase(Phase.FINISHED)
             self.finished.set()
-            self._emit("finished", self._scrub(error))
+            self._report_finished(self._timeout_reason() if self._timed_out
+                                  else self._scrub(error))
 
     def request_stop(self) -> None:
         """Stop this client in the way its phase allows; idempotent.
 
         `RUNNING`: `Stop` (the thread returns). `LOGIN`: `Disconnect` (the socket closes;
         the thread stays parked in neonize's `FetchMe`, harmlessly, as a daemon).
-        `STARTING`: the action runs when the next phase is reached."""
+        `STARTING`: the dial is cut (a dial that fails makes `Neonize()` return); if the
+        attempt was not dialling yet, the action runs when the next phase is reached."""
         with self._lock:
             self._stop_requested = True
             action = self._pending_locked()
@@ -365,7 +410,57 @@ class GoAttempt:
         if self._phase is Phase.LOGIN and not self._disconnect_sent:
             self._disconnect_sent = True
             return self._disconnect_and_park
+        if self._phase is Phase.STARTING and not self._cut_sent:
+            self._cut_sent = True
+            return self._cut_dial_action
         return None
+
+    def _cut_dial_action(self, _uuid: str) -> None:
+        cut = self.cut_dial()
+        self._log.debug("stopping a client that is still connecting: %d socket(s) cut", cut)
+
+    def cut_dial(self) -> int:
+        """Shut down the sockets this attempt may be dialling on (see the module
+        docstring): the process's TCP sockets to the dial target (the proxy, else
+        WhatsApp's port) that are newer than this attempt. Only while it is the newest
+        attempt of the process, so that a later client's connection is never touched.
+        Returns how many were cut."""
+        before = self._sockets_before
+        if before is None or _NEWEST is not self:
+            return 0
+        cut = 0
+        for sock in tcp_sockets.tcp_sockets():
+            if sock.inode in before or sock.peer_port != self._dial_port:
+                continue
+            if self._dial_ips and sock.peer_ip not in self._dial_ips:
+                continue
+            cut += tcp_sockets.shutdown(sock)
+        return cut
+
+    def _on_connect_timeout(self) -> None:
+        """`CONNECT_TIMEOUT_S` after the start: a client still `STARTING` is stuck in a
+        dial without a deadline; cut it, and report the attempt as finished (a failed
+        connection) even if Go does not return."""
+        with self._lock:
+            if self._phase is not Phase.STARTING or self._stop_requested:
+                return
+            self._timed_out = True
+        cut = self.cut_dial()
+        self._log.warning("no connection to WhatsApp within %.0f s; giving up this attempt "
+                          "(%d socket(s) cut)", CONNECT_TIMEOUT_S, cut)
+        if not self.finished.wait(UNSTICK_AFTER_S):
+            self._report_finished(self._timeout_reason())
+
+    def _timeout_reason(self) -> str:
+        via = "the proxy" if self._dial_host is not None else "WhatsApp"
+        return f"no answer from {via} within {CONNECT_TIMEOUT_S:.0f} s"
+
+    def _report_finished(self, reason: str) -> None:
+        with self._lock:
+            if self._finish_reported:
+                return
+            self._finish_reported = True
+        self._emit("finished", reason)
 
     def _disconnect_and_park(self, uuid: str) -> None:
         self._ops.disconnect(uuid)
@@ -378,14 +473,27 @@ class GoAttempt:
         if action is None:
             return
 
+        done = threading.Event()
+
         def run() -> None:
             try:
                 action(self.uuid)
             except Exception:
                 self._log.exception("stopping a neonize client failed")
+            finally:
+                done.set()
+
+        def unstick() -> None:
+            if not done.wait(UNSTICK_AFTER_S):
+                cut = self.cut_dial()
+                self._log.warning("stopping the WhatsApp client is blocked behind a "
+                                  "connection attempt; %d socket(s) cut", cut)
 
         # Never from the calling (possibly Go) thread: Stop/Disconnect take Go locks.
         threading.Thread(target=run, name=f"neonize-stop-{self.uuid}", daemon=True).start()
+        if action != self._cut_dial_action:
+            threading.Thread(target=unstick, name=f"neonize-unstick-{self.uuid}",
+                             daemon=True).start()
 
     # ---- callbacks from Go threads ------------------------------------------------
     def _emit(self, kind: str, payload: Any) -> None:
@@ -444,6 +552,9 @@ class GoAttempt:
 _RECENT_CALLBACKS: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=256)
 """The ctypes callbacks of the last finished attempts (see `GoAttempt.start`)."""
 
+_NEWEST: GoAttempt | None = None
+"""The attempt started last in this process: the only one allowed to cut sockets."""
+
 _PARKED: set[GoAttempt] = set()
 """Login attempts whose thread stays in neonize's QR loop (a `Disconnect` never closes
 whatsmeow's QR channel): their callbacks must stay alive (Go may still emit to them) for as
@@ -454,3 +565,26 @@ def parked_count() -> int:
     """Abandoned login clients parked in this process so far (never freed)."""
     return len(_PARKED)
 
+
+
+def _dial_target(proxy_url: str | None) -> tuple[str | None, int]:
+    """(proxy host, port) the Go client dials first; (None, 443) without a proxy."""
+    if not proxy_url:
+        return None, WHATSAPP_PORT
+    parts = urlsplit(proxy_url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname, port or DEFAULT_PROXY_PORTS.get(parts.scheme.lower(), 1080)
+
+
+def _addresses(host: str | None) -> frozenset[str]:
+    """The addresses a host name resolves to (empty: unknown, match on the port only)."""
+    if not host:
+        return frozenset()
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return frozenset()
+    return frozenset(str(info[4][0]) for info in infos)

@@ -42,7 +42,10 @@ class WorkerProc:
 
     def __init__(self, tmp: Path, database: str, redis_url: str, company: str,
                  name: str = "w0", driver: str = "simulator",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> None:
+        """`command`: what to run instead of `salon-sessions worker` (a test wrapper that
+        runs the real worker, e.g. `crashing_worker.py`)."""
         self.company = company
         self.name = name
         self.log_path = tmp / f"{name}.log"
@@ -56,12 +59,13 @@ class WorkerProc:
             "SALON_DRIVER": driver, "SALON_POD_NAME": name, "SALON_METRICS_PORT": "0",
             **FAST_SIMULATOR, **(env or {}),
         }
+        self.command = command or [str(VENV_BIN / "salon-sessions"), "worker"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProc:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([str(VENV_BIN / "salon-sessions"), "worker"],
-                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self.command, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         return self
 
     @property
