@@ -33,6 +33,10 @@ _MISSING: Final = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError,
                    asyncpg.InvalidSchemaNameError)
 
 
+GO_CONNECT_TIMEOUT_S = 10
+"""Seconds lib/pq waits for PostgreSQL to answer a new connection."""
+
+
 def go_store_dsn(database_url: str, application_name: str) -> str:
     """The URL neonize's Go core opens the store with (see the module docstring)."""
     parts = urlsplit(database_url)
@@ -42,6 +46,10 @@ def go_store_dsn(database_url: str, application_name: str) -> str:
              if k != "application_name"]
     if not any(k == "sslmode" for k, _ in query):
         query.append(("sslmode", "prefer"))
+    if not any(k == "connect_timeout" for k, _ in query):
+        # lib/pq waits for ever on a PostgreSQL that does not answer; the client would sit in
+        # STARTING, where it cannot be stopped
+        query.append(("connect_timeout", str(GO_CONNECT_TIMEOUT_S)))
     query.append(("application_name", application_name))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query),
                        parts.fragment))

@@ -340,9 +340,10 @@ def test_bad_proxy_urls_are_refused_without_echoing_them() -> None:
 def test_store_dsn_for_neonize() -> None:
     dsn = go_store_dsn("postgresql://u:p%40ss@127.0.0.1:5432/salon", "salon-neonize:x")
     assert dsn == ("postgresql://u:p%40ss@127.0.0.1:5432/salon"
-                   "?sslmode=prefer&application_name=salon-neonize%3Ax")
-    kept = go_store_dsn("postgres://h/db?sslmode=disable&application_name=a", "b")
-    assert kept == "postgres://h/db?sslmode=disable&application_name=b"
+                   "?sslmode=prefer&connect_timeout=10&application_name=salon-neonize%3Ax")
+    kept = go_store_dsn("postgres://h/db?sslmode=disable&connect_timeout=3&application_name=a",
+                        "b")
+    assert kept == "postgres://h/db?sslmode=disable&connect_timeout=3&application_name=b"
 
 
 # ---------------------------------------------------------------------------- events
