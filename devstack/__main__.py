@@ -155,7 +155,7 @@ def cmd_phone(state_dir: Path, kind: str, code: str | None, company: str, phone:
             elif kind == "code":
                 msg = {"action": "enter_code", "code": str(code)}
             else:
-                msg = {"action": kind}
+                msg = phone_action(kind, code)
             heard = await redis.publish(channels.simulator_channel(company), json.dumps(msg))
             print(f"phone: {kind} sent to {company} ({heard} simulator listening)")
             return 0 if heard else 1
@@ -163,6 +163,21 @@ def cmd_phone(state_dir: Path, kind: str, code: str | None, company: str, phone:
             await redis.aclose()
 
     return asyncio.run(run())
+
+
+def phone_action(kind: str, arg: str | None) -> dict[str, str]:
+    """`passkey [request|confirmation|XXXX-XXXX]`, `logout|ban|refuse [WhatsApp's code]`,
+    `replaced`, `disconnect` as the simulator's action (`worker/simulator.py`)."""
+    if kind == "passkey":
+        if arg in (None, "request", "confirmation"):
+            return {"action": "passkey", "stage": arg or "request"}
+        return {"action": "passkey", "stage": "confirmation", "code": str(arg)}
+    action = {"ban": "temporary_ban", "refuse": "connect_failure",
+              "replaced": "stream_replaced"}.get(kind, kind)
+    msg = {"action": action}
+    if arg is not None and action in ("logout", "temporary_ban", "connect_failure"):
+        msg["code"] = arg
+    return msg
 
 
 def redact(url: str) -> str:
@@ -221,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     phone.add_argument("--company", default=DEMO_COMPANY)
     phone.add_argument("--phone", default="79686484488", help="the phone that scans")
-    phone.add_argument("action", choices=["scan", "code", "disconnect", "logout"])
-    phone.add_argument("code", nargs="?", help="with `code`: the pairing code on the page")
+    phone.add_argument("action", choices=["scan", "code", "disconnect", "logout", "passkey",
+                                          "ban", "refuse", "replaced"])
+    phone.add_argument("code", nargs="?", help="with `code`: the pairing code on the page; "
+                       "with `logout`, `ban`, `refuse`: WhatsApp's code (406, 101, 503, ...); "
+                       "with `passkey`: request, confirmation or the XXXX-XXXX code")
     args = p.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "images":

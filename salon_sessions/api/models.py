@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.display_name import DisplayName
@@ -14,6 +15,7 @@ from salon_sessions.core.phone import Phone
 from salon_sessions.core.resource import DriverName, Phase
 
 COMPANY_EXAMPLE = "company_962302"
+REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 PHONE_INPUT = Annotated[Phone, Field(
     description="the salon's phone number: E.164, '+', spaces, dashes and brackets allowed",
     examples=["+7 968 648-44-88"])]
@@ -78,6 +80,12 @@ class LiveState(BaseModel):
     pairing_code_pending: bool = False
     pairing_code_expires_at: datetime | None = None
     last_error: str | None = None
+    reason: str | None = Field(default=None, pattern=REASON_PATTERN, description=(
+        "WhatsApp's reason for the current state (`core.whatsapp_reasons` names): why the "
+        "device was logged out (`logged_out`, `locked`, `banned`, ...; kept until it links "
+        "again), the ban or refusal that keeps the socket closed (`sent_to_too_many_people`, "
+        "`service_unavailable`, `stream_replaced`, `code_<n>`), or `passkey_required`"),
+        examples=["banned"])
     pod: str | None = None
     lock: str | None = None
     heartbeat_at: datetime | None = None
@@ -85,6 +93,15 @@ class LiveState(BaseModel):
     seq: int | None = Field(default=None, ge=0, description=(
         "the worker's sequence number when it wrote this state: events with a `seq` up to "
         "this one are already reflected in it"))
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _only_a_name(cls, value: object) -> object:
+        """A reason that is not a name is dropped, not the whole state: the page still
+        shows whether the session is connected (it never shows free text from the hash)."""
+        if isinstance(value, str) and not re.match(REASON_PATTERN, value):
+            return None
+        return value
 
 
 class SessionView(BaseModel):

@@ -2,13 +2,34 @@
 
 These machines cannot reach WhatsApp, so the demo and the tests link sessions against this
 driver. It goes through WhatsApp's states with realistic timing and is played from outside,
-like a phone, through actions on the Redis channel `whatsapp:simulator:<company_id>`:
+like a phone, through actions on the Redis channel `whatsapp:simulator:<company_id>`
+(parsed and checked by `worker.simulator_actions`; a bad one is logged and changes nothing):
 
     {"action": "scan", "qr": "<payload on screen>", "phone": "79686484488"}
     {"action": "enter_code", "code": "ABCD1234"}
     {"action": "disconnect"}            network loss; reconnects after `reconnect_s`
-    {"action": "logout"}                the phone removes the device
-    {"action": "stream_replaced"} | {"action": "temporary_ban"} | {"action": "connect_failure"}
+    {"action": "logout", "code": 403}   the device is removed; `code` is WhatsApp's, optional:
+                                        401 logged_out (default), 403 locked, 406 banned
+    {"action": "passkey", "stage": "request"}
+    {"action": "passkey", "stage": "confirmation", "code": "ABCD-EF12"}
+                                        WhatsApp asks the device being linked for the
+                                        account's passkey; the QR login stays open (the QR
+                                        keeps rotating, a later scan still links); `code`
+                                        (optional) is the one the phone shows
+    {"action": "stream_replaced"}       another client took the open stream over: the first
+                                        time in `replaced_window_s` the driver reconnects
+                                        after `replaced_retry_s`, a second time it halts
+                                        (as the production driver does)
+    {"action": "temporary_ban", "code": 101, "expire_s": 3600}
+                                        code 101..106 (or any, kept as `code_<n>`); the socket
+                                        reconnects when the ban ends; `"expire_s": null`:
+                                        WhatsApp did not say, no reconnect
+    {"action": "connect_failure", "code": 503}
+                                        WhatsApp refuses the connection, as whatsmeow reports
+                                        it: 401/403/406 log the device out, 500, 503 and the
+                                        other retryable codes reconnect after `reconnect_s`,
+                                        the rest (405 client_outdated, unknown codes) halt;
+                                        402 is a ban (use `temporary_ban`)
     {"action": "inbound", "from": "<jid>", "text": "...", "id": "<message id>"}
     {"action": "map_lid", "lid": "<lid user>", "phone": "79686484488"}
 
@@ -29,6 +50,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,8 +59,17 @@ from redis.asyncio import Redis
 
 from salon_sessions.core.channels import simulator_channel, simulator_sent_key
 from salon_sessions.core.metrics import SubscriberMetrics
-from salon_sessions.core.phone import InvalidPhone, LidResolver, parse_phone
+from salon_sessions.core.phone import LidResolver
 from salon_sessions.core.subscriber import ResilientSubscriber
+from salon_sessions.core.whatsapp_reasons import (
+    LOGOUT_CODES,
+    RETRYABLE,
+    TEMP_BAN_CODE,
+    LogoutReason,
+    failure_name,
+    logout_reason,
+    temp_ban_name,
+)
 from salon_sessions.worker.driver import (
     Connected,
     ConnectFailure,
@@ -51,14 +82,29 @@ from salon_sessions.worker.driver import (
     IssuedCode,
     LoggedOut,
     PairSuccess,
+    PasskeyRequired,
     QrCode,
     StreamReplaced,
     TemporaryBan,
 )
+from salon_sessions.worker.simulator_actions import (
+    BadAction,
+    Disconnect,
+    EnterCode,
+    Inbound,
+    Logout,
+    MapLid,
+    Passkey,
+    PhoneAction,
+    RefuseConnect,
+    ReplaceStream,
+    Scan,
+    TempBan,
+    parse_action,
+)
 
 log = logging.getLogger(__name__)
 CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # WhatsApp's: no 0, O, I, U
-MAX_ACTION_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +115,10 @@ class SimulatorTiming:
     code_ttl_s: float = 180.0
     connect_s: float = 0.3
     reconnect_s: float = 1.0
+    replaced_retry_s: float = 1.0
+    """The pause before the one reconnect after a replaced stream."""
+    replaced_window_s: float = 60.0
+    """A second replacement this soon after the first halts the driver."""
 
 
 class SimulatorDriver(Driver):
@@ -89,6 +139,7 @@ class SimulatorDriver(Driver):
         self._code: tuple[str, str, datetime] | None = None  # code, phone, expiry
         self._connected = False
         self._closed = False
+        self._replaced_at: float | None = None  # monotonic time of the retried replacement
         self._resolver = _SimulatorLids(pool, company_id)
 
     # ---- Driver -------------------------------------------------------------------
@@ -129,7 +180,7 @@ class SimulatorDriver(Driver):
         await self._forget_device()
         await self._stop_session()
         self._connected = False
-        await self._emit(LoggedOut("logged out by the worker"))
+        await self._emit(LoggedOut(LogoutReason.ON_REQUEST))
         self._connect_soon(self._timing.connect_s)
 
     async def close(self) -> None:
@@ -213,72 +264,114 @@ class SimulatorDriver(Driver):
                 log.exception("simulator action failed", extra={"company_id": self._company})
 
     async def _act(self, raw: bytes) -> None:
-        if len(raw) > MAX_ACTION_BYTES:
-            log.warning("simulator action too large (%d bytes)", len(raw))
+        try:
+            action = parse_action(raw)
+        except BadAction as exc:
+            log.warning("simulator action refused: %s", exc.why,
+                        extra={"company_id": self._company})
             return
         try:
-            action = json.loads(raw)
-            kind = action["action"]
-        except (ValueError, TypeError, KeyError):
-            log.warning("malformed simulator action dropped")
-            return
-        match kind:
-            case "scan":
-                if self._qr is None or action.get("qr") != self._qr:
-                    log.info("simulated scan of a QR that is not on screen: ignored")
-                    return
-                try:
-                    phone = parse_phone(str(action.get("phone", "")))
-                except InvalidPhone as exc:
-                    log.warning("simulated scan with a bad phone: %s", exc.why)
-                    return
+            await self._perform(action)
+        except BadAction as exc:
+            log.warning("simulator action refused: %s", exc.why,
+                        extra={"company_id": self._company})
+
+    async def _perform(self, action: PhoneAction) -> None:
+        """What the phone's action does to the simulated server (`BadAction` when it cannot
+        apply in the current state; nothing has changed then)."""
+        match action:
+            case Scan(qr=qr, phone=phone):
+                if self._qr is None or qr != self._qr:
+                    raise BadAction("scan of a QR that is not on screen")
                 await self._link(phone)
-            case "enter_code":
-                code = str(action.get("code", "")).replace("-", "").upper()
+            case EnterCode(code=code):
                 pending = self._code
                 if pending is None or pending[0] != code or datetime.now(UTC) >= pending[2]:
-                    log.info("simulated code entry did not match a valid pending code")
-                    return
+                    raise BadAction("code entry did not match a valid pending code")
                 await self._link(pending[1])
-            case "disconnect":
+            case Disconnect():
                 if self._connected:
-                    self._connected = False
-                    await self._stop_session()
+                    await self._drop()
                     await self._emit(Disconnected("simulated network loss"))
                     self._connect_soon(self._timing.reconnect_s)
-            case "logout":
-                await self._forget_device()
-                await self._stop_session()
-                self._connected = False
-                await self._emit(LoggedOut("device removed on the phone"))
-                self._connect_soon(self._timing.connect_s)
-            case "stream_replaced":
-                await self._stop_session()
-                self._connected = False
-                await self._emit(StreamReplaced())
-            case "temporary_ban":
-                await self._stop_session()
-                self._connected = False
-                await self._emit(TemporaryBan(code="101", expires_at=datetime.now(UTC)
-                                              + timedelta(hours=1)))
-            case "connect_failure":
-                await self._stop_session()
-                self._connected = False
-                await self._emit(ConnectFailure(reason="simulated", message="refused"))
-            case "inbound":
+            case Logout(code=code):
+                await self._logged_out(logout_reason(code), on_connect=not self._connected)
+            case Passkey(stage=stage, code=code):
+                await self._ask_passkey(stage, code)
+            case ReplaceStream():
+                await self._replace_stream()
+            case TempBan(code=code, expire_s=expire_s):
+                await self._drop()
+                until = (None if expire_s is None
+                         else datetime.now(UTC) + timedelta(seconds=expire_s))
+                await self._emit(TemporaryBan(code=temp_ban_name(code), expires_at=until))
+                if expire_s is not None:
+                    self._connect_soon(expire_s)  # the ban ends: WhatsApp lets it in again
+            case RefuseConnect(code=code):
+                await self._refuse(code)
+            case Inbound():
                 await self._emit(InboundMessage(
-                    message_id=str(action.get("id") or secrets.token_hex(8).upper()),
-                    chat_jid=str(action.get("chat") or action.get("from", "")),
-                    sender_jid=str(action.get("from", "")),
-                    text=str(action.get("text", "")),
+                    message_id=action.message_id or secrets.token_hex(8).upper(),
+                    chat_jid=action.chat, sender_jid=action.sender, text=action.text,
                     timestamp=datetime.now(UTC)))
-            case "map_lid":
+            case MapLid(lid=lid, phone=phone):
                 await self._pool.execute(
                     "INSERT INTO simulator_lid_map (company_id, lid, phone) VALUES ($1, $2, $3)"
                     " ON CONFLICT (company_id, lid) DO UPDATE SET phone = EXCLUDED.phone",
-                    self._company, str(action.get("lid", "")), str(action.get("phone", "")))
-            case _:
-                log.warning("unknown simulator action dropped")
+                    self._company, lid, phone)
+
+    async def _drop(self) -> None:
+        """The server closes the socket (no event: the caller reports why); the QR on
+        screen goes with it."""
+        await self._stop_session()
+        self._connected = False
+        self._qr = None
+
+    async def _logged_out(self, reason: str, on_connect: bool) -> None:
+        """WhatsApp deletes the device; a new login (QR codes) starts, as in the driver."""
+        await self._forget_device()
+        await self._drop()
+        await self._emit(LoggedOut(reason, on_connect=on_connect))
+        self._connect_soon(self._timing.connect_s)
+
+    async def _ask_passkey(self, stage: str, code: str | None) -> None:
+        """WhatsApp gates the link behind the passkey; the login socket stays open, so the
+        QR codes keep rotating and a pending pairing code stays valid."""
+        if await self.stored_device() is not None:
+            raise BadAction("a linked device is never asked for a passkey")
+        if self._qr is None and self._code is None:
+            raise BadAction("a passkey is asked only while a login is open")
+        await self._emit(PasskeyRequired(stage=stage, code=code))
+
+    async def _replace_stream(self) -> None:
+        """The production driver's rule: one delayed reconnect, a second replacement within
+        the window halts (two clients fighting over one session must not loop)."""
+        if not self._connected:
+            raise BadAction("no open stream to replace")
+        now = time.monotonic()
+        t = self._timing
+        retry = self._replaced_at is None or now - self._replaced_at >= t.replaced_window_s
+        await self._drop()
+        await self._emit(StreamReplaced(will_retry=retry))
+        if retry:
+            self._replaced_at = now
+            self._connect_soon(t.replaced_retry_s)
+
+    async def _refuse(self, code: int) -> None:
+        """A connect failure as whatsmeow handles it (`handleConnectFailure`): the logout
+        codes delete the device, 500/503/CAT reconnect, everything else stops."""
+        if code in LOGOUT_CODES:
+            await self._logged_out(logout_reason(code), on_connect=True)
+            return
+        if code == TEMP_BAN_CODE:
+            raise BadAction("402 is a temporary ban: use the temporary_ban action")
+        name = failure_name(code)
+        retry = name in RETRYABLE
+        await self._drop()
+        await self._emit(ConnectFailure(reason=name, message=f"simulated refusal {code}",
+                                        will_retry=retry))
+        if retry:
+            self._connect_soon(self._timing.reconnect_s)
 
 
 class _SimulatorLids:

@@ -5,9 +5,13 @@ test-artifacts/onboarding/."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -69,6 +73,8 @@ async def page(browser: BrowserContext) -> AsyncIterator[Page]:
     try:
         yield page
     finally:
+        with contextlib.suppress(Exception):  # a language clicked stays for the next test
+            await page.evaluate("localStorage.removeItem('salon.lang')")
         await page.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
@@ -303,3 +309,217 @@ async def test_page_is_served_with_strict_headers(api: ApiServer) -> None:
         assert resp.headers["referrer-policy"] == "no-referrer"
         assert (await http.get("/onboarding/not-a-company")).status_code == 422
         assert (await http.get("/static/app.js")).status_code == 200
+
+
+# ---- WhatsApp's harder states, played through the simulator (docs/API.md, The page) -----
+# a login window (first QR + 5 rotations) long enough for a passkey exchange: 3 s + 50 s
+SLOW_LOGIN = {"SALON_SIMULATOR_FIRST_QR_S": "3", "SALON_SIMULATOR_QR_PERIOD_S": "10"}
+
+
+async def banner_says(page: Page, key: str) -> str:
+    """Wait until the banner shows the text `key`; its words."""
+    await wait_for(page, f"document.getElementById('banner').dataset.key === {key!r}")
+    return (await page.text_content("#banner") or "").strip()
+
+
+async def in_language(page: Page, lang: str) -> None:
+    await page.click(f"button[data-lang={lang}]")
+    await wait_for(page, f"document.documentElement.lang === {lang!r}")
+
+
+@contextlib.asynccontextmanager
+async def opened_later(browser: BrowserContext, link: str,
+                       lang: str) -> AsyncIterator[Page]:
+    """Another tab opened on the link after the event: it knows only the current state."""
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        await page.goto(link.replace("#", f"?lang={lang}#"))
+        yield page
+    finally:
+        await page.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+async def _connected(page: Page, obs: Observer, count: int) -> None:
+    """The worker's `count`th connection, and the page showing it."""
+    await obs.wait_event("connected", count=count)
+    await wait_trace(page, "event:connected", count=count)
+    await wait_step(page, "done")
+
+
+async def _relink(api: ApiServer, page: Page, obs: Observer) -> None:
+    """Scan the QR the page shows again after a logout (stored by the worker: the QR flow
+    itself is `test_qr_flow`'s)."""
+    await page.locator("#qr").wait_for(state="visible")
+    await obs.scan()
+    api.secrets_seen |= {e["data"]["code"] for e in obs.of("qr")}
+
+
+async def test_passkey_request_is_explained_and_the_qr_still_links(
+        api: ApiServer, workers: WorkerFactory, redis_url: str, company: str, page: Page,
+        browser: BrowserContext) -> None:
+    shots = Shots("passkey")
+    async with observing(redis_url, company) as obs:
+        workers(env=SLOW_LOGIN)
+        link = await _link(api, company)
+        await page.goto(link)
+        await wait_trace(page, "qr:shown")
+        assert await page.locator("#passkey").is_hidden()
+        await obs.act({"action": "passkey", "stage": "request"})
+        await wait_trace(page, "passkey:request")
+        card = page.locator("#passkey")
+        text = await card.inner_text()
+        for words in ("passkey to confirm the new device", "cannot answer",
+                      "works only on WhatsApp's own site", "If WhatsApp shows a request, "
+                      "confirm it there", "link with the phone number instead",
+                      "try again later"):
+            assert words in text, text
+        assert await page.locator("#qr").is_visible()  # the QR login stays open
+        assert await step(page) == "link"
+        await shots.take(page, "request-en")
+        await in_language(page, "ru")
+        text = await card.inner_text()
+        for words in ("Подтвердите на телефоне салона", "ключ доступа",
+                      "подтвердите его там",  # noqa: RUF001
+                      "привяжите по номеру телефона"):
+            assert words in text, text
+        await shots.take(page, "request-ru")
+
+        # the QR keeps rotating under the card
+        qrs = len(obs.of("qr"))
+        await obs.wait_event("qr", count=qrs + 1)
+        await wait_trace(page, "qr:shown", count=2)
+        assert await card.is_visible()
+
+        # a page opened now learns it from the state
+        async with opened_later(browser, link, "en") as later:
+            await wait_trace(later, "passkey:request")
+            assert "works only on WhatsApp's own site" in await later.locator(
+                "#passkey").inner_text()
+
+        await obs.act({"action": "passkey", "stage": "confirmation", "code": "ABCD-2345"})
+        await wait_trace(page, "passkey:confirmation")
+        assert "тот же код" in await card.inner_text()
+        assert (await page.text_content("#passkey-code") or "").strip() == "ABCD-2345"
+        await shots.take(page, "confirmation-ru")
+        await in_language(page, "en")
+        assert "must show the same code" in await card.inner_text()
+
+        await _scan_what_the_page_shows(page, obs, shots.dir)
+        api.secrets_seen |= {e["data"]["code"] for e in obs.of("qr")}
+        await wait_step(page, "done")
+        assert await card.is_hidden()
+        await shots.take(page, "done")
+        entries = await trace(page)
+        assert entries.index("passkey:confirmation") < entries.index("passkey:hidden")
+        assert done_only_after_connected(entries), entries
+
+
+LOGOUTS = [  # the phone's action, the page's text in English and in Russian
+    ({"action": "logout", "code": 406}, "loggedOutBanned",
+     "WhatsApp has banned this number. It cannot be linked.",
+     "WhatsApp заблокировал этот номер. Привязать его нельзя."),  # noqa: RUF001
+    ({"action": "logout", "code": 403}, "loggedOutLocked",
+     "Unlock it in WhatsApp on the phone first",
+     "разблокируйте его в WhatsApp на телефоне"),  # noqa: RUF001
+    ({"action": "logout"}, "loggedOut", "The phone removed this device. Link it again.",
+     "Телефон отвязал это устройство."),
+    ({"action": "connect_failure", "code": 499}, "errConnectFailureStop",
+     "WhatsApp refused the connection (code 499). It will not retry by itself",
+     "WhatsApp отказал в подключении (код 499)."),
+    ({"action": "logout", "code": 499}, "loggedOutCode",
+     "WhatsApp removed this device (code 499). Link it again.",
+     "WhatsApp отвязал это устройство (код 499)."),
+]
+
+
+async def test_logout_reasons_in_plain_words_also_on_a_page_opened_later(
+        api: ApiServer, workers: WorkerFactory, redis_url: str, company: str, page: Page,
+        browser: BrowserContext) -> None:
+    shots = Shots("logout-reasons")
+    async with observing(redis_url, company) as obs:
+        workers(env=READABLE_QR)
+        link = await _link(api, company)
+        await page.goto(link)
+        connects = 0
+        for action, key, english, russian in LOGOUTS:
+            await _relink(api, page, obs)
+            connects += 1
+            await _connected(page, obs, connects)
+            await obs.act(action)
+            assert english in await banner_says(page, key)
+            await shots.take(page, f"{key}-en")
+            async with opened_later(browser, link, "ru") as later:
+                assert russian in await banner_says(later, key)
+                await shots.take(later, f"{key}-ru-opened-later")
+            if action["action"] == "connect_failure":
+                assert await obs.control("restart") == {"restarting": True}
+                await _connected(page, obs, connects + 1)
+                logouts = len(obs.of("logged_out"))
+                await obs.act({"action": "logout"})  # back to a QR for the next round
+                await obs.wait_event("logged_out", count=logouts + 1)
+                connects += 1
+
+
+async def test_bans_replaced_streams_and_refusals_in_plain_words(
+        api: ApiServer, workers: WorkerFactory, redis_url: str, company: str, page: Page,
+        browser: BrowserContext) -> None:
+    shots = Shots("bans-and-refusals")
+    async with observing(redis_url, company) as obs:
+        workers(env=READABLE_QR)
+        link = await _link(api, company)
+        await page.goto(link)
+        await _relink(api, page, obs)
+        await _connected(page, obs, 1)
+
+        # a temporary ban: until when, in the browser's own time zone, and why
+        await obs.act({"action": "temporary_ban", "code": 101, "expire_s": 900})
+        error: dict[str, Any] = await obs.wait_event("error")
+        zone = await page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+        until = datetime.fromisoformat(error["data"]["retry_at"]).astimezone(ZoneInfo(zone))
+        text = await banner_says(page, "errTemporaryBanUntil")
+        assert f"temporarily blocked this number until {until:%H:%M}" in text, text
+        assert "(messages to too many people)" in text
+        assert await step(page) == "linked"  # no longer "done": the socket is closed
+        assert await page.locator("#linked-spinner").is_visible()  # it comes back by itself
+        await shots.take(page, "ban-en")
+        await in_language(page, "ru")
+        text = await banner_says(page, "errTemporaryBanUntil")
+        assert f"временно заблокировал номер до {until:%H:%M}" in text, text
+        assert "(сообщения слишком многим людям)" in text
+        await in_language(page, "en")
+        async with opened_later(browser, link, "en") as later:  # the state has no end time
+            text = await banner_says(later, "errTemporaryBan")
+            assert "temporarily blocked this number (messages to too many people)" in text
+            await shots.take(later, "ban-opened-later")
+
+        # the worker restarted: a new connection; then another session takes it over
+        assert await obs.control("restart") == {"restarting": True}
+        await _connected(page, obs, 2)
+        await obs.act({"action": "stream_replaced"})
+        assert "took over this connection. Reconnecting once" in await banner_says(
+            page, "errStreamReplaced")
+        await _connected(page, obs, 3)  # once, after a pause
+        await obs.act({"action": "stream_replaced"})
+        text = await banner_says(page, "errStreamReplacedStop")
+        assert "Another WhatsApp Web or desktop session took over" in text
+        assert "Close WhatsApp on the other computer" in text
+        assert "not connected" in (await page.text_content("#linked-text") or "")
+        assert await page.locator("#linked-spinner").is_hidden()  # nothing comes by itself
+        await shots.take(page, "replaced-en")
+        async with opened_later(browser, link, "ru") as later:
+            assert "перехватила подключение" in await banner_says(later,
+                                                                  "errStreamReplacedStop")
+            assert "не подключён" in (await later.text_content("#linked-text") or "")
+
+        # WhatsApp unavailable: retried (and it connects again); an outdated client: not
+        await obs.act({"action": "connect_failure", "code": 503})
+        assert "refused the connection (WhatsApp is unavailable). We will retry." in (
+            await banner_says(page, "errConnectFailure"))
+        await _connected(page, obs, 4)
+        await obs.act({"action": "connect_failure", "code": 405})
+        text = await banner_says(page, "errConnectFailureStop")
+        assert "(this app version is outdated). It will not retry by itself" in text
+        await shots.take(page, "refused-en")

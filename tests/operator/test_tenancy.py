@@ -115,7 +115,7 @@ def test_each_session_gets_its_own_confined_credentials(operator_env: OperatorEn
         assert op.metric("salon_operator_session_credentials_total", action="restore",
                          result="ok") >= 1
         # its subscriptions are back (the simulated phone's channel) and its events flow
-        eventually(lambda: phone.act(action="stream_replaced") == 1, 30,
+        eventually(lambda: phone.act(action="connect_failure", code=405) == 1, 30,
                    "the worker listening again")
         env.wait_status(name, "disconnected", phase="Disconnected", connected=False,
                         linked=True)

@@ -132,7 +132,7 @@ def test_a_hand_edited_status_is_put_back(operator_env: OperatorEnv) -> None:
             assert status["lastEventSeq"] < now_us() + 10**9
         assert op.metric("salon_operator_status_reasserts_total", cause="foreign") >= 1
         # later real events do not mix with what the edit said
-        phone.act(action="stream_replaced")
+        phone.act(action="connect_failure", code=405)  # refused, not retried
         status = env.wait_status(name, "disconnected", phase="Disconnected", linked=True,
                                  connected=False, phone=PHONE)
         assert condition(status, "Linked")["status"] == "True"

@@ -1,6 +1,9 @@
 // The onboarding page: shows the QR the worker pushes (or a pairing code on request) and
 // moves to "done" only when a `connected` event arrives. It never restarts anything: a new
 // QR is fetched only when the server says there is one.
+// WhatsApp's reasons (a logout, a ban, a passkey request; names from
+// core/whatsapp_reasons.py) are told in plain words, from the event when the page sees it,
+// else from the state's `live.reason` when the page is opened later.
 "use strict";
 
 (() => {
@@ -22,6 +25,7 @@
       codeValid: "Valid for {t}",
       codeExpired: "The code has expired. Request a new one.",
       linkedWait: "The phone is linked. Connecting to WhatsApp…",
+      linkedStopped: "The phone is linked, but WhatsApp is not connected: see the message above.",
       doneTitle: "Done",
       doneText: "WhatsApp is connected. You can close this page.",
       errTitle: "This link does not work",
@@ -33,9 +37,34 @@
       connPolling: "Connection lost, checking every few seconds…",
       disconnected: "The connection to WhatsApp was interrupted. It reconnects by itself.",
       loggedOut: "The phone removed this device. Link it again.",
-      errStreamReplaced: "WhatsApp was opened with this salon's session somewhere else.",
-      errTemporaryBan: "WhatsApp has temporarily blocked this number. Try again later.",
-      errConnectFailure: "WhatsApp refused the connection. We will retry.",
+      loggedOutLocked: "WhatsApp has locked this account. Unlock it in WhatsApp on the phone first, then link again.",
+      loggedOutBanned: "WhatsApp has banned this number. It cannot be linked.",
+      loggedOutRequest: "This device was unlinked here. Link it again to reconnect.",
+      loggedOutCode: "WhatsApp removed this device (code {c}). Link it again.",
+      passkeyTitle: "Confirm on the salon's phone",
+      passkeyWhy: "WhatsApp asks for this account's passkey to confirm the new device. This page cannot answer that: a passkey works only on WhatsApp's own site.",
+      passkeyDo1: "Look at the salon's phone. If WhatsApp shows a request, confirm it there.",
+      passkeyDo2: "If nothing appears, link with the phone number instead, or try again later.",
+      passkeyConfirm: "WhatsApp accepted the passkey. Confirm the new device on the phone.",
+      passkeyCode: "The phone must show the same code:",
+      passkeyGone: "The confirmation was not finished in time. Scan the new QR code or link with the phone number.",
+      errStreamReplaced: "Another WhatsApp Web or desktop session took over this connection. Reconnecting once…",
+      errStreamReplacedStop: "Another WhatsApp Web or desktop session took over this connection. Close WhatsApp on the other computer and contact support to reconnect.",
+      errTemporaryBan: "WhatsApp has temporarily blocked this number{r}. Try again later.",
+      errTemporaryBanUntil: "WhatsApp has temporarily blocked this number until {t}{r}. It reconnects by itself then.",
+      errConnectFailure: "WhatsApp refused the connection{r}. We will retry.",
+      errConnectFailureStop: "WhatsApp refused the connection{r}. It will not retry by itself: contact support.",
+      why_sent_to_too_many_people: "messages to too many people",
+      why_blocked_by_users: "too many people blocked it",
+      why_created_too_many_groups: "too many groups created",
+      why_sent_too_many_same_message: "the same message sent too many times",
+      why_broadcast_list: "too many broadcast messages",
+      why_service_unavailable: "WhatsApp is unavailable",
+      why_internal_server_error: "a WhatsApp server error",
+      why_client_outdated: "this app version is outdated",
+      why_bad_user_agent: "this app is not accepted",
+      why_client_unknown: "this app is not accepted",
+      why_code: "code {c}",
       errGeneric: "Something went wrong on our side. We are retrying.",
       badPhone: "Check the number: country code first, 8 to 15 digits.",
       codePending: "A code for another number is still valid. Wait until it expires.",
@@ -61,6 +90,7 @@
       codeValid: "Действует ещё {t}",
       codeExpired: "Срок действия кода истёк. Запросите новый.",
       linkedWait: "Телефон привязан. Подключаемся к WhatsApp…",
+      linkedStopped: "Телефон привязан, но WhatsApp не подключён: см. сообщение выше.",
       doneTitle: "Готово",
       doneText: "WhatsApp подключён. Страницу можно закрыть.",
       errTitle: "Ссылка не работает",
@@ -72,9 +102,34 @@
       connPolling: "Связь потеряна, проверяем каждые несколько секунд…",
       disconnected: "Связь с WhatsApp прервалась. Она восстановится сама.",
       loggedOut: "Телефон отвязал это устройство. Привяжите его снова.",
-      errStreamReplaced: "Сессию салона открыли в другом месте.",
-      errTemporaryBan: "WhatsApp временно заблокировал номер. Попробуйте позже.",
-      errConnectFailure: "WhatsApp отказал в подключении. Повторим попытку.",
+      loggedOutLocked: "WhatsApp закрыл доступ к этому аккаунту. Сначала разблокируйте его в WhatsApp на телефоне, затем привяжите снова.",
+      loggedOutBanned: "WhatsApp заблокировал этот номер. Привязать его нельзя.",
+      loggedOutRequest: "Устройство отвязали здесь. Привяжите его снова, чтобы подключиться.",
+      loggedOutCode: "WhatsApp отвязал это устройство (код {c}). Привяжите его снова.",
+      passkeyTitle: "Подтвердите на телефоне салона",
+      passkeyWhy: "WhatsApp просит ключ доступа (passkey) этого аккаунта, чтобы подтвердить новое устройство. Эта страница не может его передать: ключ доступа работает только на сайте самого WhatsApp.",
+      passkeyDo1: "Посмотрите на телефон салона. Если WhatsApp показывает запрос, подтвердите его там.",
+      passkeyDo2: "Если запроса нет, привяжите по номеру телефона или попробуйте позже.",
+      passkeyConfirm: "WhatsApp принял ключ доступа. Подтвердите новое устройство на телефоне.",
+      passkeyCode: "На телефоне должен быть тот же код:",
+      passkeyGone: "Подтверждение не завершилось вовремя. Отсканируйте новый QR-код или привяжите по номеру телефона.",
+      errStreamReplaced: "Другая сессия WhatsApp Web или WhatsApp для компьютера перехватила подключение. Переподключаемся…",
+      errStreamReplacedStop: "Другая сессия WhatsApp Web или WhatsApp для компьютера перехватила подключение. Закройте WhatsApp на другом компьютере и обратитесь в поддержку.",
+      errTemporaryBan: "WhatsApp временно заблокировал номер{r}. Попробуйте позже.",
+      errTemporaryBanUntil: "WhatsApp временно заблокировал номер до {t}{r}. Потом подключение восстановится само.",
+      errConnectFailure: "WhatsApp отказал в подключении{r}. Повторим попытку.",
+      errConnectFailureStop: "WhatsApp отказал в подключении{r}. Само оно не восстановится: обратитесь в поддержку.",
+      why_sent_to_too_many_people: "сообщения слишком многим людям",
+      why_blocked_by_users: "его заблокировали слишком многие",
+      why_created_too_many_groups: "создано слишком много групп",
+      why_sent_too_many_same_message: "одно и то же сообщение слишком много раз",
+      why_broadcast_list: "слишком много рассылок",
+      why_service_unavailable: "WhatsApp недоступен",
+      why_internal_server_error: "ошибка сервера WhatsApp",
+      why_client_outdated: "версия приложения устарела",
+      why_bad_user_agent: "приложение не принято",
+      why_client_unknown: "приложение не принято",
+      why_code: "код {c}",
       errGeneric: "У нас что-то пошло не так. Повторяем попытку.",
       badPhone: "Проверьте номер: сначала код страны, от 8 до 15 цифр.",
       codePending: "Код для другого номера ещё действует. Дождитесь окончания срока.",
@@ -84,10 +139,14 @@
       failed: "Не удалось получить код. Попробуйте ещё раз.",
     },
   };
-  const ERROR_TEXT = {
-    stream_replaced: "errStreamReplaced", temporary_ban: "errTemporaryBan",
-    connect_failure: "errConnectFailure",
+  // core/whatsapp_reasons.py: the logout names, and the refusals the drivers retry
+  const LOGOUT_TEXT = {
+    logged_out: "loggedOut", device_removed: "loggedOut", locked: "loggedOutLocked",
+    banned: "loggedOutBanned", on_request: "loggedOutRequest",
   };
+  const RETRYABLE = new Set(["internal_server_error", "service_unavailable", "cat_expired",
+    "cat_invalid", "generic", "experimental"]);
+  const CODE = /^code_([0-9]{1,6})$/;
 
   const $ = (id) => document.getElementById(id);
   const app = $("app");
@@ -96,7 +155,8 @@
     lang: "en", token: null, step: "loading", mode: "qr", linked: false, connected: false,
     ws: null, attempts: 0, reconnectTimer: null, pollTimer: null, lastMessageAt: 0,
     heartbeatS: 15, qrUrl: null, qrLoading: false, qrAgain: false, code: null,
-    codeTimer: null, closed: false, trace: [],
+    codeTimer: null, closed: false, trace: [], banner: null, passkey: null,
+    willReconnect: true, banUntil: null,
   };
   window.__salon = S;  // read by the browser tests
   const trace = (what) => { S.trace.push(what); };
@@ -111,7 +171,9 @@
   }
   function t(key, vars) {
     let text = (TEXTS[S.lang] && TEXTS[S.lang][key]) || TEXTS.en[key] || key;
-    for (const [k, v] of Object.entries(vars || {})) text = text.replace(`{${k}}`, v);
+    for (const [k, v] of Object.entries(vars || {})) {
+      text = text.replace(`{${k}}`, typeof v === "function" ? v() : v);
+    }
     return text;
   }
   function applyLang() {
@@ -123,6 +185,7 @@
     $("how3").textContent = t(S.mode === "code" ? "how3code" : "how3qr");
     renderConn();
     renderCodeTtl();
+    renderBanner();
   }
 
   // ---- views -----------------------------------------------------------------------
@@ -131,7 +194,17 @@
     S.step = step;
     app.dataset.step = step;
     for (const s of ["loading", "link", "linked", "done", "error"]) $(`step-${s}`).hidden = s !== step;
+    if (step !== "link") hidePasskey();
     trace(`step:${step}`);
+  }
+  // linked and not connected: "connecting…" while the worker reconnects by itself, else a
+  // pointer to the banner that says why it does not (never a spinner that waits forever)
+  function setReconnecting(again) {
+    S.willReconnect = again;
+    const el = $("linked-text");
+    el.dataset.i18n = again ? "linkedWait" : "linkedStopped";
+    el.textContent = t(el.dataset.i18n);
+    $("linked-spinner").hidden = !again;
   }
   function setMode(mode) {
     S.mode = mode;
@@ -141,13 +214,20 @@
     $("how3").textContent = t(mode === "code" ? "how3code" : "how3qr");
     if (mode === "qr") loadQr();
   }
+  // vars may be functions: they are called at each rendering, so a language switch
+  // translates the parts too (the ban's reason, its local time)
   function banner(key, level, vars) {
+    S.banner = key ? { key, level: level || "warn", vars: vars || {} } : null;
+    renderBanner();
+  }
+  function renderBanner() {
     const el = $("banner");
-    if (!key) { el.hidden = true; el.textContent = ""; delete el.dataset.key; return; }
+    const b = S.banner;
+    if (!b) { el.hidden = true; el.textContent = ""; delete el.dataset.key; return; }
     el.hidden = false;
-    el.dataset.key = key;
-    el.dataset.level = level || "warn";
-    el.textContent = t(key, vars);
+    el.dataset.key = b.key;
+    el.dataset.level = b.level;
+    el.textContent = t(b.key, b.vars);
   }
   function fail(key) {
     S.closed = true;
@@ -212,8 +292,9 @@
     if (st.connected) { done(); return; }  // the worker's live state: the socket is open
     S.connected = false;
     S.linked = !!st.linked;
-    if (S.linked) { setStep("linked"); return; }
+    if (S.linked) { setStep("linked"); setReconnecting(true); explainState(st); return; }
     setStep("link");
+    explainState(st);
     if (st.qr_available) loadQr();
     if (st.live && st.live.pairing_code_pending && S.code) {
       if (S.mode !== "code") setMode("code");
@@ -223,6 +304,8 @@
   function done() {
     S.connected = true;
     S.linked = true;
+    setReconnecting(true);
+    S.banUntil = null;
     banner(null);
     clearInterval(S.codeTimer);
     setStep("done");
@@ -241,6 +324,7 @@
       case "linked":  // WhatsApp accepted the device; not connected yet
         S.linked = true;
         clearInterval(S.codeTimer);
+        hidePasskey();
         if (!S.connected) setStep("linked");
         break;
       case "connected":
@@ -248,20 +332,107 @@
         break;
       case "disconnected":
         S.connected = false;
-        banner("disconnected", "warn");
+        setReconnecting(d.will_reconnect !== false);
+        if (S.linked) {
+          if (S.step === "done") setStep("linked");  // "done" says connected: no longer true
+          banner("disconnected", "warn");
+        } else if (S.passkey) {  // the login socket WhatsApp waited on is gone
+          hidePasskey();
+          banner("passkeyGone", "warn");
+        }  // else the QR codes ran out and new ones come: nothing to tell the salon
         break;
       case "logged_out":
         S.linked = false; S.connected = false; S.code = null;
         $("qr").hidden = true; $("qr-wait").hidden = false; $("code-box").hidden = true;
+        hidePasskey();
         setStep("link");
-        banner("loggedOut", "error");
+        explainLogout(d.reason);
+        break;
+      case "passkey_required":
+        if (S.linked || S.connected) break;
+        if (S.step !== "link") setStep("link");
+        showPasskey(d.stage, d.code);
         break;
       case "error":
-        banner(ERROR_TEXT[d.code] || "errGeneric", d.fatal ? "error" : "warn");
+        if (d.code === "temporary_ban") explainBan(d.reason, d.retry_at);
+        else if (d.code === "stream_replaced") explainReplaced(S.willReconnect);
+        else if (d.code === "connect_failure") explainRefusal(d.reason);
+        else banner("errGeneric", d.fatal ? "error" : "warn");
         break;
       default:
         break;
     }
+  }
+
+  // ---- WhatsApp's reasons -------------------------------------------------------------
+  function why(reason) {  // " (plain words)" or "": a name this page does not know stays unsaid
+    const code = CODE.exec(reason || "");
+    if (code) return ` (${t("why_code", { c: code[1] })})`;
+    const key = `why_${reason}`;
+    return reason && TEXTS.en[key] ? ` (${t(key)})` : "";
+  }
+  function localTime(iso) {
+    const when = new Date(iso);
+    if (Number.isNaN(when.getTime())) return "";
+    const locale = S.lang === "ru" ? "ru-RU" : "en-GB";
+    const time = when.toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+    const day = when.toLocaleDateString(locale, { day: "numeric", month: "long" });
+    return `${time}, ${day}`;
+  }
+  function explainLogout(reason) {
+    const code = CODE.exec(reason || "");
+    if (code) { banner("loggedOutCode", "error", { c: code[1] }); return; }
+    banner(LOGOUT_TEXT[reason] || "loggedOut", "error");
+  }
+  function explainBan(reason, retryAt) {
+    if (retryAt) S.banUntil = retryAt;
+    const until = retryAt || S.banUntil;
+    const r = () => why(reason);
+    if (until) banner("errTemporaryBanUntil", "error", { t: () => localTime(until), r });
+    else banner("errTemporaryBan", "error", { r });
+  }
+  function explainRefusal(reason) {
+    const retry = RETRYABLE.has(reason);
+    if (!retry) setReconnecting(false);
+    banner(retry ? "errConnectFailure" : "errConnectFailureStop", retry ? "warn" : "error",
+      { r: () => why(reason) });
+  }
+  function explainReplaced(willRetry) {
+    if (!willRetry) setReconnecting(false);
+    banner(willRetry ? "errStreamReplaced" : "errStreamReplacedStop", willRetry ? "warn" : "error");
+  }
+  // The state read on load (snapshot, poll): the same explanations without the event.
+  function explainState(st) {
+    const live = st.live || {};
+    const reason = live.reason;
+    if (st.phase === "PasskeyRequired" && !st.linked) {
+      if (!S.passkey) showPasskey("request", null);
+    } else if (S.passkey) {
+      hidePasskey();
+    }
+    if (!reason || st.connected || reason === "passkey_required") return;
+    if (reason === "stream_replaced") explainReplaced(false);
+    else if (live.last_error === "temporary_ban" && !LOGOUT_TEXT[reason]) explainBan(reason, null);
+    else if (live.last_error === "connect_failure" && !LOGOUT_TEXT[reason]) explainRefusal(reason);
+    else if (!st.linked && (LOGOUT_TEXT[reason] || CODE.test(reason))) explainLogout(reason);
+  }
+  function showPasskey(stage, code) {
+    S.passkey = { stage, code: code || null };
+    app.dataset.passkey = stage;
+    const confirm = stage === "confirmation";
+    $("passkey-request").hidden = confirm;
+    $("passkey-confirm").hidden = !confirm;
+    $("passkey-code").textContent = code || "";
+    $("passkey-code-box").hidden = !(confirm && code);
+    $("passkey").hidden = false;
+    trace(`passkey:${stage}`);
+  }
+  function hidePasskey() {
+    if (!S.passkey) return;
+    S.passkey = null;
+    delete app.dataset.passkey;
+    $("passkey").hidden = true;
+    trace("passkey:hidden");
   }
 
   // ---- pairing code ------------------------------------------------------------------
