@@ -72,7 +72,10 @@ def cmd_up(state_dir: Path) -> int:
           "(link with the QR on screen)")
     print("                         .venv/bin/python -m devstack phone code ABCD-1234   "
           "(enter a pairing code)")
-    print("                         .venv/bin/python -m devstack phone disconnect | logout")
+    more = ("disconnect | logout [406|403]", "passkey [confirmation|ABCD-1234]",
+            "ban [101] | refuse 503 | replaced")
+    for line in more:
+        print(f"                         .venv/bin/python -m devstack phone {line}")
     print("[demo] stop everything:  make down")
     return 0
 
