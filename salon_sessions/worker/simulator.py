@@ -14,12 +14,14 @@ like a phone, through actions on the Redis channel `whatsapp:simulator:<company_
     {"action": "passkey", "stage": "confirmation", "code": "ABCD-EF12"}
                                         WhatsApp asks the device being linked for the
                                         account's passkey; the QR login stays open (the QR
-                                        keeps rotating, a later scan still links); `code`
-                                        (optional) is the one the phone shows
+                                        keeps rotating and a later scan still links, where
+                                        real WhatsApp's QR codes are dead by then: see
+                                        docs/NEONIZE.md); `code` (optional) is the one the
+                                        phone shows
     {"action": "stream_replaced"}       another client took the open stream over: the first
                                         time in `replaced_window_s` the driver reconnects
-                                        after `replaced_retry_s`, a second time it halts
-                                        (as the production driver does)
+                                        after `replaced_retry_s`, a second one within the
+                                        window halts (the neonize driver's rule)
     {"action": "temporary_ban", "code": 101, "expire_s": 3600}
                                         code 101..106 (or any, kept as `code_<n>`); the socket
                                         reconnects when the ban ends; `"expire_s": null`:
@@ -116,9 +118,10 @@ class SimulatorTiming:
     connect_s: float = 0.3
     reconnect_s: float = 1.0
     replaced_retry_s: float = 1.0
-    """The pause before the one reconnect after a replaced stream."""
-    replaced_window_s: float = 60.0
-    """A second replacement this soon after the first halts the driver."""
+    """The pause before the one reconnect after a replaced stream (the neonize driver's is
+    30 s, a setting; short here so that the tests stay fast)."""
+    replaced_window_s: float = 600.0
+    """A second replacement this soon after the last one halts (the neonize driver's)."""
 
 
 class SimulatorDriver(Driver):
@@ -139,7 +142,7 @@ class SimulatorDriver(Driver):
         self._code: tuple[str, str, datetime] | None = None  # code, phone, expiry
         self._connected = False
         self._closed = False
-        self._replaced_at: float | None = None  # monotonic time of the retried replacement
+        self._replaced_at: float | None = None  # monotonic time of the last replacement
         self._resolver = _SimulatorLids(pool, company_id)
 
     # ---- Driver -------------------------------------------------------------------
@@ -351,10 +354,10 @@ class SimulatorDriver(Driver):
         now = time.monotonic()
         t = self._timing
         retry = self._replaced_at is None or now - self._replaced_at >= t.replaced_window_s
+        self._replaced_at = now
         await self._drop()
         await self._emit(StreamReplaced(will_retry=retry))
         if retry:
-            self._replaced_at = now
             self._connect_soon(t.replaced_retry_s)
 
     async def _refuse(self, code: int) -> None:
