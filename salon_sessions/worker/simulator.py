@@ -27,11 +27,13 @@ like a phone, through actions on the Redis channel `whatsapp:simulator:<company_
                                         reconnects when the ban ends; `"expire_s": null`:
                                         WhatsApp did not say, no reconnect
     {"action": "connect_failure", "code": 503}
-                                        WhatsApp refuses the connection, as whatsmeow reports
-                                        it: 401/403/406 log the device out, 500, 503 and the
-                                        other retryable codes reconnect after `reconnect_s`,
-                                        the rest (405 client_outdated, unknown codes) halt;
-                                        402 is a ban (use `temporary_ban`)
+                                        WhatsApp refuses the connection, handled as the
+                                        neonize driver does: 401/403/406 log the device out,
+                                        500, 503 and the other retryable codes reconnect
+                                        after `reconnect_s`, 405/409/418 (this client must
+                                        change) halt, the rest (unknown codes) reconnect
+                                        slowly (`unexplained_retry_s`); 402 is a ban (use
+                                        `temporary_ban`)
     {"action": "inbound", "from": "<jid>", "text": "...", "id": "<message id>"}
     {"action": "map_lid", "lid": "<lid user>", "phone": "79686484488"}
 
@@ -65,6 +67,7 @@ from salon_sessions.core.phone import LidResolver
 from salon_sessions.core.subscriber import ResilientSubscriber
 from salon_sessions.core.whatsapp_reasons import (
     LOGOUT_CODES,
+    NON_RETRYABLE,
     RETRYABLE,
     TEMP_BAN_CODE,
     LogoutReason,
@@ -117,6 +120,9 @@ class SimulatorTiming:
     code_ttl_s: float = 180.0
     connect_s: float = 0.3
     reconnect_s: float = 1.0
+    unexplained_retry_s: float = 300.0
+    """The pause before reconnecting after a refusal nobody explained (the neonize driver's
+    slow backoff starts there too): never a fast loop into a refusal."""
     replaced_retry_s: float = 1.0
     """The pause before the one reconnect after a replaced stream (the neonize driver's is
     30 s, a setting; short here so that the tests stay fast)."""
@@ -361,20 +367,22 @@ class SimulatorDriver(Driver):
             self._connect_soon(t.replaced_retry_s)
 
     async def _refuse(self, code: int) -> None:
-        """A connect failure as whatsmeow handles it (`handleConnectFailure`): the logout
-        codes delete the device, 500/503/CAT reconnect, everything else stops."""
+        """A connect failure as whatsmeow and the neonize driver handle it: the logout
+        codes delete the device, 500/503/CAT reconnect soon, a refused client build stops,
+        anything else is retried slowly."""
         if code in LOGOUT_CODES:
             await self._logged_out(logout_reason(code), on_connect=True)
             return
         if code == TEMP_BAN_CODE:
             raise BadAction("402 is a temporary ban: use the temporary_ban action")
         name = failure_name(code)
-        retry = name in RETRYABLE
+        retry = name not in NON_RETRYABLE
         await self._drop()
         await self._emit(ConnectFailure(reason=name, message=f"simulated refusal {code}",
                                         will_retry=retry))
         if retry:
-            self._connect_soon(self._timing.reconnect_s)
+            t = self._timing
+            self._connect_soon(t.reconnect_s if name in RETRYABLE else t.unexplained_retry_s)
 
 
 class _SimulatorLids:

@@ -426,9 +426,9 @@ LOGOUTS = [  # the phone's action, the page's text in English and in Russian
      "разблокируйте его в WhatsApp на телефоне"),  # noqa: RUF001
     ({"action": "logout"}, "loggedOut", "The phone removed this device. Link it again.",
      "Телефон отвязал это устройство."),
-    ({"action": "connect_failure", "code": 499}, "errConnectFailureStop",
-     "WhatsApp refused the connection (code 499). It will not retry by itself",
-     "WhatsApp отказал в подключении (код 499)."),
+    ({"action": "connect_failure", "code": 499}, "errConnectFailure",
+     "WhatsApp refused the connection (code 499). We will retry.",
+     "WhatsApp отказал в подключении (код 499). Повторим попытку."),
     ({"action": "logout", "code": 499}, "loggedOutCode",
      "WhatsApp removed this device (code 499). Link it again.",
      "WhatsApp отвязал это устройство (код 499)."),

@@ -170,14 +170,22 @@ async def test_connect_failures_by_code(workers: WorkerFactory, redis_url: str,
         assert len(obs.of("error")) == 1
         assert (await obs.state())["connected"] == "true"
 
-        # an unknown code keeps its number and is not retried blindly
+        # an unknown code keeps its number; it is retried, slowly (not within this test)
         await obs.act({"action": "connect_failure", "code": 419})
         error = await obs.wait_event("error", count=2)
         assert error["data"]["reason"] == "code_419"
-        assert "not reconnecting automatically" in error["data"]["message"]
+        assert "not reconnecting" not in error["data"]["message"]
         state = await obs.wait_state(lambda s: s["reason"] == "code_419")
         assert (state["last_error"], state["phase"], state["linked"]) == (
             "connect_failure", "Disconnected", "true")
+
+        # 405: this client build is refused; nothing reconnects by itself
+        await obs.act({"action": "connect_failure", "code": 405})
+        error = await obs.wait_event("error", count=3)
+        assert error["data"]["reason"] == "client_outdated"
+        assert "not reconnecting automatically" in error["data"]["message"]
+        state = await obs.wait_state(lambda s: s["reason"] == "client_outdated")
+        assert (state["phase"], state["linked"]) == ("Disconnected", "true")
         assert await obs.control("restart") == {"restarting": True}  # the way out
         await obs.wait_event("connected", count=3)
 

@@ -139,13 +139,13 @@
       failed: "Не удалось получить код. Попробуйте ещё раз.",
     },
   };
-  // core/whatsapp_reasons.py: the logout names, and the refusals the drivers retry
+  // core/whatsapp_reasons.py: the logout names, and the refusals no driver retries (this
+  // client build must change first: NON_RETRYABLE); every other refusal is retried
   const LOGOUT_TEXT = {
     logged_out: "loggedOut", device_removed: "loggedOut", locked: "loggedOutLocked",
     banned: "loggedOutBanned", on_request: "loggedOutRequest",
   };
-  const RETRYABLE = new Set(["internal_server_error", "service_unavailable", "cat_expired",
-    "cat_invalid", "generic", "experimental"]);
+  const NON_RETRYABLE = new Set(["client_outdated", "bad_user_agent", "client_unknown"]);
   const CODE = /^code_([0-9]{1,6})$/;
 
   const $ = (id) => document.getElementById(id);
@@ -392,7 +392,7 @@
     else banner("errTemporaryBan", "error", { r });
   }
   function explainRefusal(reason) {
-    const retry = RETRYABLE.has(reason);
+    const retry = !NON_RETRYABLE.has(reason);
     if (!retry) setReconnecting(false);
     banner(retry ? "errConnectFailure" : "errConnectFailureStop", retry ? "warn" : "error",
       { r: () => why(reason) });
