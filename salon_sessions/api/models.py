@@ -10,12 +10,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.display_name import DisplayName
-from salon_sessions.core.events import LinkMethod
+from salon_sessions.core.events import LinkMethod, PasskeyStage
 from salon_sessions.core.phone import Phone
 from salon_sessions.core.resource import DriverName, Phase
 
 COMPANY_EXAMPLE = "company_962302"
 REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+PASSKEY_CODE_PATTERN = r"^[A-Z0-9]{4}-[A-Z0-9]{4}$"
 PHONE_INPUT = Annotated[Phone, Field(
     description="the salon's phone number: E.164, '+', spaces, dashes and brackets allowed",
     examples=["+7 968 648-44-88"])]
@@ -86,6 +87,14 @@ class LiveState(BaseModel):
         "again), the ban or refusal that keeps the socket closed (`sent_to_too_many_people`, "
         "`service_unavailable`, `stream_replaced`, `code_<n>`), or `passkey_required`"),
         examples=["banned"])
+    will_retry: bool | None = Field(default=None, description=(
+        "after a ban or refusal: whether the worker reconnects by itself"))
+    retry_at: datetime | None = Field(default=None, description=(
+        "when it does, if WhatsApp said (the end of a temporary ban)"))
+    passkey_stage: PasskeyStage | None = Field(default=None, description=(
+        "WhatsApp waits for the account's passkey (phase PasskeyRequired)"))
+    passkey_code: str | None = Field(default=None, pattern=PASSKEY_CODE_PATTERN, description=(
+        "the code the phone must show (confirmation stage)"))
     pod: str | None = None
     lock: str | None = None
     heartbeat_at: datetime | None = None
@@ -100,6 +109,14 @@ class LiveState(BaseModel):
         """A reason that is not a name is dropped, not the whole state: the page still
         shows whether the session is connected (it never shows free text from the hash)."""
         if isinstance(value, str) and not re.match(REASON_PATTERN, value):
+            return None
+        return value
+
+    @field_validator("passkey_code", mode="before")
+    @classmethod
+    def _only_a_code(cls, value: object) -> object:
+        """Likewise: a malformed code is dropped, never shown."""
+        if isinstance(value, str) and not re.match(PASSKEY_CODE_PATTERN, value):
             return None
         return value
 

@@ -163,6 +163,9 @@ class ErrorData(_Data):
                                            "a ban or refusal code's name")
     retry_at: AwareDatetime | None = Field(default=None,
                                            description="when the worker tries again")
+    will_retry: bool | None = Field(default=None, description=(
+        "for a ban or refusal: whether the worker reconnects by itself (false: it stopped "
+        "trying; something must change first)"))
 
 
 class PingData(_Data):

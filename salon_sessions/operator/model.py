@@ -43,7 +43,12 @@ from salon_sessions.core.events import (
 )
 from salon_sessions.core.phone import PHONE_PATTERN
 from salon_sessions.core.resource import ConditionType, Phase
-from salon_sessions.core.whatsapp_reasons import condition_reason, describe, is_name
+from salon_sessions.core.whatsapp_reasons import (
+    LogoutReason,
+    condition_reason,
+    describe,
+    is_name,
+)
 
 _PHONE = re.compile(PHONE_PATTERN, re.ASCII)
 _SERVED_BY = re.compile(r"served by SalonSession (\S+);")
@@ -51,6 +56,7 @@ WORKER_PHASES: Final = frozenset({
     Phase.STARTING, Phase.AWAITING_LINK, Phase.PAIRING_CODE_ISSUED, Phase.PASSKEY_REQUIRED,
     Phase.CONNECTED, Phase.DISCONNECTED, Phase.LOGGED_OUT,
 })
+LOGOUT_NAMES: Final = frozenset(str(r) for r in LogoutReason) - {LogoutReason.UNKNOWN}
 REFUSALS: Final = frozenset({"temporary_ban", "stream_replaced", "connect_failure"})
 """`error` codes whose WhatsApp reason explains a closed socket (the Connected condition)."""
 WARNING_PHASES: Final = frozenset({Phase.FAILED, Phase.LOGGED_OUT})
@@ -331,8 +337,11 @@ class SessionModel:
         self.connected = fields.get("connected") == "true"
         if self.connected:
             self.lock_lost = None  # a connection needs the lock
-        self.logged_out = phase is Phase.LOGGED_OUT
         reason = fields.get("reason", "")
+        # a logout reason stays in the hash until the next link, through the QR codes of
+        # the new login: the session is still "logged out (banned)", not merely unlinked
+        self.logged_out = phase is Phase.LOGGED_OUT or (
+            not self.linked and reason in LOGOUT_NAMES)
         if not is_name(reason):
             self._set_reason(None)
         elif reason != self.reason:

@@ -87,8 +87,13 @@ class SessionState:
     """WhatsApp's reason for the current state (`core.whatsapp_reasons`): why the device
     was logged out (kept until it links again), or the ban or refusal that keeps the socket
     closed (until the next connection or disconnection)."""
+    will_retry: bool | None = None
+    """Whether the worker reconnects by itself after the ban or refusal in `reason`."""
+    retry_at: datetime | None = None
+    """When it does, if WhatsApp said (the end of a temporary ban)."""
     passkey: PasskeyStage | None = None
     """WhatsApp waits for the account's passkey on the open login socket."""
+    passkey_code: str | None = None
     last_connected_at: datetime | None = None
     updated_at: datetime = field(default_factory=utcnow)
 
@@ -102,7 +107,7 @@ class SessionState:
         """The driver was closed and starts again: a pending code and the QR are gone."""
         self.pending_code = None
         self.last_qr = None
-        self.passkey = None
+        self.passkey = self.passkey_code = None
         self.connected = False
         self.phase = Phase.STARTING
         self._touch()
@@ -125,14 +130,15 @@ class SessionState:
                     self.linked = True  # only an authenticated device gets a socket
                 self.last_connected_at = now
                 self.phase = Phase.CONNECTED
-                self.last_error = self.reason = None
-                self.passkey = None
+                self.last_error = None
+                self._say(None)
+                self.passkey = self.passkey_code = None
                 out = [ConnectedData(jid=self.jid)]
             case Disconnected(reason=reason, will_reconnect=again):
                 self.connected = False
-                self.passkey = None  # the login socket it waited on is gone
+                self.passkey = self.passkey_code = None  # the login socket is gone
                 if self.linked or self.reason == "passkey_required":
-                    self.reason = None
+                    self._say(None)
                 self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
                 out = [DisconnectedData(reason=reason[:1024], will_reconnect=again)]
             case LoggedOut(reason=reason, on_connect=on_connect):
@@ -140,40 +146,46 @@ class SessionState:
                 self.jid = self.phone = None
                 self.pending_code = None
                 self.last_qr = None
-                self.passkey = None
-                self.reason = reason if is_name(reason) else "logged_out"
+                self.passkey = self.passkey_code = None
+                why = reason if is_name(reason) else "logged_out"
+                self._say(why)
                 self.phase = Phase.LOGGED_OUT
-                out = [LoggedOutData(reason=self.reason, on_connect=on_connect)]
+                out = [LoggedOutData(reason=why, on_connect=on_connect)]
             case PasskeyRequired(stage=stage, code=code):
                 out = self._on_passkey(stage, code)
             case StreamReplaced(will_retry=retry):
                 self.connected = False
                 self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
-                self.last_error = self.reason = "stream_replaced"
+                self.last_error = "stream_replaced"
+                self._say("stream_replaced", will_retry=retry)
                 then = ("reconnecting once after a pause" if retry
                         else "not reconnecting automatically")
                 out = [DisconnectedData(reason="stream replaced by another client",
                                         will_reconnect=retry),
                        ErrorData(code="stream_replaced", reason="stream_replaced",
+                                 will_retry=retry,
                                  message="another client connected with this session's "
                                          f"credentials; {then}")]
             case TemporaryBan(code=code, expires_at=until):
                 self.connected = False
                 self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
                 self.last_error = "temporary_ban"
-                self.reason = code if is_name(code) else "temp_banned"
+                ban = code if is_name(code) else "temp_banned"
+                self._say(ban, will_retry=until is not None, retry_at=until)
                 when = f" until {until.isoformat()}" if until else ""
-                out = [DisconnectedData(reason=f"temporary ban {self.reason}{when}",
+                out = [DisconnectedData(reason=f"temporary ban {ban}{when}",
                                         will_reconnect=until is not None),
-                       ErrorData(code="temporary_ban", reason=self.reason, retry_at=until,
-                                 message=f"{describe(self.reason)}{when}")]
+                       ErrorData(code="temporary_ban", reason=ban, retry_at=until,
+                                 will_retry=until is not None,
+                                 message=f"{describe(ban)}{when}")]
             case ConnectFailure(reason=reason, message=message, will_retry=retry):
                 self.connected = False
                 self.phase = Phase.DISCONNECTED if self.linked else self._unlinked_phase()
                 self.last_error = "connect_failure"
-                self.reason = reason if is_name(reason) else None
+                self._say(reason if is_name(reason) else None, will_retry=retry)
                 out = [ErrorData(code="connect_failure", reason=self.reason,
-                                 fatal=False, message=f"{reason}: {message}"[:2048]
+                                 fatal=False, will_retry=retry,
+                                 message=f"{reason}: {message}"[:2000]
                                  + ("" if retry else "; not reconnecting automatically"))]
             case InboundMessage():
                 out = []
@@ -198,8 +210,9 @@ class SessionState:
             self.passkey = PasskeyStage(stage)
         except ValueError:
             return []
+        self.passkey_code = code
         self.phase = Phase.PASSKEY_REQUIRED
-        self.reason = "passkey_required"
+        self._say("passkey_required")
         return [PasskeyRequiredData(stage=self.passkey, code=code)]
 
     def _on_pair_success(self, event: PairSuccess) -> list[EventData]:
@@ -217,11 +230,15 @@ class SessionState:
         self.linked, self.jid, self.phone = True, event.jid, phone
         self.pending_code = None
         self.last_qr = None
-        self.passkey = None
-        self.reason = None
+        self.passkey = self.passkey_code = None
+        self._say(None)
         self.phase = Phase.STARTING  # linked; the socket opens next
         return [LinkedData(jid=event.jid, phone=phone, method=self.link_method,
                            push_name=event.push_name)]
+
+    def _say(self, reason: str | None, *, will_retry: bool | None = None,
+             retry_at: datetime | None = None) -> None:
+        self.reason, self.will_retry, self.retry_at = reason, will_retry, retry_at
 
     def _unlinked_phase(self) -> Phase:
         if self.passkey is not None:
@@ -293,6 +310,10 @@ class SessionState:
                                         if self.pending_code else ""),
             "last_error": self.last_error or "",
             "reason": self.reason or "",
+            "will_retry": "" if self.will_retry is None else str(self.will_retry).lower(),
+            "retry_at": self.retry_at.isoformat() if self.retry_at else "",
+            "passkey_stage": self.passkey.value if self.passkey else "",
+            "passkey_code": self.passkey_code or "",
             "last_connected_at": (self.last_connected_at.isoformat()
                                   if self.last_connected_at else ""),
             "updated_at": self.updated_at.isoformat(),

@@ -406,6 +406,9 @@ async def test_passkey_request_is_explained_and_the_qr_still_links(
         await shots.take(page, "confirmation-ru")
         await in_language(page, "en")
         assert "must show the same code" in await card.inner_text()
+        async with opened_later(browser, link, "en") as later:  # from the state alone
+            await wait_trace(later, "passkey:confirmation")
+            assert (await later.text_content("#passkey-code") or "").strip() == "ABCD-2345"
 
         await _scan_what_the_page_shows(page, obs, shots.dir)
         api.secrets_seen |= {e["data"]["code"] for e in obs.of("qr")}
@@ -490,9 +493,10 @@ async def test_bans_replaced_streams_and_refusals_in_plain_words(
         assert f"временно заблокировал номер до {until:%H:%M}" in text, text
         assert "(сообщения слишком многим людям)" in text
         await in_language(page, "en")
-        async with opened_later(browser, link, "en") as later:  # the state has no end time
-            text = await banner_says(later, "errTemporaryBan")
-            assert "temporarily blocked this number (messages to too many people)" in text
+        async with opened_later(browser, link, "en") as later:  # the state has the end
+            text = await banner_says(later, "errTemporaryBanUntil")
+            assert f"temporarily blocked this number until {until:%H:%M}" in text, text
+            assert "(messages to too many people)" in text
             await shots.take(later, "ban-opened-later")
 
         # the worker restarted: a new connection; then another session takes it over

@@ -115,6 +115,15 @@ def test_the_heartbeat_restates_a_logout_reason_and_refuses_free_text() -> None:
     assert model.apply_heartbeat(forged, T0)
     model.refresh(T0)
     assert conds(model)["Linked"] == ("False", "LoggedOut")
+    # the next login's QR codes: the hash still says why, and so does the status
+    waiting = dict(fields, phase="AwaitingLink", reason="banned", seq="12")
+    assert model.apply_heartbeat(waiting, T0)
+    model.refresh(T0)
+    assert conds(model)["Linked"] == ("False", "Banned")
+    linked = dict(waiting, phase="Starting", linked="true", reason="", seq="13")
+    assert model.apply_heartbeat(linked, T0)
+    model.refresh(T0)
+    assert conds(model)["Linked"] == ("True", "Linked")
 
 
 def test_late_and_duplicate_events_never_move_the_status_backwards() -> None:

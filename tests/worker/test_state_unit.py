@@ -119,7 +119,9 @@ def test_a_ban_names_its_reason_and_when_it_ends() -> None:
     assert (error.code, error.reason, error.retry_at) == ("temporary_ban", "code_107", until)
     assert out[0] == DisconnectedData(reason=f"temporary ban code_107 until {until.isoformat()}",
                                       will_reconnect=True)
-    assert s.snapshot()["reason"] == "code_107"
+    snap = s.snapshot()
+    assert (snap["reason"], snap["will_retry"], snap["retry_at"]) == (
+        "code_107", "true", until.isoformat())
     s.apply(Connected("79686484488:5@s.whatsapp.net"), T0 + timedelta(hours=1))
     assert s.reason is None
 
@@ -134,6 +136,8 @@ def test_a_passkey_request_is_its_own_phase_and_survives_qr_rotation() -> None:
     assert s.phase is Phase.PASSKEY_REQUIRED
     confirm = s.apply(PasskeyRequired("confirmation", "ABCD-EF12"), T0)
     assert confirm == [PasskeyRequiredData(stage=PasskeyStage.CONFIRMATION, code="ABCD-EF12")]
+    assert (s.snapshot()["passkey_stage"], s.snapshot()["passkey_code"]) == (
+        "confirmation", "ABCD-EF12")
     assert s.apply(PasskeyRequired("bogus"), T0) == []
     # the login socket closes: back to waiting for a link, the passkey is history
     s.apply(Disconnected("the QR codes expired", will_reconnect=True), T0)
@@ -158,6 +162,8 @@ def test_stream_replaced_says_whether_it_retries() -> None:
     assert final[0] == DisconnectedData(reason="stream replaced by another client",
                                         will_reconnect=False)
     assert "not reconnecting" in next(d for d in final if isinstance(d, ErrorData)).message
+    assert next(d for d in final if isinstance(d, ErrorData)).will_retry is False
+    assert s.snapshot()["will_retry"] == "false"
 
 
 def test_pending_code_survives_qr_rotation_and_is_returned_again() -> None:

@@ -139,13 +139,12 @@
       failed: "Не удалось получить код. Попробуйте ещё раз.",
     },
   };
-  // core/whatsapp_reasons.py: the logout names, and the refusals no driver retries (this
-  // client build must change first: NON_RETRYABLE); every other refusal is retried
+  // core/whatsapp_reasons.py: the logout names (whether a ban or refusal is retried comes
+  // with it: `will_retry` in the event and in the state)
   const LOGOUT_TEXT = {
     logged_out: "loggedOut", device_removed: "loggedOut", locked: "loggedOutLocked",
     banned: "loggedOutBanned", on_request: "loggedOutRequest",
   };
-  const NON_RETRYABLE = new Set(["client_outdated", "bad_user_agent", "client_unknown"]);
   const CODE = /^code_([0-9]{1,6})$/;
 
   const $ = (id) => document.getElementById(id);
@@ -356,7 +355,7 @@
       case "error":
         if (d.code === "temporary_ban") explainBan(d.reason, d.retry_at);
         else if (d.code === "stream_replaced") explainReplaced(S.willReconnect);
-        else if (d.code === "connect_failure") explainRefusal(d.reason);
+        else if (d.code === "connect_failure") explainRefusal(d.reason, d.will_retry !== false);
         else banner("errGeneric", d.fatal ? "error" : "warn");
         break;
       default:
@@ -391,8 +390,7 @@
     if (until) banner("errTemporaryBanUntil", "error", { t: () => localTime(until), r });
     else banner("errTemporaryBan", "error", { r });
   }
-  function explainRefusal(reason) {
-    const retry = !NON_RETRYABLE.has(reason);
+  function explainRefusal(reason, retry) {
     if (!retry) setReconnecting(false);
     banner(retry ? "errConnectFailure" : "errConnectFailureStop", retry ? "warn" : "error",
       { r: () => why(reason) });
@@ -406,15 +404,24 @@
     const live = st.live || {};
     const reason = live.reason;
     if (st.phase === "PasskeyRequired" && !st.linked) {
-      if (!S.passkey) showPasskey("request", null);
+      const stage = live.passkey_stage || "request";
+      const code = live.passkey_code || null;
+      if (!S.passkey || S.passkey.stage !== stage || S.passkey.code !== code) {
+        showPasskey(stage, code);
+      }
     } else if (S.passkey) {
       hidePasskey();
     }
     if (!reason || st.connected || reason === "passkey_required") return;
-    if (reason === "stream_replaced") explainReplaced(false);
-    else if (live.last_error === "temporary_ban" && !LOGOUT_TEXT[reason]) explainBan(reason, null);
-    else if (live.last_error === "connect_failure" && !LOGOUT_TEXT[reason]) explainRefusal(reason);
-    else if (!st.linked && (LOGOUT_TEXT[reason] || CODE.test(reason))) explainLogout(reason);
+    const retry = live.will_retry !== false;
+    if (reason === "stream_replaced") explainReplaced(retry);
+    else if (live.last_error === "temporary_ban" && !LOGOUT_TEXT[reason]) {
+      explainBan(reason, live.retry_at || null);
+    } else if (live.last_error === "connect_failure" && !LOGOUT_TEXT[reason]) {
+      explainRefusal(reason, retry);
+    } else if (!st.linked && (LOGOUT_TEXT[reason] || CODE.test(reason))) {
+      explainLogout(reason);
+    }
   }
   function showPasskey(stage, code) {
     S.passkey = { stage, code: code || null };
