@@ -534,6 +534,9 @@ class NeonizeDriver(Driver):
                 if self._device_jid is not None and not self._connected:
                     self._log.warning("whatsmeow's reconnect after pairing failed and is not "
                                       "retried; restarting the client")
+                    await self._emit(Disconnected(
+                        reason="the reconnect after linking failed; restarting the WhatsApp "
+                               "client", will_reconnect=True))
                     self._restart_client("reconnect_after_pairing_failed")
 
     async def _on_pair_status(self, event: Any) -> None:
@@ -817,7 +820,7 @@ class NeonizeDriver(Driver):
             while not any(f.done() for f in waiting):
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED,
                                    timeout=min(WATCHDOG_TICK_S, self._policy.watchdog_s))
-                self._watch(attempt)
+                await self._watch(attempt)
             outcome = (outcome_future.result() if outcome_future.done()
                        else _Outcome("stop", "stop requested"))
         finally:
@@ -826,7 +829,7 @@ class NeonizeDriver(Driver):
             await self._retire(attempt)
         return outcome
 
-    def _watch(self, attempt: GoAttempt) -> None:
+    async def _watch(self, attempt: GoAttempt) -> None:
         """The watchdog: a linked client that stays unconnected past the bound is restarted
         (whatsmeow gives up on a failed reconnect after pairing, and a client can hang)."""
         since = self._unconnected_since
@@ -839,6 +842,8 @@ class NeonizeDriver(Driver):
         self._log.warning("linked but not connected for %.0f s; restarting the WhatsApp "
                           "client", waited)
         self._unconnected_since = None
+        await self._emit(Disconnected(reason=f"not connected for {waited:.0f} s; restarting "
+                                             "the WhatsApp client", will_reconnect=True))
         self._restart_client("not_connected")
 
     def _refuse_attempt(self, jid: str | None) -> str | None:

@@ -793,7 +793,7 @@ async def test_the_watchdog_restarts_a_linked_client_that_never_connects(
     """Linked (pair success) and no `Connected`, e.g. whatsmeow's reconnect after pairing
     (stream error 515) failed: whatsmeow never retries it; the watchdog restarts the
     client, and the 515 log line does so at once."""
-    driver, _ = mapped
+    driver, events = mapped
     restarts: list[str] = []
     driver._on_restart = restarts.append
     recorder = _Recorder()
@@ -803,20 +803,25 @@ async def test_the_watchdog_restarts_a_linked_client_that_never_connects(
         await driver.handle_neonize_event(PairStatusEv(
             ID=jid(PHONE, "s.whatsapp.net", 32), Status=PairStatusEv.SUCCESS))
         outcome = _expect_outcome(driver)
-        driver._watch(attempt)
+        await driver._watch(attempt)
         assert not outcome.done(), "not yet past the bound"
         assert driver._unconnected_since is not None
         driver._unconnected_since -= NeonizePolicy().watchdog_s + 1
-        driver._watch(attempt)
+        await driver._watch(attempt)
         assert (outcome.result().kind, outcome.result().reason) == ("restart", "not_connected")
         assert restarts == ["not_connected"]
+        down = events[-1]
+        assert isinstance(down, Disconnected)
+        assert down.will_reconnect
+        assert "restarting the WhatsApp client" in down.reason
 
         again = _expect_outcome(driver)
         await driver.handle_marker(ReconnectFailedLine())
         assert again.result().reason == "reconnect_after_pairing_failed"
+        assert "reconnect after linking failed" in events[-1].reason  # type: ignore[union-attr]
         await driver.handle_neonize_event(ConnectedEv(status=True))
         quiet = _expect_outcome(driver)
-        driver._watch(attempt)
+        await driver._watch(attempt)
         assert not quiet.done(), "a connected client is left alone"
     finally:
         driver._attempt = None
