@@ -52,7 +52,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from salon_sessions.core.phone import InvalidJid, JidKind, parse_jid
-from salon_sessions.worker import tcp_sockets
+from salon_sessions.worker import neonize_core, tcp_sockets
 from salon_sessions.worker.neonize_logs import parse_log_line
 from salon_sessions.worker.neonize_store import go_store_dsn
 
@@ -89,16 +89,21 @@ DEVICE_OS: Final = "Salon Sessions"
 
 @dataclass(frozen=True, slots=True)
 class NeonizeModules:
-    """neonize's untyped modules, loaded once (`load_neonize`)."""
+    """neonize's Go core and protobuf modules, loaded once (`load_neonize`, which uses
+    `neonize_core`: not `import neonize`, whose Python client the driver does not use)."""
 
     gocode: Any
-    binder: Any
+    """The Go core (`ctypes.CDLL`) with the driver's functions declared
+    (`neonize_core`): each returns `bytes` or None."""
     proto: Any
     """`neonize.proto.Neonize_pb2`: the event and JID messages."""
     e2e: Any
-    """`neonize.proto.waE2E.WAWebProtobufsE2E_pb2`: `Message`, `ExtendedTextMessage`."""
+    """`waE2E.WAWebProtobufsE2E_pb2`: `Message`, `ExtendedTextMessage`."""
     device_props: Any
     int_to_event: dict[int, Any]
+    """Event code -> protobuf class (`neonize_core.EVENT_MESSAGES`)."""
+    version: str
+    """The Go core's own version (`GetVersion`)."""
 
 
 _LOAD_LOCK = threading.Lock()
@@ -106,36 +111,16 @@ _MODULES: NeonizeModules | None = None
 
 
 def load_neonize() -> NeonizeModules:
-    """Import neonize (loads the Go core) without letting it reconfigure logging.
-
-    `neonize.utils.log` calls `logging.basicConfig()` on import, which would give the root
-    logger a handler of its own and make the application's later logging setup a no-op;
-    the root logger's handlers and level are restored afterwards.
-    """
+    """Load the Go core and the protobuf modules the driver uses (once per process)."""
     global _MODULES
     with _LOAD_LOCK:
         if _MODULES is not None:
             return _MODULES
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        try:
-            import neonize._binder as binder  # type: ignore[import-untyped]
-            from neonize.events import INT_TO_EVENT  # type: ignore[import-untyped]
-            from neonize.proto import Neonize_pb2  # type: ignore[import-untyped]
-            from neonize.proto.waCompanionReg import (  # type: ignore[import-untyped]
-                WAWebProtobufsCompanionReg_pb2 as companion,
-            )
-            from neonize.proto.waE2E import (  # type: ignore[import-untyped]
-                WAWebProtobufsE2E_pb2 as e2e,
-            )
-        finally:
-            for handler in list(root.handlers):
-                if handler not in handlers:
-                    root.removeHandler(handler)
-            root.setLevel(level)
+        core = neonize_core.load_core()
         _MODULES = NeonizeModules(
-            gocode=binder.gocode, binder=binder, proto=Neonize_pb2, e2e=e2e,
-            device_props=companion.DeviceProps, int_to_event=dict(INT_TO_EVENT))
+            gocode=core.lib, proto=core.proto.neonize, e2e=core.proto.e2e,
+            device_props=core.proto.companion.DeviceProps, int_to_event=core.events,
+            version=core.version)
         return _MODULES
 
 
@@ -316,16 +301,16 @@ class GoAttempt:
 
     # ---- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
-        nz = load_neonize()
-        binder = nz.binder
+        load_neonize()
         # Go must never call a freed ctypes thunk. The QR, login and event callbacks are
         # only called from inside `Neonize()`; the log callback belongs to the client's
         # loggers and may fire a little after it returns. So the thunks live on the
         # attempt, then in `_RECENT_CALLBACKS` (bounded); parked attempts stay in
         # `_PARKED` for good.
-        self._refs = (binder.func_string(self._on_qr), binder.func_string(self._on_login),
-                      binder.func_callback_bytes(self._on_event),
-                      binder.func_callback_bytes2(self._on_log))
+        self._refs = (neonize_core.StringCallback(self._on_qr),
+                      neonize_core.StringCallback(self._on_login),
+                      neonize_core.EventCallback(self._on_event),
+                      neonize_core.LogCallback(self._on_log))
         global _NEWEST
         _NEWEST = self
         self._sockets_before = tcp_sockets.socket_inodes()
@@ -351,8 +336,7 @@ class GoAttempt:
             proxy_struct = None
             proxy_ref = None
             if self._proxy_url:
-                proxy_struct = nz.binder.ProxySettings(
-                    proxy_address=self._proxy_url)._to_c_struct()
+                proxy_struct = neonize_core.proxy_settings(self._proxy_url)
                 proxy_ref = ctypes.byref(proxy_struct)
             qr_cb, login_cb, event_cb, log_cb = self._refs
             raw = nz.gocode.Neonize(

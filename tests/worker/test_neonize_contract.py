@@ -20,13 +20,13 @@ import pytest
 import salon_sessions.worker as worker_package
 from salon_sessions.core import whatsapp_reasons
 from salon_sessions.core.whatsapp_reasons import from_neonize_enum
-from salon_sessions.worker import neonize_go, neonize_logs
+from salon_sessions.worker import neonize_core, neonize_go, neonize_logs
 from salon_sessions.worker.neonize_go import GoAttempt, load_neonize
 from tests.goelf import GoBinary, param_area
 from tests.worker import neonize_pins as pins
 
 NZ = load_neonize()
-SO = Path(NZ.binder.__file__).with_name(pins.GO_CORE_FILE)
+SO = neonize_core.package_dir() / pins.GO_CORE_FILE
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +128,7 @@ def test_the_prototype_the_driver_calls_through_matches_the_go_parameters(
         f"{export.params}: values would be truncated or misread")
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(
-        strict=True, reason="issue 12 item 7: Stop is declared returning a C string "
-        "(errcheck consume_cstring: reads and frees whatever is in the return register)"))
-    if n == "Stop" else n for n in sorted(pins.GO_EXPORTS)])
+@pytest.mark.parametrize("name", sorted(pins.GO_EXPORTS))
 def test_the_prototype_decodes_only_results_go_returns(name: str) -> None:
     export = pins.GO_EXPORTS[name]
     fn = getattr(NZ.gocode, name)
@@ -148,8 +144,8 @@ def test_the_prototype_decodes_only_results_go_returns(name: str) -> None:
 
 
 def test_the_callbacks_take_what_go_passes() -> None:
-    prototypes = {"qr": NZ.binder.func_string, "login": NZ.binder.func_string,
-                  "event": NZ.binder.func_callback_bytes, "log": NZ.binder.func_callback_bytes2}
+    prototypes = {"qr": neonize_core.StringCallback, "login": neonize_core.StringCallback,
+                  "event": neonize_core.EventCallback, "log": neonize_core.LogCallback}
     handlers: dict[str, Callable[..., Any]] = {
         "qr": GoAttempt._on_qr, "login": GoAttempt._on_login, "event": GoAttempt._on_event,
         "log": GoAttempt._on_log}
