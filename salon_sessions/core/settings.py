@@ -109,6 +109,8 @@ MANAGED_WORKER_ENV: frozenset[str] = frozenset({
     "SALON_COMPANY_ID", "SALON_SESSION_NAME", "SALON_NAMESPACE", "SALON_POD_NAME",
     "SALON_DRIVER", "SALON_DATABASE_URL", "SALON_REDIS_URL", "SALON_PROXY_URL",
     "SALON_POST_CONNECT_URL", "SALON_METRICS_PORT", "SALON_HEARTBEAT_TTL_S",
+    "SALON_MEMORY_LIMIT_BYTES", "SALON_BOT_LABEL", "SALON_GO_MEMORY_LIMIT_PERCENT",
+    "SALON_GO_GC_PERCENT",
 })
 """Worker variables the operator sets itself (secrets only ever through secretKeyRef)."""
 
@@ -160,6 +162,15 @@ class OperatorSettings(_Database, _Redis):
     worker_memory_request: str = "128Mi"
     worker_cpu_limit: str | None = "1"
     worker_memory_limit: str | None = "512Mi"
+    worker_bot_label: bool = Field(
+        default=False, description="let neonize label every message the workers send to a "
+                                   "phone-number chat as sent by a bot (NEONIZE_BOT_TAG=on)")
+    worker_go_memory_limit_percent: int = Field(
+        default=50, ge=10, le=90,
+        description="share of each worker container's memory limit given to Go as "
+                    "GOMEMLIMIT (the rest is Python's)")
+    worker_go_gc_percent: int = Field(default=100, ge=10, le=1000,
+                                      description="GOGC of the workers' Go core")
 
     @property
     def namespaces(self) -> list[str]:
@@ -259,6 +270,19 @@ class WorkerSettings(_Database, _Redis):
         default=None, description="webhook called after connecting (may carry a token)")
     post_connect_hook: str = Field(default="marketplace_activation",
                                    pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    bot_label: bool = Field(
+        default=False,
+        description="let neonize add its bot node to messages sent to phone-number chats "
+                    "(recipients see them labelled as sent by a bot); off: NEONIZE_BOT_TAG=off")
+    memory_limit_bytes: int | None = Field(
+        default=None, ge=0, description="the container's memory limit (the operator passes "
+                                        "limits.memory through the downward API); GOMEMLIMIT "
+                                        "is derived from it")
+    go_memory_limit_percent: int = Field(
+        default=50, ge=10, le=90,
+        description="GOMEMLIMIT as a share of memory_limit_bytes; the rest is Python's")
+    go_gc_percent: int = Field(default=100, ge=10, le=1000,
+                               description="GOGC of the Go core (neonize driver)")
     simulator_first_qr_s: float = Field(default=60.0, gt=0, le=600)
     simulator_qr_period_s: float = Field(default=20.0, gt=0, le=600)
     simulator_code_ttl_s: float = Field(default=180.0, gt=0, le=3600)

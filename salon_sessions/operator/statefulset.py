@@ -102,6 +102,8 @@ def config_hash(spec: dict[str, Any], settings: OperatorSettings) -> str:
         "proxy": spec.get("proxy") or None,
         "resources": resources(spec, settings),
         "env": sorted(settings.worker_env.items()),
+        "go": [settings.worker_bot_label, settings.worker_go_memory_limit_percent,
+               settings.worker_go_gc_percent],
         "heartbeat": settings.worker_heartbeat_ttl_s,
         "credentials": _credentials_inputs(settings),
     }
@@ -120,6 +122,29 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+def _limit_env(name: str, resource: str) -> dict[str, Any]:
+    """A container resource (in bytes for memory) through the downward API."""
+    return {"name": name, "valueFrom": {"resourceFieldRef": {"containerName": CONTAINER,
+                                                             "resource": resource}}}
+
+
+def go_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """What the worker's Go core (the neonize driver) runs with (`worker/goenv.py`).
+
+    `NEONIZE_BOT_TAG` is in the pod's environment from the start; `GOMEMLIMIT` and `GOGC`
+    are derived by the worker from `SALON_MEMORY_LIMIT_BYTES` (the container's memory limit,
+    whatever set it: these settings, the SalonSession's resources or a LimitRange; the
+    node's allocatable memory when there is none) before it loads the core."""
+    return [
+        {"name": "NEONIZE_BOT_TAG", "value": "on" if settings.worker_bot_label else "off"},
+        {"name": "SALON_BOT_LABEL", "value": "true" if settings.worker_bot_label else "false"},
+        _limit_env("SALON_MEMORY_LIMIT_BYTES", "limits.memory"),
+        {"name": "SALON_GO_MEMORY_LIMIT_PERCENT",
+         "value": str(settings.worker_go_memory_limit_percent)},
+        {"name": "SALON_GO_GC_PERCENT", "value": str(settings.worker_go_gc_percent)},
+    ]
+
+
 def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[str, Any]]:
     spec = body.get("spec") or {}
     name = body["metadata"]["name"]
@@ -134,6 +159,7 @@ def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[st
         {"name": "SALON_METRICS_PORT", "value": str(settings.worker_metrics_port)},
         {"name": "SALON_HEARTBEAT_TTL_S", "value": str(settings.worker_heartbeat_ttl_s)},
         {"name": "SALON_LOG_JSON", "value": "true" if settings.worker_log_json else "false"},
+        *go_env(settings),
     ]
     proxy = (spec.get("proxy") or {}).get("secretRef")
     if proxy:

@@ -12,9 +12,9 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from salon_sessions.core.logs import configure_logging
+from salon_sessions.core.resource import DriverName
 from salon_sessions.core.settings import WorkerSettings, load_settings
-from salon_sessions.worker import fence
-from salon_sessions.worker.runtime import Worker
+from salon_sessions.worker import goenv
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,22 @@ def run(_: argparse.Namespace) -> int:
         return 2
     configure_logging("worker", level=settings.log_level, json_lines=settings.log_json,
                       company_id=settings.company_id)
+    if settings.driver is DriverName.NEONIZE:
+        # before the Go core is loaded and before any thread starts: may re-exec
+        goenv.ensure(go_environment(settings))
     metrics_port = 0
     if settings.metrics_port:
         server, _thread = start_http_server(max(settings.metrics_port, 0), addr="0.0.0.0")
         metrics_port = int(server.server_port)
     return asyncio.run(_serve(settings, metrics_port))
+
+
+def go_environment(settings: WorkerSettings) -> dict[str, str]:
+    """What the Go core must find in the environment at exec (`goenv`)."""
+    return goenv.go_environment(
+        bot_label=settings.bot_label, memory_limit_bytes=settings.memory_limit_bytes,
+        memory_limit_percent=settings.go_memory_limit_percent,
+        gc_percent=settings.go_gc_percent, explicit=goenv.exec_environment())
 
 
 SHUTDOWN_DEADLINE_S = 20.0
@@ -62,6 +73,10 @@ def dump_tasks(reason: str) -> None:
 
 
 async def _serve(settings: WorkerSettings, metrics_port: int) -> int:
+    # imported here, after a possible re-exec (`goenv.ensure`), not twice
+    from salon_sessions.worker import fence
+    from salon_sessions.worker.runtime import Worker
+
     worker = Worker(settings, metrics_port=metrics_port)
     loop = asyncio.get_running_loop()
 

@@ -30,6 +30,7 @@ import redis
 
 from salon_sessions.core import channels
 from salon_sessions.db.locks import key_halves, session_lock_key
+from salon_sessions.worker.goenv import exec_environment
 from tests.chart.conftest import Release, pod_pid, psql
 from tests.helpers import eventually
 from tests.worker.harness import observing
@@ -172,6 +173,13 @@ def test_neonize_worker_loads_its_go_core_and_retries_the_network(
     pod = rel.worker_pod(name)
     maps = Path(f"/proc/{pod_pid(pod)}/maps").read_text()
     assert "neonize-linux-amd64.so" in maps  # the Go core is loaded in the process
+    # the Go core's environment, as Go reads it (the exec-time one; the worker re-executed
+    # itself with GOMEMLIMIT derived from the container's limit, read by the downward API)
+    env = exec_environment(pod_pid(pod))
+    assert env["NEONIZE_BOT_TAG"] == "off"
+    assert env["SALON_MEMORY_LIMIT_BYTES"] == str(MEMORY_LIMIT)
+    assert env["GOMEMLIMIT"] == str(MEMORY_LIMIT // 2)
+    assert env["GOGC"] == "100"
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
     assert rel.status(name).get("connected") is not True
 

@@ -75,6 +75,37 @@ def test_inputs_that_roll_the_pod_change_the_hash() -> None:
     assert same["spec"]["replicas"] == 0
 
 
+def test_workers_run_without_the_bot_label_and_with_their_memory_limit() -> None:
+    """neonize labels messages to phone-number chats as sent by a bot unless
+    NEONIZE_BOT_TAG=off is in the process's environment from its start; the worker derives
+    GOMEMLIMIT from the container's limit (downward API)."""
+    container = build_statefulset(body(), settings())["spec"]["template"]["spec"][
+        "containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NEONIZE_BOT_TAG"] == {"name": "NEONIZE_BOT_TAG", "value": "off"}
+    assert env["SALON_BOT_LABEL"]["value"] == "false"
+    assert env["SALON_MEMORY_LIMIT_BYTES"]["valueFrom"] == {
+        "resourceFieldRef": {"containerName": container["name"], "resource": "limits.memory"}}
+    assert env["SALON_GO_MEMORY_LIMIT_PERCENT"]["value"] == "50"
+    assert env["SALON_GO_GC_PERCENT"]["value"] == "100"
+    asked = build_statefulset(body(), settings(worker_bot_label=True))
+    env = {e["name"]: e.get("value") for e in
+           asked["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["NEONIZE_BOT_TAG"], env["SALON_BOT_LABEL"]) == ("on", "true")
+    # each of them rolls the pods
+    base = template_hash(build_statefulset(body(), settings()))
+    for change in ({"worker_bot_label": True}, {"worker_go_memory_limit_percent": 60},
+                   {"worker_go_gc_percent": 50}):
+        assert template_hash(build_statefulset(body(), settings(**change))) != base, change
+
+
+@pytest.mark.parametrize("name", ["SALON_BOT_LABEL", "SALON_MEMORY_LIMIT_BYTES",
+                                  "SALON_GO_GC_PERCENT"])
+def test_worker_env_cannot_set_the_go_variables(name: str) -> None:
+    with pytest.raises(ValidationError):
+        settings(worker_env={name: "1"})
+
+
 def test_matches_detects_drift() -> None:
     desired = build_statefulset(body(), settings())
     assert matches(json.loads(json.dumps(desired)), desired)

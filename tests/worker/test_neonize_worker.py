@@ -4,11 +4,13 @@ not crash, not claim linked or connected — and still stop cleanly on SIGTERM."
 
 from __future__ import annotations
 
+import re
 import signal
 
 import asyncpg
 import pytest
 
+from salon_sessions.worker.goenv import exec_environment
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import observing
 
@@ -42,3 +44,26 @@ async def test_neonize_worker_retries_unreachable_network_and_stops_cleanly(
         w.signal(signal.SIGTERM)
         assert await w.wait(timeout=30) == 0
         assert (await obs.state())["lock"] == "stopped"
+
+
+async def test_the_go_core_runs_with_its_environment(
+        workers: WorkerFactory, redis_url: str, company: str) -> None:
+    """The started worker process (same pid: it re-executes itself) has NEONIZE_BOT_TAG=off
+    and the GOMEMLIMIT/GOGC derived from its settings in the environment Go reads, and Go
+    applies the limit: 8 MiB x 50 % = 4 MiB, so its heap goals (gctrace) stay under the
+    4 MB that GOGC=100 alone never goes below."""
+    async with observing(redis_url, company) as obs:
+        w = workers(driver="neonize", env={"SALON_MEMORY_LIMIT_BYTES": str(8 * 2**20),
+                                           "GODEBUG": "gctrace=1"})
+        await obs.wait_state(lambda s: s["lock"] == "holding the session lock", timeout=60)
+        await obs.wait_event("disconnected", timeout=60)  # the Go client ran
+        env = exec_environment(w.pid)
+        assert env["NEONIZE_BOT_TAG"] == "off"
+        assert env["GOMEMLIMIT"] == str(4 * 2**20)
+        assert env["GOGC"] == "100"
+        goals = [int(g) for g in re.findall(r"^gc \d+ @.* (\d+) MB goal", w.log(),
+                                            re.MULTILINE)]
+        assert goals, w.log()[-3000:]
+        assert min(goals) < 4
+        assert w.proc is not None
+        assert w.proc.poll() is None
