@@ -2,16 +2,23 @@
 system's marketplace activation). It runs in the background with exponential backoff, is
 recorded in `salon_post_connect_hooks` and reported (state hash, `error` events, metrics);
 its failure never blocks or reverts `connected`.
+
+The call is one JSON POST, made with the standard library (`urllib.request`, imported on
+first use) in a daemon thread: an HTTP client library such as aiohttp would stay in every
+worker's memory (~9 MiB) for a call made once per salon. Environment proxies are ignored
+(`ProxyHandler({})`), redirects followed, any status >= 300 is a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import random
+import threading
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 import asyncpg
 
 from salon_sessions.core.backoff import Backoff
@@ -34,7 +41,7 @@ class PostConnectHook:
         self._report = report
         self._backoff = backoff or Backoff(base=1.0, cap=300.0)
         self._max_attempts = max_attempts
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self.status = "pending"
 
     async def already_done(self) -> bool:
@@ -71,15 +78,13 @@ class PostConnectHook:
             "WHERE company_id = $1 AND hook = $2", self._company, self.name)
 
     async def _call(self, phone: str | None) -> str | None:
-        body = {"company_id": self._company, "phone": phone, "event": "connected"}
+        body = json.dumps({"company_id": self._company, "phone": phone,
+                           "event": "connected"}).encode()
         try:
-            async with aiohttp.ClientSession(timeout=self._timeout) as http, \
-                    http.post(self._url, json=body) as resp:
-                if resp.status < 300:
-                    return None
-                return f"HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            status = await _in_thread(lambda: post_json(self._url, body, self._timeout_s))
+        except (OSError, ValueError) as exc:  # URLError, timeouts, refused, a bad URL
             return type(exc).__name__
+        return None if status < 300 else f"HTTP {status}"
 
     async def _record(self, attempt: int, error: str | None) -> None:
         await self._pool.execute(
@@ -94,3 +99,46 @@ class PostConnectHook:
             """,
             self._company, self.name, "succeeded" if error is None else "pending", attempt,
             error)
+
+
+def post_json(url: str, body: bytes, timeout_s: float) -> int:
+    """POST `body` as JSON; the response status (an HTTP error status is returned, not
+    raised). Blocking: run it in a thread."""
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
+
+
+async def _in_thread(fn: Callable[[], int]) -> int:
+    """`fn()` in a daemon thread (a call stuck until its timeout never holds up the
+    worker's exit, as an `asyncio.to_thread` executor thread would)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+
+    def settle(result: int | BaseException) -> None:
+        if future.done():
+            return
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result: int | BaseException = fn()
+        except BaseException as exc:
+            result = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            loop.call_soon_threadsafe(settle, result)
+
+    threading.Thread(target=target, name="post-connect-hook", daemon=True).start()
+    return await future
