@@ -24,6 +24,7 @@ STEPS: list[tuple[str, list[str]]] = [
     ("asyncpg", ["asyncpg"]),
     ("redis (redis.asyncio)", ["redis.asyncio"]),
     ("pydantic", ["pydantic.main"]),
+    ("pydantic-settings", ["pydantic_settings"]),
     ("prometheus_client", ["prometheus_client"]),
 ]
 OUR_MODULES: dict[str, list[str]] = {

@@ -6,7 +6,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from salon_sessions.core.settings_base import SecretUrl
+from salon_sessions.core.settings import SecretUrl
 
 
 def connect_redis(url: SecretUrl | str, *, socket_timeout_s: float = 5.0,

@@ -1,42 +1,56 @@
 """One settings object per component, read from `SALON_*` environment variables.
 
-The fields shared by every component, `SecretUrl` and the session worker's settings are in
-`core.settings_base` (pydantic alone: the worker does not import pydantic-settings); the
-operator, API and migrations read theirs with pydantic-settings over the same field classes.
-Validation errors never echo their input (`hide_input_in_errors`).
+Database and Redis URLs come from Kubernetes Secrets; they are `SecretUrl`s, whose `str`,
+`repr` and JSON dump show the URL with its password masked. Only `get_secret_value()`
+(called where a connection is opened) returns the real URL. Validation errors never echo
+their input (`hide_input_in_errors`).
 """
 
 from __future__ import annotations
 
 import re
 import socket
+import sys
 from collections.abc import Callable
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import (
+    Field,
+    Secret,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from salon_sessions.core.bounds import DEFAULT_MAX_SKEW_S
+from salon_sessions.core.company import CompanyId
+from salon_sessions.core.events import SESSION_NAME_PATTERN
+from salon_sessions.core.redact import redact_url
 from salon_sessions.core.resource import DriverName
-from salon_sessions.core.settings_base import (
-    _REDIS_SCHEMES,
-    CommonFields,
-    DatabaseFields,
-    LogLevel,
-    RedisFields,
-    SecretUrl,
-    WorkerSettings,
-    check_scheme,
-    load_settings,
-)
-
-__all__ = ["ApiSettings", "LogLevel", "MigrateSettings", "OperatorSettings", "SecretUrl",
-           "WorkerSettings", "load_settings"]
 
 
-class _Settings(BaseSettings, CommonFields):
+class SecretUrl(Secret[str]):
+    """A URL with credentials; displays as `scheme://user:***@host:port/path`."""
+
+    def _display(self) -> str:
+        return redact_url(self.get_secret_value())
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+_DB_SCHEMES = ("postgres://", "postgresql://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class _Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SALON_", extra="ignore", frozen=True,
                                       hide_input_in_errors=True)
+
+    log_level: LogLevel = "INFO"
+    log_json: bool = True
+    metrics_port: int = Field(default=9090, ge=0, le=65535,
+                              description="Prometheus /metrics port; 0 disables it")
 
     @classmethod
     def from_env(cls) -> Self:
@@ -45,12 +59,42 @@ class _Settings(BaseSettings, CommonFields):
         return build()
 
 
-class _Database(_Settings, DatabaseFields):
-    pass
+S = TypeVar("S", bound=_Settings)
 
 
-class _Redis(_Settings, RedisFields):
-    pass
+def load_settings(cls: type[S], command: str) -> S | None:
+    """`cls` from the environment, or None after telling stderr which fields are invalid
+    (names and reasons only: validation errors never echo values)."""
+    try:
+        return cls.from_env()
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        print(f"salon-sessions {command}: invalid settings: {fields}\n{exc}", file=sys.stderr)
+        return None
+
+
+def _scheme(value: SecretUrl, schemes: tuple[str, ...], what: str) -> SecretUrl:
+    if not value.get_secret_value().startswith(schemes):
+        raise ValueError(f"{what} must start with one of {', '.join(schemes)}")
+    return value
+
+
+class _Database(_Settings):
+    database_url: SecretUrl = Field(description="PostgreSQL DSN (from a Secret)")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: SecretUrl) -> SecretUrl:
+        return _scheme(value, _DB_SCHEMES, "SALON_DATABASE_URL")
+
+
+class _Redis(_Settings):
+    redis_url: SecretUrl = Field(description="Redis URL (from a Secret)")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretUrl) -> SecretUrl:
+        return _scheme(value, _REDIS_SCHEMES, "SALON_REDIS_URL")
 
 
 class MigrateSettings(_Database):
@@ -136,7 +180,7 @@ class OperatorSettings(_Database, _Redis):
     @field_validator("redis_admin_url")
     @classmethod
     def _admin_scheme(cls, value: SecretUrl) -> SecretUrl:
-        return check_scheme(value, _REDIS_SCHEMES, "SALON_REDIS_ADMIN_URL")
+        return _scheme(value, _REDIS_SCHEMES, "SALON_REDIS_ADMIN_URL")
 
     @field_validator("worker_cpu_limit", "worker_memory_limit", mode="before")
     @classmethod
@@ -196,6 +240,65 @@ class OperatorSettings(_Database, _Redis):
             if name in MANAGED_WORKER_ENV:
                 raise ValueError(f"worker_env must not set {name} (managed by the operator)")
         return value
+
+
+class WorkerSettings(_Database, _Redis):
+    """`salon-sessions worker`: one session, inside its pod."""
+
+    company_id: CompanyId
+    session_name: str = Field(pattern=SESSION_NAME_PATTERN)
+    namespace: str = Field(default="default", description="the SalonSession's namespace")
+    pod_name: str = Field(default_factory=socket.gethostname, min_length=1,
+                          description="this pod (consumer name of the outbound stream)")
+    driver: DriverName = DriverName.NEONIZE
+    metrics_port: int = Field(
+        default=9090, ge=-1, le=65535,
+        description="Prometheus /metrics port; 0 disables it, -1 picks a free port and "
+                    "publishes it in the state hash (workers run as host processes by the "
+                    "tests and benchmarks; the operator never sets -1)")
+    heartbeat_ttl_s: int = Field(default=30, ge=5, le=3600)
+    lock_check_s: float = Field(default=1.0, gt=0, le=30,
+                                description="how often the holder proves that PostgreSQL "
+                                            "still grants it the session lock")
+    lock_lost_exit_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="exit (the pod restarts) after this long without proving or re-acquiring "
+                    "a held lock; more than 3 x lock_check_s")
+    proxy_url: SecretUrl | None = Field(default=None,
+                                        description="SOCKS5/HTTP proxy (from the spec's Secret)")
+    post_connect_url: SecretUrl | None = Field(
+        default=None, description="webhook called after connecting (may carry a token)")
+    post_connect_hook: str = Field(default="marketplace_activation",
+                                   pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    bot_label: bool = Field(
+        default=False,
+        description="let neonize add its bot node to messages sent to phone-number chats "
+                    "(recipients see them labelled as sent by a bot); off: NEONIZE_BOT_TAG=off")
+    memory_limit_bytes: int | None = Field(
+        default=None, ge=0, description="the container's memory limit (the operator passes "
+                                        "limits.memory through the downward API); GOMEMLIMIT "
+                                        "is derived from it")
+    go_memory_limit_percent: int = Field(
+        default=50, ge=10, le=90,
+        description="GOMEMLIMIT as a share of memory_limit_bytes; the rest is Python's")
+    go_gc_percent: int = Field(default=100, ge=10, le=1000,
+                               description="GOGC of the Go core (neonize driver)")
+    simulator_first_qr_s: float = Field(default=60.0, gt=0, le=600)
+    simulator_qr_period_s: float = Field(default=20.0, gt=0, le=600)
+    simulator_code_ttl_s: float = Field(default=180.0, gt=0, le=3600)
+    neonize_watchdog_s: float = Field(
+        default=120.0, ge=10, le=3600,
+        description="neonize: a linked client not connected this long is restarted")
+    neonize_stream_replaced_retry_s: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="neonize: the pause before the one retry after a replaced stream")
+
+    @model_validator(mode="after")
+    def _exit_after_fencing(self) -> Self:
+        if self.lock_lost_exit_s <= 3 * self.lock_check_s:
+            raise ValueError("lock_lost_exit_s must be more than 3 x lock_check_s (the worker "
+                             "drops WhatsApp after 3 checks without a proof, then exits)")
+        return self
 
 
 class ApiSettings(_Database, _Redis):

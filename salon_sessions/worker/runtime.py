@@ -45,7 +45,7 @@ from salon_sessions.core.phone import InvalidPhone, phone_from_user_jid
 from salon_sessions.core.publisher import Publisher, PublishFailed
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.resource import DriverName
-from salon_sessions.core.settings_base import WorkerSettings
+from salon_sessions.core.settings import WorkerSettings
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
 from salon_sessions.db.migrator import migrate_or_check
 from salon_sessions.worker import control, fence

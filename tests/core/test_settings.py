@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Self
 
 import pytest
 from pydantic import ValidationError
@@ -13,9 +12,7 @@ from salon_sessions.core.settings import (
     MigrateSettings,
     OperatorSettings,
     WorkerSettings,
-    _Settings,
 )
-from salon_sessions.core.settings_base import EnvSettings
 
 DB = "postgresql://salon:pg-S3cret@db.example:5432/salon"
 REDIS = "redis://:rd-S3cret@redis.example:6379/0"
@@ -121,53 +118,6 @@ def test_worker_rejects_bad_company_id(env: pytest.MonkeyPatch) -> None:
     env.setenv("SALON_SESSION_NAME", "company-1")
     with pytest.raises(ValidationError, match="expected a company id"):
         WorkerSettings.from_env()
-
-
-class _PydanticSettingsWorker(WorkerSettings, _Settings):
-    """The worker's fields read by pydantic-settings, as before `EnvSettings`."""
-
-    @classmethod
-    def from_env(cls) -> Self:
-        return _Settings.from_env.__func__(cls)  # type: ignore[attr-defined,no-any-return]
-
-
-WORKER_ENVS: list[dict[str, str]] = [
-    {"SALON_COMPANY_ID": "962302", "SALON_SESSION_NAME": "company-962302"},
-    {"salon_company_id": "company_1", "Salon_Session_Name": "company-1",
-     "SALON_DRIVER": "simulator", "SALON_LOG_JSON": "0", "SALON_METRICS_PORT": "-1",
-     "SALON_BOT_LABEL": "yes", "SALON_MEMORY_LIMIT_BYTES": "536870912",
-     "SALON_LOCK_CHECK_S": "0.5", "SALON_PROXY_URL": "socks5://u:p@proxy:1080",
-     "SALON_LOG_LEVEL": "DEBUG", "SALON_UNRELATED": "x", "OTHER": "y"},
-    {"SALON_COMPANY_ID": "1", "SALON_SESSION_NAME": "company-1", "SALON_BOT_LABEL": "maybe"},
-    {"SALON_COMPANY_ID": "1", "SALON_SESSION_NAME": "company-1",
-     "SALON_MEMORY_LIMIT_BYTES": ""},
-    {"SALON_COMPANY_ID": "1", "SALON_SESSION_NAME": "Company_1"},
-    {"SALON_COMPANY_ID": "1", "SALON_SESSION_NAME": "company-1", "SALON_LOCK_CHECK_S": "20"},
-    {"SALON_SESSION_NAME": "company-1"},
-]
-
-
-@pytest.mark.parametrize("variables", WORKER_ENVS)
-def test_worker_settings_read_the_environment_as_pydantic_settings_did(
-        env: pytest.MonkeyPatch, variables: dict[str, str]) -> None:
-    """The worker reads its settings without pydantic-settings (`EnvSettings`): same
-    values, same errors, for every kind of field it has."""
-    for name, value in variables.items():
-        env.setenv(name, value)
-
-    def read(cls: type[WorkerSettings]) -> object:
-        try:
-            return cls.from_env().model_dump(mode="json")
-        except ValidationError as exc:
-            return [(e["loc"], e["type"]) for e in exc.errors()]
-
-    assert read(WorkerSettings) == read(_PydanticSettingsWorker)
-
-
-def test_env_settings_refuse_fields_pydantic_settings_would_decode_from_json() -> None:
-    with pytest.raises(TypeError, match="scalar fields only"):
-        type("Bad", (EnvSettings,), {"__annotations__": {"extra": "dict[str, str] | None"},
-                                     "extra": None})
 
 
 def test_log_filter_redacts_messages_args_and_tracebacks(
