@@ -404,6 +404,9 @@ class SessionModel:
             return Phase.STARTING, "WorkerStarting"
         if self.worker_phase is Phase.CONNECTED:
             return (Phase.DISCONNECTED if self.linked else Phase.STARTING), "WorkerEvent"
+        if self.worker_phase is Phase.LOGGED_OUT and self.reason:
+            # the Warning Event says why: "phase Connected -> LoggedOut (Banned)"
+            return self.worker_phase, condition_reason(self.reason)
         return self.worker_phase, "WorkerEvent"
 
     def _conditions(self) -> dict[str, Cond]:

@@ -79,6 +79,7 @@ def test_whatsapps_reasons_reach_the_conditions() -> None:
     model.refresh(T0)
     assert conds(model)["Linked"] == ("False", "Banned")
     assert "406" in model.conditions["Linked"]["message"]
+    assert model.transitions[-1].reason == "Banned"  # the Warning Event's message says why
     assert conds(model)["Ready"] == ("False", "Banned")
     # the next login socket does not make the ban disappear from the status
     model.apply_event(src.event(QrData(code="q", timeout_s=60)), T0)
