@@ -178,7 +178,10 @@ def test_liveness_probe_restarts_a_frozen_worker_which_resumes_its_session(
     key = channels.session_state_key(company)
     try:
         eventually(lambda: r.hget(key, "connected") == b"true", 90, "connected")
-        p = pod(stack, namespace, "worker")
+        # the worker can say so before the kubelet has reported its container (seen once
+        # on a loaded machine): wait for the pod status to name it
+        p = eventually(lambda: "containerID" in main_status(pod(stack, namespace, "worker"))
+                       and pod(stack, namespace, "worker"), 30, "the container in the status")
         pid = node.container_pid(main_status(p)["containerID"])
         os.kill(pid, signal.SIGSTOP)  # frozen: lock held, nothing answers
 
