@@ -106,6 +106,12 @@ def simulator_sent_key(company_id: str | int) -> str:
     return f"whatsapp:simulator:sent:{canonical_company_id(company_id)}"
 
 
+def simulator_inbox_key(company_id: str | int) -> str:
+    """The simulated WhatsApp server's queue of messages not yet delivered to the session
+    (a list; messages sent to the salon while it is offline wait here, in order)."""
+    return f"whatsapp:simulator:inbox:{canonical_company_id(company_id)}"
+
+
 INBOUND_PREFIX: Final = "whatsapp:messages:in:"
 RESULTS_PREFIX: Final = "whatsapp:messages:results:"
 OUTBOUND_PREFIX: Final = "whatsapp:messages:out:"
@@ -140,6 +146,18 @@ def inbound_seen_key(company_id: str | int, message_id: str) -> str:
     return f"whatsapp:seen:{canonical_company_id(company_id)}:{message_id}"
 
 
+def send_pace_key(company_id: str | int) -> str:
+    """The session's send pacing (token buckets) and circuit-breaker state (a hash), kept in
+    Redis so that a restarted worker does not start with a full burst."""
+    return f"whatsapp:pace:{canonical_company_id(company_id)}"
+
+
+def contacts_key(company_id: str | int) -> str:
+    """The phones this session has exchanged messages with (a set): a send to any other
+    number is a send to a new contact, paced more strictly."""
+    return f"whatsapp:contacts:{canonical_company_id(company_id)}"
+
+
 API_PREFIX: Final = "whatsapp:api:"
 """The API's own keys and channel (rate-limit counters, self-test)."""
 
@@ -165,13 +183,12 @@ def session_key_patterns(company_id: str | int) -> tuple[str, ...]:
     c = canonical_company_id(company_id)
     return (
         session_state_key(c), latest_qr_key(c), outbound_stream(c), sent_marker_key(c, "*"),
-        inbound_seen_key(c, "*"), simulator_sent_key(c), standby_key(c, "*"),
+        inbound_seen_key(c, "*"), simulator_sent_key(c), simulator_inbox_key(c),
+        standby_key(c, "*"), send_pace_key(c), contacts_key(c),
+        # the worker appends to these and trims what every consumer group of the bot has
+        # acknowledged: XINFO/XPENDING/XTRIM need read access (its own company's messages)
+        inbound_stream(c), results_stream(c),
     )
-
-
-def session_write_only_keys(company_id: str | int) -> tuple[str, ...]:
-    """Streams the worker appends to but never reads (`%W~`): the bot's side."""
-    return (inbound_stream(company_id), results_stream(company_id))
 
 
 def session_publish_channels(company_id: str | int) -> tuple[str, ...]:

@@ -5,9 +5,9 @@ its own Redis user, which may only
 
 - publish its own events, pongs and control replies (and nothing else), and subscribe to
   its own ping, control and simulator channels (and nothing else);
-- read and write its own keys (state hash, latest QR, sent markers, seen keys, simulator
-  list) and its own outbound stream, and append (`%W~`, write-only) to its own inbound
-  and results streams;
+- read and write its own keys (state hash, latest QR, sent markers, seen keys, pacing
+  state, contacts, simulator lists) and its own streams (it appends to the inbound and
+  results streams and trims what every consumer group has acknowledged);
 - run the few commands the worker uses: no KEYS/SCAN, FLUSH*, CONFIG, ACL, EVAL, MONITOR,
   CLIENT KILL, DEBUG, ... (`-@all`, then an allow-list).
 
@@ -50,8 +50,10 @@ _TRANSACTION: Final = ("multi", "exec", "discard")
 
 WORKER_COMMANDS: Final = (
     *_CONNECTION, *_TRANSACTION, "subscribe", "unsubscribe",
-    "hset", "expire", "get", "set", "del", "rpush",
-    "xadd", "xgroup|create", "xreadgroup", "xautoclaim", "xack",
+    "hset", "hgetall", "expire", "get", "set", "del", "rpush", "lrange", "lpop", "llen",
+    "sadd", "sismember", "watch", "unwatch",
+    "xadd", "xgroup|create", "xreadgroup", "xautoclaim", "xack", "xlen", "xtrim",
+    "xinfo|groups", "xinfo|stream", "xpending",
 )
 OPERATOR_COMMANDS: Final = (
     *_CONNECTION, *_TRANSACTION, "psubscribe", "punsubscribe", "hgetall", "pttl", "del",
@@ -87,11 +89,10 @@ def _rules(*, keys: Sequence[str] = (), read_keys: Sequence[str] = (),
 
 
 def session_rules(company_id: str | int) -> list[str]:
-    """The ACL rules (after the password) of a session's worker: its own keys, write-only
+    """The ACL rules (after the password) of a session's worker: its own keys and
     streams, the channels it listens to, and publishing its own events, pongs, replies."""
     company = canonical_company_id(company_id)
     return _rules(keys=channels.session_key_patterns(company),
-                  write_keys=channels.session_write_only_keys(company),
                   subscribe=channels.session_subscribe_channels(company),
                   commands=WORKER_COMMANDS,
                   publish=channels.session_publish_channels(company))

@@ -292,6 +292,42 @@ class WorkerSettings(_Database, _Redis):
     neonize_stream_replaced_retry_s: float = Field(
         default=30.0, ge=0, le=3600,
         description="neonize: the pause before the one retry after a replaced stream")
+    # ---- the message bridge (docs/BOT.md) ------------------------------------------------
+    stream_retention_s: float = Field(
+        default=7 * 86400.0, ge=60, le=90 * 86400.0,
+        description="inbound and results entries that a consumer group of the bot has not "
+                    "acknowledged are kept this long, then dropped (counted and alerted on "
+                    "first); acknowledged entries are trimmed at once")
+    stream_max_entries: int = Field(
+        default=100_000, ge=1000, le=10_000_000,
+        description="a memory guard per stream: beyond it the oldest entries are dropped even "
+                    "unacknowledged (counted; an alert fires at 80%)")
+    stream_trim_s: float = Field(default=10.0, gt=0, le=3600,
+                                 description="how often the worker trims and measures its "
+                                             "streams")
+    send_pacing: bool = Field(default=True,
+                              description="pace outbound sends (off only for benchmarks)")
+    send_rate_per_minute: float = Field(
+        default=20.0, gt=0, le=6000,
+        description="sustained sends per minute (token bucket), all chats together")
+    send_burst: int = Field(default=5, ge=1, le=1000,
+                            description="sends allowed back to back before the rate applies")
+    send_new_contacts_per_hour: float = Field(
+        default=20.0, gt=0, le=36000,
+        description="first messages to numbers this session never exchanged a message with")
+    send_new_contact_burst: int = Field(default=3, ge=1, le=1000)
+    send_jitter_s: float = Field(
+        default=2.0, ge=0, le=120,
+        description="a random pause of up to this long before each send (no fixed rhythm)")
+    send_typing: bool = Field(default=True,
+                              description='show "typing..." before a send')
+    send_typing_max_s: float = Field(
+        default=3.0, ge=0, le=30,
+        description="typing lasts ~1 s per 15 characters, at most this long")
+    send_breaker_s: float = Field(
+        default=3600.0, ge=1, le=7 * 86400.0,
+        description="how long sending stops after WhatsApp refuses a send as rate-limited or "
+                    "restricted, when WhatsApp does not say")
 
     @model_validator(mode="after")
     def _exit_after_fencing(self) -> Self:

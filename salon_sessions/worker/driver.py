@@ -16,6 +16,7 @@ import abc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from salon_sessions.core.phone import LidResolver
 
@@ -126,11 +127,27 @@ class IssuedCode:
     expires_at: datetime
 
 
-class DriverError(Exception):
-    """A driver call failed; `code` is machine-readable (`pairing_failed`, `not_connected`...)."""
+NOT_CONNECTED: Final = "not_connected"
+"""`send_text`: the socket is not open; nothing was sent (the command waits)."""
+RATE_LIMITED: Final = "rate_limited"
+"""`send_text`: WhatsApp refused the send as too many, too fast (429, `rate-overlimit`)."""
+REACHOUT_RESTRICTED: Final = "reachout_restricted"
+"""`send_text`: WhatsApp restricts this account from messaging new contacts (463, the
+reach-out timelock)."""
+SEND_RESTRICTIONS: Final = frozenset({RATE_LIMITED, REACHOUT_RESTRICTED})
+"""Refusals that must stop all sending for a while (the bridge's circuit breaker): sending
+on would get the number banned."""
 
-    def __init__(self, code: str, message: str) -> None:
+
+class DriverError(Exception):
+    """A driver call failed; `code` is machine-readable (`pairing_failed`, `not_connected`...).
+
+    `retry_after_s`: for `SEND_RESTRICTIONS`, how long WhatsApp said the restriction lasts
+    (None: it did not say)."""
+
+    def __init__(self, code: str, message: str, *, retry_after_s: float | None = None) -> None:
         self.code = code
+        self.retry_after_s = retry_after_s
         super().__init__(message)
 
 
@@ -157,6 +174,11 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def send_text(self, to_jid: str, text: str) -> str:
         """Send a text message; returns WhatsApp's message id. Raises `DriverError`."""
+
+    async def send_presence(self, to_jid: str, composing: bool) -> None:
+        """Show (or stop showing) "typing..." in the chat with `to_jid`, before a send.
+        Best effort: a driver that cannot does nothing; never raises for a closed socket."""
+        del to_jid, composing
 
     @abc.abstractmethod
     async def disconnect(self) -> None:
