@@ -118,6 +118,14 @@ class InboundMessage:
 DriverEvent = (QrCode | PairSuccess | Connected | Disconnected | LoggedOut | StreamReplaced
                | TemporaryBan | ConnectFailure | PasskeyRequired | InboundMessage)
 DriverSink = Callable[[DriverEvent], Awaitable[None]]
+"""Where a driver reports its facts. For an `InboundMessage` the sink returns only once the
+message is durably in the session's inbound stream (or known as a redelivery), and raises
+`MessageNotStored` when it could not be stored: the driver must then not acknowledge the
+message to WhatsApp, which delivers it again (the "receipt after the write" rule)."""
+
+
+class MessageNotStored(Exception):
+    """The sink could not store an inbound message (Redis unreachable for too long)."""
 
 
 @dataclass(frozen=True, slots=True)
