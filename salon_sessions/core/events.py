@@ -154,6 +154,12 @@ class PasskeyRequiredData(_Data):
                                          "(confirmation stage, when the core reports it)")
 
 
+SENDING_PAUSED: Final = "sending_paused"
+"""The `ErrorData.code` of a worker that stopped sending because WhatsApp refused a send as
+rate-limited or restricted (`reason`: `rate_limited` / `reachout_restricted`, `retry_at`: when
+sending resumes); the operator posts it as a Warning Event `SendingPaused`."""
+
+
 class ErrorData(_Data):
     code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="machine-readable")
     message: str = Field(default="", max_length=2048)

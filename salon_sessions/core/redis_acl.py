@@ -52,7 +52,7 @@ WORKER_COMMANDS: Final = (
     *_CONNECTION, *_TRANSACTION, "subscribe", "unsubscribe",
     "hset", "hgetall", "expire", "get", "set", "del", "rpush", "lrange", "lpop", "llen",
     "sadd", "sismember", "watch", "unwatch",
-    "xadd", "xgroup|create", "xreadgroup", "xautoclaim", "xack", "xlen", "xtrim",
+    "xadd", "xgroup|create", "xreadgroup", "xautoclaim", "xack", "xlen", "xtrim", "xrange",
     "xinfo|groups", "xinfo|stream", "xpending",
 )
 OPERATOR_COMMANDS: Final = (

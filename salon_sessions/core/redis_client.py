@@ -5,6 +5,7 @@ from __future__ import annotations
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from salon_sessions.core.settings import SecretUrl
 
@@ -30,3 +31,13 @@ def connect_redis(url: SecretUrl | str, *, socket_timeout_s: float = 5.0,
         health_check_interval=health_check_interval_s,
     )
     return Redis.from_pool(pool)
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply (bytes: clients are built without `decode_responses`) as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, TimeoutError, OSError)
+"""Anything a Redis call may raise when Redis is down, slow or refuses (for loops that log
+and try again later rather than fail)."""

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from salon_sessions.core.bounds import Horizon, parse_seq, parse_time
 from salon_sessions.core.events import (
+    SENDING_PAUSED,
     ConnectedEvent,
     DisconnectedEvent,
     ErrorEvent,
@@ -302,6 +303,10 @@ class SessionModel:
                     self._set_reason(data.reason, data.message)
                 if data.fatal:
                     self.failure = (data.code, data.message[:512])
+                if data.code == SENDING_PAUSED:
+                    self.warnings.append(Trouble("SendingPaused", data.message[:512]
+                                                 or "WhatsApp refused a send; sending paused",
+                                                 received_at))
                 if data.code == LOCK_LOST:
                     self.lose_lock(data.message[:512] or "the worker lost its session lock",
                                    received_at)

@@ -49,7 +49,7 @@ from salon_sessions.core.settings import WorkerSettings
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
 from salon_sessions.db.migrator import migrate_or_check
 from salon_sessions.worker import control, fence
-from salon_sessions.worker.bridge import MessageBridge
+from salon_sessions.worker.bridge import InboundWriter
 from salon_sessions.worker.driver import (
     Connected,
     Driver,
@@ -61,7 +61,10 @@ from salon_sessions.worker.driver import (
 from salon_sessions.worker.hook import PostConnectHook
 from salon_sessions.worker.lock import SessionLock
 from salon_sessions.worker.metrics import WorkerMetrics
+from salon_sessions.worker.outbound import OutboundSender
+from salon_sessions.worker.pacing import Pacer, PacingPolicy
 from salon_sessions.worker.state import RefusedError, SessionState
+from salon_sessions.worker.stream_retention import StreamKeeper, keep_streams, session_keepers
 
 log = logging.getLogger(__name__)
 DriverFactory = Callable[["Worker"], Driver]
@@ -133,7 +136,9 @@ class Worker:
         self.redis: Redis
         self.pool: asyncpg.Pool
         self.publisher: Publisher
-        self.bridge: MessageBridge
+        self.inbound: InboundWriter
+        self.outbound: OutboundSender
+        self.stream_keepers: list[StreamKeeper]
 
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -147,8 +152,18 @@ class Worker:
             watchdog.cancel()
             raise
         self.publisher = Publisher(self.redis, self.publisher_metrics)
-        self.bridge = MessageBridge(self.redis, self.company, self.pod, self.metrics,
-                                    self._report_error)
+        s = self.settings
+        self.inbound = InboundWriter(self.redis, self.company, self.metrics)
+        pacer = Pacer(self.redis, self.company, PacingPolicy(
+            enabled=s.send_pacing, rate_per_minute=s.send_rate_per_minute,
+            burst=s.send_burst, new_contacts_per_hour=s.send_new_contacts_per_hour,
+            new_contact_burst=s.send_new_contact_burst, jitter_s=s.send_jitter_s,
+            breaker_s=s.send_breaker_s))
+        self.outbound = OutboundSender(
+            self.redis, self.company, self.pod, self.metrics, self._publish_error, pacer,
+            typing_max_s=s.send_typing_max_s if s.send_typing else 0.0)
+        self.stream_keepers = session_keepers(self.redis, self.company, s.stream_retention_s,
+                                              s.stream_max_entries, self.metrics)
         self._tasks = [
             watchdog,
             asyncio.create_task(self._listen(), name="listen"),
@@ -169,11 +184,16 @@ class Worker:
             self.holding_since = time.monotonic()
             self.metrics.lock_held.set(1)
             self.lock_note = "holding the session lock"
-            outbound = asyncio.create_task(self.bridge.run_outbound(self._driver(), self.connected))
+            outbound = asyncio.create_task(self.outbound.run(self._driver(), self.connected),
+                                           name="outbound")
+            keeper = asyncio.create_task(keep_streams(
+                self.stream_keepers, self.settings.stream_trim_s, lambda: self.lock.held),
+                name="stream-retention")
             try:
                 await self._run_driver()
             finally:
                 await _cancel(outbound)
+                await _cancel(keeper)
             lost = self.lock.lost_at is not None
             if self.stopping.is_set() and not lost:
                 return  # _shutdown closes the driver, writes the final state and releases
@@ -275,7 +295,7 @@ class Worker:
     async def on_driver_event(self, event: DriverEvent) -> None:
         self.metrics.driver_events.labels(type(event).__name__).inc()
         if isinstance(event, InboundMessage):
-            await self.bridge.inbound(event, self._driver())
+            await self.inbound.inbound(event, self._driver())  # MessageNotStored: not acked
             return
         async with self._events_lock:
             out = self.state.apply(event)
@@ -285,6 +305,7 @@ class Worker:
                 if isinstance(data, LoggedOutData):
                     await self._record_logout(data.reason)
             if isinstance(event, Connected):
+                self.inbound.connected_since = datetime.now(UTC)
                 self.connected.set()
                 self._start_hook()
             elif not self.state.connected:
@@ -310,6 +331,9 @@ class Worker:
 
     async def _report_error(self, code: str, message: str) -> None:
         await self._publish([ErrorData(code=code, message=message[:2048])])
+
+    async def _publish_error(self, data: ErrorData) -> None:
+        await self._publish([data])
 
     async def _record_link(self, out: list[EventData]) -> None:
         linked = next((d for d in out if isinstance(d, LinkedData)), None)

@@ -35,7 +35,20 @@ like a phone, through actions on the Redis channel `whatsapp:simulator:<company_
                                         slowly (`unexplained_retry_s`); 402 is a ban (use
                                         `temporary_ban`)
     {"action": "inbound", "from": "<jid>", "text": "...", "id": "<message id>"}
+                                        a contact's message: it joins the server's queue
+                                        (`whatsapp:simulator:inbox:<company>`) and is
+                                        delivered in order while connected, removed only
+                                        once the worker stored it (WhatsApp's receipt); one
+                                        sent while offline arrives on reconnect
+    {"action": "deliver"}               deliver what waits in the queue (a test may push
+                                        records there itself, as the server would)
     {"action": "map_lid", "lid": "<lid user>", "phone": "79686484488"}
+    {"action": "send_limit", "code": 429, "expire_s": 60, "count": 1}
+                                        WhatsApp refuses the next sends: 429 rate limit,
+                                        463 reach-out restriction (`expire_s` optional)
+    {"action": "hold_sends", "seconds": 20}
+                                        the next send is delivered but confirmed only after
+                                        that long
 
 Like whatsmeow, it keeps its device in its own tables (`simulator_device`,
 `simulator_lid_map`, created by the migrations: a session's database role runs no DDL), so
@@ -61,9 +74,14 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from redis.asyncio import Redis
 
-from salon_sessions.core.channels import simulator_channel, simulator_sent_key
+from salon_sessions.core.channels import (
+    simulator_channel,
+    simulator_inbox_key,
+    simulator_sent_key,
+)
 from salon_sessions.core.metrics import SubscriberMetrics
 from salon_sessions.core.phone import LidResolver
+from salon_sessions.core.redis_client import REDIS_ERRORS
 from salon_sessions.core.subscriber import ResilientSubscriber
 from salon_sessions.core.whatsapp_reasons import (
     LOGOUT_CODES,
@@ -86,6 +104,7 @@ from salon_sessions.worker.driver import (
     InboundMessage,
     IssuedCode,
     LoggedOut,
+    MessageNotStored,
     PairSuccess,
     PasskeyRequired,
     QrCode,
@@ -93,9 +112,12 @@ from salon_sessions.worker.driver import (
     TemporaryBan,
 )
 from salon_sessions.worker.simulator_actions import (
+    SEND_LIMIT_CODES,
     BadAction,
+    Deliver,
     Disconnect,
     EnterCode,
+    HoldSends,
     Inbound,
     Logout,
     MapLid,
@@ -104,6 +126,7 @@ from salon_sessions.worker.simulator_actions import (
     RefuseConnect,
     ReplaceStream,
     Scan,
+    SendLimit,
     TempBan,
     parse_action,
 )
@@ -150,11 +173,17 @@ class SimulatorDriver(Driver):
         self._closed = False
         self._replaced_at: float | None = None  # monotonic time of the last replacement
         self._resolver = _SimulatorLids(pool, company_id)
+        self._inbox = simulator_inbox_key(company_id)
+        self._inbox_ready = asyncio.Event()
+        self._send_limits: list[SendLimit] = []
+        self._hold_s = 0.0
+        self._typing: dict[str, float] = {}  # chat -> monotonic start of "typing..."
 
     # ---- Driver -------------------------------------------------------------------
     async def start(self, sink: DriverSink) -> None:
         self._sink = sink
         self._tasks.append(asyncio.create_task(self._phone_actions(), name="sim-phone"))
+        self._tasks.append(asyncio.create_task(self._deliveries(), name="sim-deliveries"))
         self._connect_soon(self._timing.connect_s)
 
     async def stored_device(self) -> str | None:
@@ -173,11 +202,30 @@ class SimulatorDriver(Driver):
     async def send_text(self, to_jid: str, text: str) -> str:
         if not self._connected:
             raise DriverError("not_connected", "the session is not connected")
+        if self._send_limits:
+            limit = self._send_limits[0]
+            if limit.count <= 1:
+                self._send_limits.pop(0)
+            else:
+                self._send_limits[0] = SendLimit(limit.code, limit.expire_s, limit.count - 1)
+            raise DriverError(SEND_LIMIT_CODES[limit.code],
+                              f"simulated refusal {limit.code}", retry_after_s=limit.expire_s)
         message_id = "3EB0" + secrets.token_hex(8).upper()
+        typing = self._typing.pop(to_jid, None)
         record = {"id": message_id, "to": to_jid, "text": text,
-                  "ts": datetime.now(UTC).isoformat()}
+                  "ts": datetime.now(UTC).isoformat(),
+                  "typing_s": None if typing is None else round(time.monotonic() - typing, 3)}
         await self._redis.rpush(simulator_sent_key(self._company), json.dumps(record))
+        hold, self._hold_s = self._hold_s, 0.0
+        if hold:
+            await asyncio.sleep(hold)  # delivered; the confirmation is late
         return message_id
+
+    async def send_presence(self, to_jid: str, composing: bool) -> None:
+        if composing and self._connected:
+            self._typing[to_jid] = time.monotonic()
+        else:
+            self._typing.pop(to_jid, None)
 
     async def disconnect(self) -> None:
         await self._stop_session()
@@ -231,6 +279,7 @@ class SimulatorDriver(Driver):
             if jid is not None:
                 self._connected = True
                 await self._emit(Connected(jid=jid))
+                self._inbox_ready.set()  # what waited while offline comes now
                 return
             for round_ in range(t.qr_rounds):
                 period = t.first_qr_s if round_ == 0 else t.qr_period_s
@@ -319,15 +368,46 @@ class SimulatorDriver(Driver):
             case RefuseConnect(code=code):
                 await self._refuse(code)
             case Inbound():
-                await self._emit(InboundMessage(
-                    message_id=action.message_id or secrets.token_hex(8).upper(),
-                    chat_jid=action.chat, sender_jid=action.sender, text=action.text,
-                    timestamp=datetime.now(UTC)))
+                record = {"id": action.message_id or secrets.token_hex(8).upper(),
+                          "chat": action.chat, "from": action.sender, "text": action.text,
+                          "ts": datetime.now(UTC).isoformat()}
+                await self._redis.rpush(self._inbox, json.dumps(record))
+                self._inbox_ready.set()
+            case Deliver():
+                self._inbox_ready.set()
+            case SendLimit():
+                self._send_limits.append(action)
+            case HoldSends(seconds=seconds):
+                self._hold_s = seconds
             case MapLid(lid=lid, phone=phone):
                 await self._pool.execute(
                     "INSERT INTO simulator_lid_map (company_id, lid, phone) VALUES ($1, $2, $3)"
                     " ON CONFLICT (company_id, lid) DO UPDATE SET phone = EXCLUDED.phone",
                     self._company, lid, phone)
+
+    async def _deliveries(self) -> None:
+        """The server's side of inbound messages: deliver the queue in order while
+        connected; a message leaves the queue only once the worker stored it."""
+        while True:
+            await self._inbox_ready.wait()
+            self._inbox_ready.clear()
+            try:
+                while self._connected:
+                    raw = await self._redis.lrange(self._inbox, 0, 0)
+                    if not raw:
+                        break
+                    message = _inbox_message(raw[0])
+                    if message is not None:
+                        await self._emit(message)  # MessageNotStored: stays queued
+                    await self._redis.lpop(self._inbox)
+            except MessageNotStored:
+                await asyncio.sleep(1)
+                self._inbox_ready.set()
+            except REDIS_ERRORS as exc:
+                log.warning("simulator inbox unavailable (%s)", type(exc).__name__,
+                            extra={"company_id": self._company})
+                await asyncio.sleep(1)
+                self._inbox_ready.set()
 
     async def _drop(self) -> None:
         """The server closes the socket (no event: the caller reports why); the QR on
@@ -395,6 +475,19 @@ class _SimulatorLids:
             "SELECT phone FROM simulator_lid_map WHERE company_id = $1 AND lid = $2",
             self._company, lid_user)
         return None if row is None else str(row["phone"])
+
+
+def _inbox_message(raw: bytes | str) -> InboundMessage | None:
+    """A queued record as the message WhatsApp delivers (None: not a message; dropped)."""
+    try:
+        record = json.loads(raw)
+        return InboundMessage(
+            message_id=str(record["id"]), chat_jid=str(record.get("chat") or record["from"]),
+            sender_jid=str(record["from"]), text=str(record.get("text", "")),
+            timestamp=datetime.fromisoformat(str(record["ts"])))
+    except (ValueError, KeyError, TypeError):
+        log.warning("simulator inbox: a record that is not a message was dropped")
+        return None
 
 
 def _qr_payload() -> str:

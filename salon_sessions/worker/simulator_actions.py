@@ -103,8 +103,34 @@ class MapLid:
     phone: str
 
 
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Deliver what waits in the server's queue (records a test put there itself)."""
+
+
+SEND_LIMIT_CODES: Final = {429: "rate_limited", 463: "reachout_restricted"}
+"""WhatsApp's answers to a send that the breaker must stop at (`worker.driver`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendLimit:
+    """WhatsApp refuses the next `count` sends (429 rate limit, 463 reach-out restriction)."""
+
+    code: int
+    expire_s: float | None
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HoldSends:
+    """The next send is delivered but its confirmation takes `seconds` (a worker killed
+    meanwhile has sent without knowing it)."""
+
+    seconds: float
+
+
 PhoneAction = (Scan | EnterCode | Disconnect | Logout | Passkey | ReplaceStream | TempBan
-               | RefuseConnect | Inbound | MapLid)
+               | RefuseConnect | Inbound | MapLid | Deliver | SendLimit | HoldSends)
 
 
 def parse_action(raw: bytes) -> PhoneAction:
@@ -149,6 +175,22 @@ def parse_action(raw: bytes) -> PhoneAction:
                            text=str(action.get("text", "")))
         case "map_lid":
             return MapLid(str(action.get("lid", "")), str(action.get("phone", "")))
+        case "deliver":
+            return Deliver()
+        case "send_limit":
+            code = _code(action, "code", 429)
+            if code not in SEND_LIMIT_CODES:
+                raise BadAction("send_limit code is 429 or 463")
+            count = action.get("count", 1)
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= 1000:
+                raise BadAction("count is 1..1000")
+            return SendLimit(code, _expire_s(action) if "expire_s" in action else None, count)
+        case "hold_sends":
+            seconds = action.get("seconds")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                    or not 0 < seconds <= 600:
+                raise BadAction("seconds is 0..600")
+            return HoldSends(float(seconds))
         case other:
             raise BadAction(f"unknown action {other[:40]!r}")
 

@@ -81,6 +81,12 @@ def test_a_session_user_does_its_own_work(own: redis.Redis, two: tuple[str, str]
     assert own.set(channels.sent_marker_key(mine, "k1"), "sending", nx=True, ex=60)
     assert own.set(channels.inbound_seen_key(mine, "m1"), "1", nx=True, ex=60)
     own.rpush(channels.simulator_sent_key(mine), "{}")
+    # retention: the worker measures and trims its own streams (docs/WORKER.md)
+    assert own.xinfo_groups(channels.inbound_stream(mine)) == []
+    assert own.xlen(channels.inbound_stream(mine)) == 1
+    assert own.xtrim(channels.results_stream(mine), minid="0-1") == 0
+    own.hset(channels.send_pace_key(mine), "tat", "0")
+    own.sadd(channels.contacts_key(mine), "79001234567")
     for channel in (channels.health_ping_channel(mine), channels.control_channel(mine),
                     channels.simulator_channel(mine)):
         assert not subscribe_refused(own, False, channel)
@@ -113,8 +119,10 @@ def test_a_session_user_cannot_touch_another_company(redis_url: str, own: redis.
                                                          {"v": "1"}),
         "read its outbound stream": lambda: own.xrange(channels.outbound_stream(other)),
         "mark its command sent": lambda: own.set(channels.sent_marker_key(other, "k"), "x"),
-        "read the bot's side of its own inbound stream": lambda: own.xrange(
-            channels.inbound_stream(mine)),
+        "read its inbound stream": lambda: own.xrange(channels.inbound_stream(other)),
+        "trim its inbound stream": lambda: own.xtrim(channels.inbound_stream(other), 0),
+        "read its pacing state": lambda: own.hgetall(channels.send_pace_key(other)),
+        "read its contacts": lambda: own.sismember(channels.contacts_key(other), "7"),
         "list keys": lambda: own.keys("*"),
         "scan keys": lambda: own.scan(0),
         "flush": lambda: own.flushall(),

@@ -30,6 +30,10 @@ FAST_SIMULATOR = {
     "SALON_SIMULATOR_QR_PERIOD_S": "1",
     "SALON_HEARTBEAT_TTL_S": "6",
     "SALON_LOCK_CHECK_S": "0.5",
+    # pacing on, but never in the way of a test that is not about it
+    "SALON_SEND_RATE_PER_MINUTE": "6000", "SALON_SEND_BURST": "1000",
+    "SALON_SEND_NEW_CONTACTS_PER_HOUR": "36000", "SALON_SEND_NEW_CONTACT_BURST": "1000",
+    "SALON_SEND_JITTER_S": "0", "SALON_SEND_TYPING": "false", "SALON_STREAM_TRIM_S": "1",
 }
 
 

@@ -12,34 +12,11 @@ from aiohttp import web
 
 from salon_sessions.core import channels
 from tests.worker.conftest import WorkerFactory
-from tests.worker.harness import Observer, observing
+from tests.worker.harness import observing
+from tests.worker.messages import command, results, sent
 from tests.worker.test_lock import link
 
 pytestmark = pytest.mark.slow
-
-
-def command(company: str, key: str, text: str = "hello", to: str = "+7 900 123-45-67",
-            **extra: Any) -> dict[str, str]:
-    body = {"v": 1, "type": "send_text", "company_id": company, "idempotency_key": key,
-            "to": to, "text": text, **extra}
-    return {"payload": json.dumps(body)}
-
-
-async def results(obs: Observer, company: str, count: int,
-                  timeout: float = 20) -> list[dict[str, str]]:
-    async with asyncio.timeout(timeout):
-        while True:
-            entries = await obs.redis.xrange(channels.results_stream(company))
-            mine = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
-            mine = [r for r in mine if r["company_id"] == company]
-            if len(mine) >= count:
-                return mine
-            await asyncio.sleep(0.1)
-
-
-async def sent(obs: Observer, company: str) -> list[dict[str, str]]:
-    return [json.loads(x) for x in await obs.redis.lrange(
-        channels.simulator_sent_key(company), 0, -1)]
 
 
 async def test_inbound_messages_reach_the_stream_with_resolved_senders(

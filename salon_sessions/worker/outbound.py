@@ -1,0 +1,294 @@
+"""Outbound: the bot's send commands, sent once each, paced, and answered on a results stream.
+
+Commands are read from `whatsapp:messages:out:<company_id>` with the consumer group
+`workers` and acknowledged only once they have a final result on
+`whatsapp:messages:results:<company_id>`: a command stays pending in the group while the
+session is not connected, while it waits for its pacing slot and after a crash, so none is
+lost; a restarted worker first re-reads its own pending entries and claims idle ones.
+
+A command is never sent twice: its idempotency key is marked `sending` (SET NX) just before
+the send and `sent:<message id>` after it. A command whose key is already marked is not sent
+again: `duplicate` (with the first send's message id), or `unknown` if a worker died
+between marking and confirming (it may or may not have gone out; never resent).
+
+Pacing (`worker.pacing`): each send waits for its slot; a wait of a second or more is
+announced as a `delayed` result with `expected_at` (not final: `sent` or another final
+status follows). When WhatsApp refuses a send as rate-limited or restricted, the breaker
+stops all sending until the restriction ends and the worker reports `sending_paused` (the
+operator turns it into a Warning Event); the refused command is sent again afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from salon_sessions.core import channels
+from salon_sessions.core.company import CompanyId
+from salon_sessions.core.events import SENDING_PAUSED, ErrorData
+from salon_sessions.core.phone import Phone
+from salon_sessions.core.publisher import RETRYABLE
+from salon_sessions.core.redis_client import as_text
+from salon_sessions.worker.driver import NOT_CONNECTED, SEND_RESTRICTIONS, Driver, DriverError
+from salon_sessions.worker.metrics import WorkerMetrics
+from salon_sessions.worker.pacing import DelayReason, Pacer, typing_seconds
+
+log = logging.getLogger(__name__)
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_TEXT = 4096
+MARKER_TTL_S = 7 * 24 * 3600
+CLAIM_IDLE_MS = 60_000
+DELAY_NOTICE_S = 1.0
+"""A send held back at least this long gets a `delayed` result first."""
+
+IdempotencyKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+
+
+class SendText(BaseModel):
+    """An outbound command: `{"v": 1, "type": "send_text", "company_id": ..., ...}`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1]
+    type: Literal["send_text"]
+    company_id: CompanyId
+    idempotency_key: IdempotencyKey
+    to: Phone
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str, key: str = "") -> None:
+        self.reason, self.detail, self.key = reason, detail, key
+        super().__init__(f"{reason}: {detail}")
+
+
+ErrorReporter = Callable[[ErrorData], Awaitable[None]]
+
+
+class OutboundSender:
+    """Sends one session's commands while it is connected (one task per lock holder)."""
+
+    def __init__(self, redis: Redis, company_id: str, consumer: str, metrics: WorkerMetrics,
+                 report_error: ErrorReporter, pacer: Pacer, *, typing_max_s: float = 0.0
+                 ) -> None:
+        self._redis = redis
+        self._company = company_id
+        self._consumer = consumer
+        self._metrics = metrics
+        self._report_error = report_error
+        self._pacer = pacer
+        self._typing_max_s = typing_max_s
+        self._stream = channels.outbound_stream(company_id)
+        self._noticed: dict[str, tuple[DelayReason, int]] = {}
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._stream, channels.OUTBOUND_GROUP, id="0",
+                                            mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, driver: Driver, connected: asyncio.Event) -> None:
+        """Forever: send the session's commands while it is connected."""
+        own_pending = True
+        while True:
+            await connected.wait()
+            try:
+                await self._pacer.load()
+                await self.ensure_group()
+                if own_pending:
+                    entries = await self._read("0")
+                    if not entries:
+                        own_pending = False
+                        await self._claim_idle(driver, connected)
+                        continue
+                else:
+                    entries = await self._read(">", block_ms=1000)
+                for entry_id, fields in entries:
+                    if not connected.is_set() or not await self.handle(entry_id, fields,
+                                                                        driver, connected):
+                        own_pending = True  # left pending: re-read once connected again
+                        await asyncio.sleep(0.5)
+                        break
+            except RETRYABLE as exc:
+                log.warning("outbound: Redis unavailable (%s); retrying", type(exc).__name__,
+                            extra={"company_id": self._company})
+                own_pending = True
+                await asyncio.sleep(1)
+
+    async def _read(self, start: str,
+                    block_ms: int | None = None) -> list[tuple[str, dict[bytes, bytes]]]:
+        resp: Any = await self._redis.xreadgroup(
+            channels.OUTBOUND_GROUP, self._consumer, {self._stream: start}, count=20,
+            block=block_ms)
+        if not resp:
+            return []
+        return [(as_text(i), f) for i, f in resp[0][1] if f]
+
+    async def _claim_idle(self, driver: Driver, connected: asyncio.Event) -> None:
+        """Take over commands another (dead) consumer read but never acknowledged."""
+        resp: Any = await self._redis.xautoclaim(self._stream, channels.OUTBOUND_GROUP,
+                                                 self._consumer, min_idle_time=CLAIM_IDLE_MS,
+                                                 start_id="0", count=50)
+        for entry_id, fields in resp[1]:
+            if fields and connected.is_set():
+                await self.handle(as_text(entry_id), fields, driver, connected)
+
+    async def handle(self, entry_id: str, fields: dict[bytes, bytes], driver: Driver,
+                     connected: asyncio.Event) -> bool:
+        """Process one command; False when it was left pending (session not connected)."""
+        try:
+            cmd = self._parse(fields)
+        except Rejected as exc:
+            self._metrics.rejected.labels("outbound", exc.reason).inc()
+            await self._result(entry_id, exc.key, "rejected", error=f"{exc.reason}: {exc.detail}")
+            await self._report_error(ErrorData(code="bad_command",
+                                               message=f"outbound {entry_id}: {exc.detail}"))
+            await self._ack(entry_id)
+            return True
+        marker = channels.sent_marker_key(self._company, cmd.idempotency_key)
+        if await self._redis.get(marker) is not None:
+            await self._already_taken(entry_id, cmd, marker)
+            return True
+        contacts = channels.contacts_key(self._company)
+        new_contact = not await self._redis.sismember(contacts, cmd.to)
+        to_jid = f"{cmd.to}@s.whatsapp.net"
+        while True:
+            if not await self._wait_for_slot(entry_id, cmd, new_contact, connected):
+                return False
+            await self._typing(driver, to_jid, cmd.text, connected)
+            if not await self._redis.set(marker, "sending", nx=True, ex=MARKER_TTL_S):
+                await self._already_taken(entry_id, cmd, marker)
+                return True
+            await self._pacer.take(time.time(), new_contact=new_contact)
+            try:
+                message_id = await driver.send_text(to_jid, cmd.text)
+            except DriverError as exc:
+                await self._redis.delete(marker)  # refused, so not sent: may go again
+                if exc.code == NOT_CONNECTED:
+                    return False
+                if exc.code in SEND_RESTRICTIONS:
+                    await self._trip(exc)
+                    continue
+                await self._redis.set(marker, f"failed:{exc.code}", ex=MARKER_TTL_S)
+                await self._result(entry_id, cmd.idempotency_key, "failed", error=str(exc))
+                await self._ack(entry_id)
+                return True
+            break
+        await self._redis.set(marker, f"sent:{message_id}", ex=MARKER_TTL_S)
+        await self._redis.sadd(contacts, cmd.to)
+        await self._result(entry_id, cmd.idempotency_key, "sent", message_id=message_id)
+        await self._ack(entry_id)
+        return True
+
+    async def _wait_for_slot(self, entry_id: str, cmd: SendText, new_contact: bool,
+                             connected: asyncio.Event) -> bool:
+        """Wait until the pacer lets this command go; False if the session disconnected."""
+        jitter = self._pacer.jitter()
+        while True:
+            now = time.time()
+            slot = self._pacer.slot(now, new_contact=new_contact)
+            self._metrics.sending_paused.set(int(self._pacer.paused(now)))
+            at = slot.at + jitter
+            if at <= now:
+                self._noticed.pop(entry_id, None)
+                return True
+            if slot.reason is not None and at - now >= DELAY_NOTICE_S:
+                await self._notice_delay(entry_id, cmd, slot.reason, at)
+            if not connected.is_set():
+                return False
+            await asyncio.sleep(min(at - now, 1.0))
+
+    async def _notice_delay(self, entry_id: str, cmd: SendText, reason: DelayReason,
+                            at: float) -> None:
+        """One `delayed` result per command and reason (again only if the time moved)."""
+        previous = self._noticed.get(entry_id)
+        if previous is not None and previous[0] is reason and abs(previous[1] - at) < 5:
+            return
+        self._noticed[entry_id] = (reason, int(at))
+        self._metrics.outbound_delayed.labels(reason.value).inc()
+        expected = datetime.fromtimestamp(at, UTC).isoformat()
+        await self._result(entry_id, cmd.idempotency_key, "delayed", reason=reason.value,
+                           expected_at=expected)
+
+    async def _typing(self, driver: Driver, to_jid: str, text: str,
+                      connected: asyncio.Event) -> None:
+        seconds = typing_seconds(text, self._typing_max_s) if self._pacer.policy.enabled else 0
+        if seconds <= 0 or not connected.is_set():
+            return
+        await driver.send_presence(to_jid, True)
+        await asyncio.sleep(seconds)
+
+    async def _trip(self, exc: DriverError) -> None:
+        until = await self._pacer.pause(time.time(), exc.code, exc.retry_after_s)
+        self._metrics.sending_paused.set(1)
+        when = datetime.fromtimestamp(until, UTC)
+        log.error("WhatsApp refused a send (%s): sending paused until %s", exc.code,
+                  when.isoformat(), extra={"company_id": self._company})
+        await self._report_error(ErrorData(
+            code=SENDING_PAUSED, reason=exc.code, retry_at=when, will_retry=True,
+            message=f"WhatsApp refused a send ({exc.code}); no message is sent until "
+                    f"{when.isoformat(timespec='seconds')}, commands wait"))
+
+    async def _already_taken(self, entry_id: str, cmd: SendText, marker: str) -> None:
+        previous = as_text(await self._redis.get(marker) or b"")
+        if previous.startswith("sent:"):
+            await self._result(entry_id, cmd.idempotency_key, "duplicate",
+                               message_id=previous[5:])
+        else:
+            await self._result(entry_id, cmd.idempotency_key, "unknown",
+                               error="a previous attempt may have sent it; not resent")
+        await self._ack(entry_id)
+
+    def _parse(self, fields: dict[bytes, bytes]) -> SendText:
+        raw = fields.get(b"payload")
+        if raw is None:
+            raise Rejected("malformed", "the entry has no 'payload' field")
+        if len(raw) > MAX_COMMAND_BYTES:
+            raise Rejected("oversized", f"{len(raw)} bytes, limit {MAX_COMMAND_BYTES}")
+        try:
+            obj: Any = json.loads(raw)
+        except ValueError:
+            raise Rejected("malformed", "payload is not JSON") from None
+        key = str(obj.get("idempotency_key", ""))[:128] if isinstance(obj, dict) else ""
+        if not isinstance(obj, dict) or obj.get("type") != "send_text":
+            kind = obj.get("type") if isinstance(obj, dict) else None
+            raise Rejected("unknown_type", f"type {str(kind)[:40]!r} is not 'send_text'", key)
+        try:
+            cmd = SendText.model_validate(obj)
+        except ValidationError as exc:
+            where = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
+            raise Rejected("invalid", f"invalid fields: {where}", key) from None
+        if cmd.company_id != self._company:
+            raise Rejected("wrong_company", "the command is for another company", key)
+        return cmd
+
+    async def _result(self, entry_id: str, key: str, status: str, *, message_id: str = "",
+                      error: str = "", reason: str = "", expected_at: str = "") -> None:
+        if status != "delayed":
+            self._metrics.outbound.labels(status).inc()
+        await self._redis.xadd(channels.results_stream(self._company), {
+            "v": "1", "company_id": self._company, "command_id": entry_id,
+            "idempotency_key": key, "status": status, "message_id": message_id,
+            "error": error[:1024], "reason": reason, "expected_at": expected_at,
+            "ts": datetime.now(UTC).isoformat(),
+        })
+
+    async def _ack(self, entry_id: str) -> None:
+        self._noticed.pop(entry_id, None)
+        try:
+            await self._redis.xack(self._stream, channels.OUTBOUND_GROUP, entry_id)
+        except RedisError:
+            log.warning("could not ack %s; it will be seen again and recognised as sent",
+                        entry_id, extra={"company_id": self._company})
