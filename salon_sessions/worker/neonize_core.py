@@ -3,13 +3,14 @@
 Why not `import neonize`: its package `__init__` imports the whole Python client (PIL,
 httpx, linkpreview, bs4, segno, ~700 modules, ~40 MiB resident) of which the driver uses
 nothing, and `neonize._binder` declares ~150 Go functions the driver never calls. What the
-driver does use is small: six exported Go functions (`Neonize`, `Stop`, `Disconnect`,
-`PairPhone`, `SendMessage`, `Logout`), three protobuf modules, and the table that tells
-which protobuf class an event code carries. Those are declared here, by us, after the
-semantics of neonize 0.5.2's `_binder.py` and the Go core's C signatures:
+driver does use is small: seven exported Go functions (`Neonize`, `Stop`, `Disconnect`,
+`PairPhone`, `SendMessage`, `SendChatPresence`, `Logout`), three protobuf modules, and the
+table that tells which protobuf class an event code carries. Those are declared here, by
+us, after the semantics of neonize 0.5.2's `_binder.py` and the Go core's C signatures:
 
-- functions that return a Go-allocated `char*` (`Neonize`, `Logout`) get the pointer and
-  free it with `FreeString` after copying (a `c_char_p` restype would leak it);
+- functions that return a Go-allocated `char*` (`Neonize`, `Logout`, `SendChatPresence`)
+  get the pointer and free it with `FreeString` after copying (a `c_char_p` restype would
+  leak it);
 - functions that return a Go-allocated `struct BytesReturn*` (`PairPhone`, `SendMessage`)
   are copied, then freed with `FreeBytesStruct`;
 - `Stop` and `Disconnect` return nothing in Go (`func Stop(id *C.char)`): their restype is
@@ -166,6 +167,12 @@ def _declare(lib: Any) -> None:
     lib.SendMessage.argtypes = [c_char_p, c_char_p, c_int, c_char_p, c_int]
     lib.SendMessage.restype = ctypes.POINTER(BytesReturn)
     lib.SendMessage.errcheck = take_bytes
+    # SendChatPresence(uuid, JID, size, state, media) -> char* error ("" when none);
+    # state and media index Go slices (`utils.ChatPresence`, `utils.ChatPresenceMedia`):
+    # anything but 0 or 1 is an index-out-of-range panic, which kills the process.
+    lib.SendChatPresence.argtypes = [c_char_p, c_char_p, c_int, c_int, c_int]
+    lib.SendChatPresence.restype = ctypes.c_void_p
+    lib.SendChatPresence.errcheck = take_string
 
 
 # ---- where the wheel keeps things

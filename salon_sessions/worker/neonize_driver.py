@@ -61,11 +61,13 @@ from salon_sessions.worker.driver import (
     DriverSink,
     IssuedCode,
     LoggedOut,
+    MessageNotStored,
     PasskeyRequired,
     QrCode,
     StreamReplaced,
     TemporaryBan,
 )
+from salon_sessions.worker.neonize_errors import send_error
 from salon_sessions.worker.neonize_events import (
     connect_failure,
     enum_name,
@@ -77,11 +79,14 @@ from salon_sessions.worker.neonize_events import (
     temporary_ban,
 )
 from salon_sessions.worker.neonize_go import (
+    MESSAGE_WAIT_S,
     GoAttempt,
     GoOps,
+    PendingMessage,
     Phase,
     go_logout,
     go_pair_phone,
+    go_send_chat_presence,
     go_send_text,
     jid_proto,
     load_neonize,
@@ -161,6 +166,11 @@ class NeonizePolicy:
     slow_base_s: float = 300.0
     slow_cap_s: float = 3600.0
     """Backoff for refusals WhatsApp did not explain (unknown codes): never a fast loop."""
+    message_wait_s: float = MESSAGE_WAIT_S
+    """How long neonize's event thread waits for an inbound message to be stored before it
+    takes the next event (`neonize_go`, "Inbound messages")."""
+    presence_wait_s: float = 5.0
+    """How long `send_presence` waits for Go: a typing indicator must not hold up a send."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -368,8 +378,38 @@ class NeonizeDriver(Driver):
             message_id, error = await run_in_daemon("send", go_send_text, attempt.uuid, to,
                                                     text)
         if error:
-            raise DriverError("send_failed", self._scrub(error))
+            # 429 / 463: `rate_limited` / `reachout_restricted` (the bridge's breaker)
+            raise send_error(self._scrub(error))
         return message_id
+
+    async def send_presence(self, to_jid: str, composing: bool) -> None:
+        """neonize's `SendChatPresence` (whatsmeow: a `<chatstate>` node, composing or
+        paused, text). Best effort: without an open socket, or on any error, nothing
+        happens but a debug line; a Go call slower than `presence_wait_s` is left running."""
+        attempt = self._attempt
+        if not self._connected or attempt is None or attempt.phase is not Phase.RUNNING:
+            self._log.debug("no typing indicator: not connected")
+            return
+        try:
+            parsed = parse_jid(to_jid)
+            if parsed.kind is JidKind.SERVER:
+                raise InvalidJid(to_jid, "a server JID is not a chat")
+            to = jid_proto(parsed.bare)
+        except InvalidJid:
+            self._log.debug("no typing indicator: not a chat JID")
+            return
+        async with self._go_call():
+            call = run_in_daemon("presence", go_send_chat_presence, attempt.uuid, to,
+                                 composing)
+            try:
+                error = await asyncio.wait_for(asyncio.shield(call),
+                                               timeout=self._policy.presence_wait_s)
+            except TimeoutError:
+                self._log.debug("typing indicator: no answer from Go within %.0f s",
+                                self._policy.presence_wait_s)
+                return
+        if error:
+            self._log.debug("typing indicator not sent: %s", self._scrub(error))
 
     async def disconnect(self) -> None:
         supervisor = self._supervisor
@@ -414,6 +454,8 @@ class NeonizeDriver(Driver):
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
+        while self._inbox is not None and not self._inbox.empty():
+            _unqueued(self._inbox.get_nowait()[2])
         await self._terminate_retired()
         await self._store.close()
 
@@ -448,9 +490,12 @@ class NeonizeDriver(Driver):
         elif kind == "ClientOutdated":
             await self._on_client_outdated()
         elif kind == "Message":
-            message = await inbound_message(event, self._resolver)
-            if message is not None:
-                await self._emit(message)
+            await self.handle_message(event)
+        elif kind == "OfflineSyncPreview":
+            self._log.info("WhatsApp delivers what arrived while the client was away (%s "
+                           "messages)", event.Message)
+        elif kind == "OfflineSyncCompleted":
+            self._log.info("WhatsApp delivered what arrived while the client was away")
         elif kind == "Device":
             jid = jid_text(event.JID) if event.HasField("JID") else None
             if jid:
@@ -463,6 +508,30 @@ class NeonizeDriver(Driver):
             self._log.warning("WhatsApp stream error %s", event.Code)
         else:
             self._log.debug("ignoring neonize event %s", kind)
+
+    async def handle_message(self, event: Any, *, offline: bool = False) -> bool:
+        """A neonize `Message`: a text message goes to the sink, which stores it.
+
+        True once it is stored (or when it is no text message), False when it could not
+        be: the sink raised `MessageNotStored` (or there is no sink). whatsmeow has sent the
+        delivery receipt already (neonize does not let the driver withhold it, see
+        docs/NEONIZE.md, "Inbound messages"), so such a message is lost unless WhatsApp
+        delivers it again. `offline`: it came from WhatsApp's offline queue."""
+        message = await inbound_message(event, self._resolver, offline=offline)
+        if message is None:
+            return True
+        if self._sink is None:
+            self._log.warning("inbound message %s dropped: no sink attached",
+                              message.message_id)
+            return False
+        try:
+            await self._emit(message)
+        except MessageNotStored as exc:
+            self._log.error("inbound message %s was not stored (%s); WhatsApp already has "
+                            "its delivery receipt, so it is lost unless WhatsApp delivers "
+                            "it again", message.message_id, exc)
+            return False
+        return True
 
     async def handle_qr(self, code: str) -> None:
         """A (rotated) QR payload from the login socket."""
@@ -678,12 +747,16 @@ class NeonizeDriver(Driver):
             future.set_result(outcome)
 
     def _post(self, attempt: GoAttempt, kind: str, payload: Any) -> None:
-        """From Go threads: queue a callback onto the event loop (thread-safe)."""
+        """From Go threads: queue a callback onto the event loop (thread-safe). A message
+        that cannot be queued is settled as not stored at once (its Go thread waits)."""
         loop = self._loop
         if loop is None:
+            _unqueued(payload)
             return
-        with contextlib.suppress(RuntimeError):  # the loop is closed
+        try:
             loop.call_soon_threadsafe(self._note, attempt, kind, payload)
+        except RuntimeError:  # the loop is closed
+            _unqueued(payload)
 
     def _note(self, attempt: GoAttempt, kind: str, payload: Any) -> None:
         """On the loop, before queueing: track the login socket at once, so that a pairing
@@ -695,8 +768,10 @@ class NeonizeDriver(Driver):
             elif (kind == "login" and payload != "err-scanned-without-multidevice"
                   and payload not in PASSKEY_STATUSES):
                 self._login_ready.clear()
-        if self._inbox is not None:
+        if self._inbox is not None and not self._closed:
             self._inbox.put_nowait((attempt, kind, payload))
+        else:
+            _unqueued(payload)
 
     async def _consume(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -710,6 +785,10 @@ class NeonizeDriver(Driver):
                 self._log.exception("handling a neonize %s failed", kind)
 
     async def _dispatch(self, attempt: GoAttempt, kind: str, payload: Any) -> None:
+        if kind == "message":
+            # even from a retired client: WhatsApp has the receipt, the message is real
+            await self._deliver(payload)
+            return
         if attempt is not self._attempt:
             if kind == "finished" and attempt in self._retired:
                 with contextlib.suppress(Exception):
@@ -725,6 +804,14 @@ class NeonizeDriver(Driver):
             await self.handle_neonize_event(payload)
         elif kind == "marker":
             await self.handle_marker(payload)
+
+    async def _deliver(self, pending: PendingMessage) -> None:
+        """Store an inbound message, then release neonize's event thread waiting for it."""
+        stored = False
+        try:
+            stored = await self.handle_message(pending.event, offline=pending.offline)
+        finally:
+            pending.settle(stored)
 
     # ------------------------------------------------------------------ supervisor
     async def _supervise(self) -> None:
@@ -799,7 +886,8 @@ class NeonizeDriver(Driver):
         self._loop = loop
         attempt = GoAttempt(company_id=self.company_id, database_url=self._database_url,
                             jid=jid, proxy_url=self._proxy_url, post=self._post,
-                            log=self._log, scrub=self._scrub, ops=self._go_ops)
+                            log=self._log, scrub=self._scrub, ops=self._go_ops,
+                            message_wait_s=self._policy.message_wait_s)
         self._attempt = attempt
         self._outcome = loop.create_future()
         self._connected = False
@@ -983,6 +1071,12 @@ class NeonizeDriver(Driver):
                                   "no login connection to WhatsApp is open (yet)")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._login_ready.wait(), timeout=min(remaining, 1.0))
+
+
+def _unqueued(payload: Any) -> None:
+    """A callback that will never be handled: release a Go thread waiting on it."""
+    if isinstance(payload, PendingMessage):
+        payload.settle(False)
 
 
 def _check_device_jid(jid: str) -> None:

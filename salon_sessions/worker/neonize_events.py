@@ -129,11 +129,15 @@ def _timestamp(value: int) -> datetime | None:
         return None
 
 
-async def inbound_message(event: Any, resolver: LidResolver) -> InboundMessage | None:
+async def inbound_message(event: Any, resolver: LidResolver, *,
+                          offline: bool = False) -> InboundMessage | None:
     """`Message` -> `InboundMessage` for text messages (None for other kinds).
 
     `sender_alt_jid` is WhatsApp's `SenderAlt` when it sent one; for a LID sender without
-    it, the phone JID found through the store's LID map (None when unknown)."""
+    it, the phone JID found through the store's LID map (None when unknown).
+    `offline`: WhatsApp delivered it from the queue it kept while the client was away
+    (`extra["offline"] = "true"`; whatsmeow's `MessageInfo` has no such field, the driver
+    knows it from the `OfflineSyncPreview` / `OfflineSyncCompleted` events around it)."""
     info = _field(event, "Info")
     if info is None:
         return None
@@ -165,6 +169,8 @@ async def inbound_message(event: Any, resolver: LidResolver) -> InboundMessage |
         extra["is_group"] = "true"
     if bool(event.IsEdit) or (info.HasField("Edit") and str(info.Edit)):
         extra["edit"] = "true"
+    if offline:
+        extra["offline"] = "true"
     return InboundMessage(
         message_id=str(info.ID), chat_jid=chat, sender_jid=sender, text=text,
         from_me=bool(source.IsFromMe),

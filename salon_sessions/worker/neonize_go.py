@@ -32,13 +32,23 @@ source and checked against the shipped `neonize-linux-amd64.so`):
 - Passing a JID that is not in the store makes `whatsmeow.NewClient(nil)` panic: the
   driver resumes only a device it has just found in `whatsmeow_device`.
 - neonize's Go maps are not synchronised: the calls that read or write them
-  (`Stop`, `Disconnect`, `SendMessage`, `PairPhone`, `Logout`) are serialised here.
+  (`Stop`, `Disconnect`, `SendMessage`, `SendChatPresence`, `PairPhone`, `Logout`) are
+  serialised here.
+- Inbound messages (the "receipt after the write" rule, `driver.DriverSink`): whatsmeow
+  sends a message's delivery receipt once its event handlers have returned, but neonize's
+  handler only puts the event into a channel of 100 that one goroutine (the `Neonize()`
+  thread) drains into the event callback. So the receipt never waits for Python. What the
+  callback can do is hold that goroutine: `_on_event` waits (bounded, `message_wait_s`)
+  until the driver has stored the message, so that at most the channel's 100 events are
+  acknowledged to WhatsApp and not yet stored; when the channel is full, whatsmeow's
+  handler blocks and the next messages are not acknowledged. A stop releases the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import ctypes
 import enum
@@ -73,11 +83,24 @@ EV_CLIENT_OUTDATED: Final = 10
 EV_STREAM_ERROR: Final = 11
 EV_DISCONNECTED: Final = 12
 EV_MESSAGE: Final = 17
+EV_OFFLINE_SYNC_PREVIEW: Final = 26
+EV_OFFLINE_SYNC_COMPLETED: Final = 27
 
 SUBSCRIBED: Final = (EV_PAIR_STATUS, EV_CONNECTED, EV_KEEPALIVE_TIMEOUT, EV_LOGGED_OUT,
                      EV_TEMPORARY_BAN, EV_CONNECT_FAILURE, EV_STREAM_ERROR, EV_DISCONNECTED,
-                     EV_MESSAGE)
+                     EV_MESSAGE, EV_OFFLINE_SYNC_PREVIEW, EV_OFFLINE_SYNC_COMPLETED)
 """Never the empty-protobuf events 5, 7 and 10 (see the module docstring)."""
+
+CHAT_PRESENCE_COMPOSING: Final = 0
+CHAT_PRESENCE_PAUSED: Final = 1
+CHAT_PRESENCE_MEDIA_TEXT: Final = 0
+"""`SendChatPresence`'s state and media: indexes into neonize's Go slices
+`utils.ChatPresence` (composing, paused) and `utils.ChatPresenceMedia` (text, audio)."""
+
+MESSAGE_WAIT_S: Final = 120.0
+"""How long the Go thread waits for an inbound message to be stored (see the module
+docstring); below whatsmeow's 5 minutes after which a stuck node handler is left running in
+the background and message order is lost."""
 
 GO_LOG_LEVEL: Final = b"INFO"
 """whatsmeow's DEBUG lines carry raw XML (message contents, QR refs): never asked for."""
@@ -211,6 +234,16 @@ def go_send_text(uuid: str, to: Any, text: str) -> tuple[str, str]:
     return str(result.SendResponse.ID), str(result.Error)
 
 
+def go_send_chat_presence(uuid: str, to: Any, composing: bool) -> str:
+    """`SendChatPresence`: "typing..." (or its end) in the chat with `to`; the error."""
+    nz = load_neonize()
+    to_bytes = to.SerializeToString()
+    state = CHAT_PRESENCE_COMPOSING if composing else CHAT_PRESENCE_PAUSED
+    with _GO_MAP_LOCK:
+        return _text(nz.gocode.SendChatPresence(uuid.encode(), to_bytes, len(to_bytes), state,
+                                                CHAT_PRESENCE_MEDIA_TEXT))
+
+
 def go_logout(uuid: str) -> str:
     """`Logout`: unlink on WhatsApp's side, disconnect, delete the device; the error."""
     with _GO_MAP_LOCK:
@@ -243,10 +276,29 @@ class Phase(enum.IntEnum):
     """`Neonize()` returned."""
 
 
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """An inbound `Message` event whose Go thread waits until the driver has stored it."""
+
+    event: Any
+    """neonize's `Message` protobuf."""
+    offline: bool
+    """It arrived between whatsmeow's `OfflineSyncPreview` and `OfflineSyncCompleted`:
+    WhatsApp delivered it from the queue it kept while the client was away."""
+    stored: concurrent.futures.Future[bool]
+    """Set by the driver: True once stored (or not a message the bridge takes), False
+    when the sink could not store it. Whoever cannot deliver it sets False."""
+
+    def settle(self, stored: bool) -> None:
+        """Release the waiting Go thread (idempotent, any thread)."""
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            self.stored.set_result(stored)
+
+
 AttemptPost = Callable[["GoAttempt", str, Any], None]
 """Receives `(attempt, kind, payload)` from Go threads; must be thread-safe.
-Kinds: `qr` (str), `login` (str), `event` (protobuf), `marker` (`neonize_logs.LogFact`),
-`finished` (str)."""
+Kinds: `qr` (str), `login` (str), `event` (protobuf), `message` (`PendingMessage`: the
+receiver must settle it), `marker` (`neonize_logs.LogFact`), `finished` (str)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +314,8 @@ class GoAttempt:
 
     def __init__(self, *, company_id: str, database_url: str, jid: str | None,
                  proxy_url: str | None, post: AttemptPost, log: logging.LoggerAdapter[Any],
-                 scrub: Callable[[str], str], ops: GoOps | None = None) -> None:
+                 scrub: Callable[[str], str], ops: GoOps | None = None,
+                 message_wait_s: float = MESSAGE_WAIT_S) -> None:
         token = secrets.token_hex(4)
         self.uuid = f"{company_id}-{token}"
         self.application_name = f"salon-neonize:{company_id}:{token}"
@@ -290,6 +343,11 @@ class GoAttempt:
         self._watchdog: threading.Timer | None = None
         self._thread: threading.Thread | None = None
         self._refs: tuple[Any, ...] = ()
+        self._message_wait_s = message_wait_s
+        self._released: concurrent.futures.Future[None] = concurrent.futures.Future()
+        """Done once a stop is requested: message waits end (`_wait_stored`)."""
+        self._offline_sync = False
+        """Between `OfflineSyncPreview` and `OfflineSyncCompleted` (Go thread only)."""
         self.settled = threading.Event()
         """Set once a requested stop has done all it can (see `request_stop`)."""
         self.finished = threading.Event()
@@ -372,6 +430,8 @@ class GoAttempt:
         with self._lock:
             self._stop_requested = True
             action = self._pending_locked()
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            self._released.set_result(None)
         self._act(action)
 
     def _set_phase(self, phase: Phase) -> None:
@@ -480,11 +540,13 @@ class GoAttempt:
                              daemon=True).start()
 
     # ---- callbacks from Go threads ------------------------------------------------
-    def _emit(self, kind: str, payload: Any) -> None:
+    def _emit(self, kind: str, payload: Any) -> bool:
         try:
             self._post(self, kind, payload)
         except Exception:
             self._log.exception("could not deliver a neonize %s callback", kind)
+            return False
+        return True
 
     def _on_qr(self, _uuid: int | None, data: int | None) -> None:
         try:
@@ -513,9 +575,33 @@ class GoAttempt:
             message = cls.FromString(ctypes.string_at(data, size) if data and size > 0 else b"")
             if code == EV_DEVICE:
                 self._set_phase(Phase.RUNNING)
-            self._emit("event", message)
+            elif code == EV_OFFLINE_SYNC_PREVIEW:
+                self._offline_sync = True
+            elif code in (EV_OFFLINE_SYNC_COMPLETED, EV_DISCONNECTED):
+                self._offline_sync = False
+            if code == EV_MESSAGE:
+                self._wait_stored(PendingMessage(message, self._offline_sync,
+                                                 concurrent.futures.Future()))
+            else:
+                self._emit("event", message)
         except Exception:
             self._log.exception("bad event callback from neonize (code %s)", code)
+
+    def _wait_stored(self, pending: PendingMessage) -> None:
+        """On the Go thread: hand the message over, then hold this thread (and so
+        neonize's event channel, see the module docstring) until it is stored, for at most
+        `message_wait_s`, or until a stop is requested. Never waits on the event loop
+        itself: the loop settles `pending` from its own task."""
+        if not self._emit("message", pending) or self._stop_requested:
+            return
+        waits: list[concurrent.futures.Future[Any]] = [pending.stored, self._released]
+        done, _ = concurrent.futures.wait(waits,
+                                          timeout=self._message_wait_s,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        if not done:
+            self._log.warning("an inbound message was not stored within %.0f s; taking the "
+                              "next events (WhatsApp has its receipt already)",
+                              self._message_wait_s)
 
     def _on_log(self, data: int | None, size: int) -> None:
         try:

@@ -50,6 +50,9 @@ GO_EXPORTS: Final = {
                           "asks for a pairing code: (uuid, PairPhoneParams, len) -> bytes"),
     "SendMessage": GoExport((P, P, INT, P, INT), P,
                             "sends a text: (uuid, JID, len, Message, len) -> bytes"),
+    "SendChatPresence": GoExport((P, P, INT, INT, INT), P,
+                                 "shows typing before a send: (uuid, JID, len, state 0/1, "
+                                 "media 0/1) -> error text"),
     "Logout": GoExport((P,), P, "unlinks the device: (uuid) -> error text"),
     "GetVersion": GoExport((), P, "the Go core's version, checked when it is loaded"),
     "FreeString": GoExport((P,), None, "frees a returned C string (ctypes errcheck)"),
@@ -74,7 +77,7 @@ EVENT_CODES: Final = {0: "Device", 1: "QR", 2: "PairStatus", 3: "Connected",
                       4: "KeepAliveTimeout", 5: "KeepAliveRestored", 6: "LoggedOut",
                       7: "StreamReplaced", 8: "TemporaryBan", 9: "ConnectFailure",
                       10: "ClientOutdated", 11: "StreamError", 12: "Disconnected",
-                      17: "Message"}
+                      17: "Message", 26: "OfflineSyncPreview", 27: "OfflineSyncCompleted"}
 """neonize's event numbers (`neonize.events`) for the `EV_*` constants of `neonize_go`."""
 
 REQUIRED_FIELDS: Final = {
@@ -91,6 +94,9 @@ REQUIRED_FIELDS: Final = {
                           "IsViewOnceV2Extension", "IsDocumentWithCaption",
                           "IsLottieSticker", "IsEdit", "UnavailableRequestID",
                           "RetryCount"}),
+    "OfflineSyncPreview": frozenset({"Total", "AppDataChanges", "Message", "Notifications",
+                                     "Receipts"}),
+    "OfflineSyncCompleted": frozenset({"Count"}),
 }
 """The proto2 `required` fields of each event the driver subscribes to (and `Device`, which
 always comes). Go's `proto.Marshal` refuses a message with a required field unset, and
@@ -115,6 +121,7 @@ FIELDS_READ: Final = {
     "PairPhoneParams": ("phone", "showPushNotification", "clientType", "clientDisplayName"),
     "PairPhoneReturnFunction": ("Code", "Error"),
     "SendMessageReturnFunction": ("SendResponse", "Error"),
+    "OfflineSyncPreview": ("Message",),
 }
 """`neonize.proto.Neonize_pb2` fields the driver reads or writes, by message."""
 
@@ -131,3 +138,10 @@ non-retryable connect failures halt the driver)."""
 BOT_TAG_SWITCH: Final = "NEONIZE_BOT_TAG"
 """The environment variable neonize's Go core reads to stop adding its bot node (the
 "AI/bot" label) to every message sent to a phone-number chat; `off` turns it off."""
+
+SEND_ERROR_FORMATS: Final = ("server returned error", "info query returned status %d: %s",
+                             "rate-overlimit", "client is nil")
+"""whatsmeow's texts that `neonize_errors` reads WhatsApp's send refusals from
+(`ErrServerReturnedError` + the ack's code, `IQError.Error()`, `ErrIQRateOverLimit`), and the
+error `SendChatPresence` returns for a client neonize does not know (the contract test's
+call)."""

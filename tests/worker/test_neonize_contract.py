@@ -73,7 +73,8 @@ def driver_go_calls() -> Iterator[tuple[str, int, str]]:
 def test_the_driver_calls_only_pinned_exports_with_their_argument_count() -> None:
     calls = list(driver_go_calls())
     assert {name for name, _, _ in calls} >= {"Neonize", "Stop", "Disconnect", "PairPhone",
-                                              "SendMessage", "Logout"}, calls
+                                              "SendMessage", "SendChatPresence",
+                                              "Logout"}, calls
     for name, count, where in calls:
         assert name in pins.GO_EXPORTS, (
             f"{where} calls Go {name}, which is not pinned: add its signature to "
@@ -167,13 +168,31 @@ def test_the_proxy_settings_struct() -> None:
 
 # ---------------------------------------------------------------------------- strings
 
-@pytest.mark.parametrize("needle", neonize_logs.NEEDLES)
-def test_the_log_lines_the_driver_watches_are_in_the_go_core(core: GoBinary,
-                                                             needle: str) -> None:
-    assert core.contains(needle), (
-        f"whatsmeow no longer logs {needle!r}: the driver would miss what it announces "
-        "(an event neonize cannot deliver), e.g. never retry or halt on a replaced "
-        "stream, lose why a device was logged out or how long a ban lasts")
+LOG_LINE_GONE = ("the driver would miss what it announces (an event neonize cannot "
+                 "deliver), e.g. never retry or halt on a replaced stream, lose why a device "
+                 "was logged out or how long a ban lasts")
+SEND_ERROR_GONE = ("neonize_errors would stop recognising WhatsApp's rate limits and "
+                   "reach-out restrictions, and the bridge would keep sending into them "
+                   "(tests/worker/test_neonize_errors.py has the full texts)")
+
+
+@pytest.mark.parametrize(("needle", "consequence"),
+                         [(n, LOG_LINE_GONE) for n in neonize_logs.NEEDLES]
+                         + [(t, SEND_ERROR_GONE) for t in pins.SEND_ERROR_FORMATS])
+def test_the_texts_the_driver_reads_are_in_the_go_core(core: GoBinary, needle: str,
+                                                       consequence: str) -> None:
+    """whatsmeow's log lines (`neonize_logs`) and error texts (`neonize_errors`)."""
+    assert core.contains(needle), f"whatsmeow no longer has {needle!r}: {consequence}"
+
+
+def test_chat_presence_goes_through_to_go() -> None:
+    """The driver's own prototype, state and media values, through the real Go core: a
+    client neonize does not know answers whatsmeow's nil-client error (a wrong argument
+    would panic in Go's slice index or protobuf decoding and end the process)."""
+    to = neonize_go.jid_proto("79686484488@s.whatsapp.net")
+    for composing in (True, False):
+        assert neonize_go.go_send_chat_presence("no-such-client", to, composing) == (
+            "client is nil")
 
 
 def test_the_bot_label_switch_exists(core: GoBinary) -> None:
