@@ -105,7 +105,10 @@ class InboundWriter:
         now = datetime.now(UTC)
         sent_at = msg.timestamp or now
         since = self.connected_since
-        late = since is not None and sent_at < since - LATE_MARGIN
+        # the driver's word (neonize: between OfflineSyncPreview and -Completed, which may
+        # come before `Connected`), else sent well before this connection opened
+        late = msg.extra.get("offline") == "true" or (
+            since is not None and sent_at < since - LATE_MARGIN)
         fields: dict[str, str] = {
             "v": "1", "company_id": self._company, "message_id": msg.message_id,
             "chat": msg.chat_jid, "text": msg.text, "from_me": str(msg.from_me).lower(),
