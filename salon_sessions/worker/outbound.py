@@ -246,6 +246,10 @@ class OutboundSender:
         if previous.startswith("sent:"):
             await self._result(entry_id, cmd.idempotency_key, "duplicate",
                                message_id=previous[5:])
+        elif previous.startswith("failed:"):
+            await self._result(entry_id, cmd.idempotency_key, "failed",
+                               error=f"an earlier command with this key failed "
+                                     f"({previous[7:]}); send again with a new key")
         else:
             await self._result(entry_id, cmd.idempotency_key, "unknown",
                                error="a previous attempt may have sent it; not resent")

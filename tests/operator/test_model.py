@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from salon_sessions.core.events import (
+    SENDING_PAUSED,
     ConnectedData,
     DisconnectedData,
     ErrorData,
@@ -313,3 +314,20 @@ def test_a_duplicate_runs_nothing_says_who_owns_the_company_and_survives_a_reloa
     again.refresh(T0)
     assert again.phase is Phase.STARTING
     assert conds(again)["Ready"][1] != "DuplicateCompany"
+
+
+def test_a_paused_sender_is_a_warning_and_leaves_the_connection_alone() -> None:
+    model = started()
+    src = EventSource("company_1001", "company-1001")
+    model.apply_event(src.event(ConnectedData()), T0)
+    model.refresh(T0)
+    model.warnings.clear()
+    until = T0 + timedelta(hours=1)
+    model.apply_event(src.event(ErrorData(
+        code=SENDING_PAUSED, reason="rate_limited", retry_at=until, will_retry=True,
+        message="WhatsApp refused a send (rate_limited); no message is sent until 11:00")), T0)
+    model.refresh(T0)
+    assert [(w.reason, w.message) for w in model.warnings] == [
+        ("SendingPaused",
+         "WhatsApp refused a send (rate_limited); no message is sent until 11:00")]
+    assert conds(model)["Connected"][0] == "True"  # still connected: only sending waits
