@@ -24,6 +24,7 @@ qr:
 lint: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	.venv/bin/mypy --strict examples/echo_bot.py  # a bot author's code, typed as ours
 
 test: bootstrap lint
 	.venv/bin/pytest $(PYTEST_ARGS)
