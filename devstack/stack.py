@@ -31,6 +31,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from devstack import images, node
 from devstack.node import NODE_IP, NODE_NAME, POD_CIDR, SERVICE_CIDR
@@ -187,9 +188,31 @@ def start_postgres_again(info: StackInfo) -> None:
 
 # --------------------------------------------------------------------------- redis
 
+REDIS_DATA = "redis"
+"""Redis' directory in the state dir: redis.conf and the append-only files."""
+
+
+def redis_config(port: int, bind: str, data_dir: Path, users: Iterable[str], *,
+                 appendonly: bool = True) -> str:
+    """A redis.conf as the project requires its Redis (docs/HELM.md, "Redis must persist"):
+    the append-only file on, fsynced every second, no RDB snapshots (the AOF is the
+    durable copy). Every write Redis has answered is in the file (Redis writes its AOF
+    buffer before it replies), so a Redis killed with SIGKILL and started again on the same
+    directory keeps them all; an OS crash could lose the last second. `appendonly=False`
+    gives the Redis the project warns about (tests of the readiness check and the gauge).
+    `users` are `core.redis_acl.config_line`s: users of the file survive a restart, users
+    created later with ACL SETUSER do not (the operator re-creates the session users)."""
+    return (
+        f"port {port}\nbind {bind}\ndir {data_dir}\nsave \"\"\n"
+        f"appendonly {'yes' if appendonly else 'no'}\nappendfsync everysec\n"
+        f"appenddirname appendonlydir\nprotected-mode yes\n" + "\n".join(users) + "\n"
+    )
+
+
 def start_redis(state_dir: Path, info: StackInfo) -> None:
-    """Redis with the users of `core.redis_acl` in its configuration (so that a restart
-    keeps them; the per-session users are the operator's to create and re-create)."""
+    """Redis with AOF (`redis_config`) and the users of `core.redis_acl` in its
+    configuration (so that a restart keeps them; the per-session users are the operator's
+    to create and re-create). A new stack starts with an empty data directory."""
     from salon_sessions.core import redis_acl
 
     port = REDIS_PORT
@@ -198,21 +221,32 @@ def start_redis(state_dir: Path, info: StackInfo) -> None:
              redis_acl.API_USER: redis_acl.api_rules(),
              redis_acl.ADMIN_USER: redis_acl.admin_rules()}
     passwords = {user: secrets.token_urlsafe(18) for user in users}
-    (state_dir / "redis").mkdir(exist_ok=True)
-    conf = state_dir / "redis" / "redis.conf"
+    data = state_dir / REDIS_DATA
+    shutil.rmtree(data, ignore_errors=True)  # a new stack, new passwords: no old data
+    data.mkdir()
+    conf = data / "redis.conf"
     lines = [redis_acl.config_line("default", password, ["~*", "&*", "+@all"])]
     lines += [redis_acl.config_line(u, passwords[u], rules) for u, rules in users.items()]
-    conf.write_text(
-        f"port {port}\nbind {NODE_IP}\ndir {state_dir / 'redis'}\nsave \"\"\n"
-        f"appendonly no\nprotected-mode yes\n" + "\n".join(lines) + "\n"
-    )
+    conf.write_text(redis_config(port, NODE_IP, data, lines))
     conf.chmod(0o600)
-    proc = spawn(state_dir, "redis", ["redis-server", str(conf)])
-    wait_until("Redis", lambda: _redis_ping(port, password), 20, proc,
-               state_dir / "logs" / "redis.log")
     info.redis_url = f"redis://:{password}@{NODE_IP}:{port}/0"
     info.redis_operator_url, info.redis_api_url, info.redis_admin_url = (
         with_credentials(info.redis_url, u, passwords[u]) for u in users)
+    _run_redis(state_dir, info)
+
+
+def _redis_port_password(info: StackInfo) -> tuple[int, str]:
+    parts = urlsplit(info.redis_url)
+    return int(parts.port or REDIS_PORT), unquote(parts.password or "")
+
+
+def _run_redis(state_dir: Path, info: StackInfo) -> None:
+    """Start redis-server on the configuration of `start_redis` and wait until it answers
+    PING (after it has loaded its append-only file: until then it answers LOADING)."""
+    port, password = _redis_port_password(info)
+    proc = spawn(state_dir, "redis", ["redis-server", str(state_dir / REDIS_DATA / "redis.conf")])
+    wait_until("Redis", lambda: _redis_ping(port, password), 30, proc,
+               state_dir / "logs" / "redis.log")
 
 
 def _redis_ping(port: int, password: str) -> bool:
@@ -221,16 +255,37 @@ def _redis_ping(port: int, password: str) -> bool:
         return b"PONG" in s.recv(100)
 
 
+def kill_redis(info: StackInfo) -> None:
+    """SIGKILL the stack's Redis, as a crash would (no shutdown, no final fsync); its
+    append-only file stays for `start_redis_again`. Returns once the process is gone."""
+    path = pid_dir(Path(info.state_dir)) / "redis.pid"
+    pid = int(path.read_text().strip())
+    with contextlib.suppress(ProcessLookupError):  # spawn() gave it its own process group
+        os.killpg(pid, signal.SIGKILL)
+
+    def gone() -> bool:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return not pid_alive(pid)
+
+    wait_until("Redis to die", gone, 10)
+    path.unlink(missing_ok=True)
+
+
+def start_redis_again(info: StackInfo) -> None:
+    """Start Redis after `kill_redis` (or a stop) on the same port, configuration and data:
+    it loads its append-only file, so every write it had answered is back, and the users of
+    its configuration (default, operator, API, ACL admin) log in with the same URLs. Users
+    created with ACL SETUSER (the session workers') are gone until the operator re-creates
+    them (tests: `tests.helpers.restore_session_users`)."""
+    _run_redis(Path(info.state_dir), info)
+
+
 def restart_redis(info: StackInfo) -> None:
-    """Stop and start Redis again on the same port and password (tests of reconnects)."""
-    state_dir = Path(info.state_dir)
-    stop_all_named(state_dir, ["redis"])
-    conf = state_dir / "redis" / "redis.conf"
-    port = int(info.redis_url.rsplit(":", 1)[1].split("/")[0])
-    password = info.redis_url.split(":", 2)[2].split("@")[0]
-    proc = spawn(state_dir, "redis", ["redis-server", str(conf)])
-    wait_until("Redis", lambda: _redis_ping(port, password), 20, proc,
-               state_dir / "logs" / "redis.log")
+    """Stop Redis (SIGTERM: it writes and fsyncs its AOF on the way out) and start it again
+    on the same port, password and data (tests of reconnects)."""
+    stop_all_named(Path(info.state_dir), ["redis"])
+    start_redis_again(info)
 
 
 stop_all_named = stop_named

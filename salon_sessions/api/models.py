@@ -214,6 +214,9 @@ class Check(BaseModel):
     ok: bool
     latency_ms: float | None = None
     error: str | None = None
+    message: str | None = None
+    """What the check found, in words, when it is not plain health (e.g. Redis without
+    persistence, failing or only reported)."""
 
 
 class Readiness(BaseModel):

@@ -57,10 +57,11 @@ WORKER_COMMANDS: Final = (
 )
 OPERATOR_COMMANDS: Final = (
     *_CONNECTION, *_TRANSACTION, "psubscribe", "punsubscribe", "hgetall", "pttl", "del",
+    "info",
 )
 API_COMMANDS: Final = (
     *_CONNECTION, *_TRANSACTION, "subscribe", "unsubscribe", "psubscribe", "punsubscribe",
-    "pubsub|numsub", "hgetall", "get", "exists", "scan", "incrby", "expire",
+    "pubsub|numsub", "hgetall", "get", "exists", "scan", "incrby", "expire", "info",
 )
 ADMIN_COMMANDS: Final = (*_CONNECTION, "acl|setuser", "acl|deluser", "acl|users", "acl|log")
 

@@ -378,3 +378,7 @@ class ApiSettings(_Database, _Redis):
     pong_timeout_s: float = Field(default=5.0, gt=0, le=60)
     control_timeout_s: float = Field(default=10.0, gt=0, le=120)
     kube_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    redis_require_persistence: bool = Field(
+        default=True, description="/readyz fails while Redis runs without its append-only "
+        "file (INFO persistence): the message streams and idempotency markers would not "
+        "survive a Redis restart; false reports it without failing (docs/HELM.md)")

@@ -48,6 +48,7 @@ from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.pods import observe_pod
 from salon_sessions.operator.reconciler import Reconciler
 from salon_sessions.operator.recorder import EventRecorder
+from salon_sessions.operator.redis_persistence import RedisPersistenceGauges
 from salon_sessions.operator.refusals import TenancyRefusals
 from salon_sessions.operator.registry import Registry, Session
 from salon_sessions.operator.status_writer import StatusWriter
@@ -190,6 +191,8 @@ class Operator:
             asyncio.create_task(TenancyRefusals(s.database_url.get_secret_value(), self.metrics,
                                                 interval_s=s.acl_log_drain_s).run(),
                                 name="tenancy-refusals"),
+            asyncio.create_task(RedisPersistenceGauges(redis, self.metrics.registry).run(),
+                                name="redis-persistence"),
         }
         waiters = {asyncio.create_task(self.stopping.wait(), name="stop")}
         if self.elector is not None:

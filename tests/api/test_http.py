@@ -306,7 +306,7 @@ async def test_health_readiness_and_metrics(api: ApiServer, workers: WorkerFacto
         ready = await http.get("/readyz")
         assert ready.status_code == 200
         assert {k: v["ok"] for k, v in ready.json()["checks"].items()} == {
-            "redis": True, "postgres": True, "kubernetes": True}
+            "redis": True, "postgres": True, "kubernetes": True, "redis_persistence": True}
 
         metrics = (await http.get("/metrics")).text
         for name in ("salon_api_request_seconds_bucket", "salon_api_websocket_clients",
@@ -334,7 +334,7 @@ async def test_readiness_reports_a_dependency_down(tmp_path: Path, stack: StackI
             assert ready.status_code == 503
             checks = ready.json()["checks"]
             assert checks["kubernetes"] == {"ok": False, "latency_ms": None,
-                                            "error": "RuntimeError"}
+                                            "error": "RuntimeError", "message": None}
             assert checks["redis"]["ok"] is True
             create = await http.post("/v1/sessions", headers=server.admin(),
                                      json={"company_id": new_company()})

@@ -73,6 +73,7 @@ BAD_VALUES = [
     (["--set", "database.password=hunter2"], "password"),
     (["--set", "redis.url=redis://:pw@redis:6379/0"], "url"),
     (["--set-string", "networkPolicy.redis.port=6379/tcp"], "/networkPolicy/redis/port"),
+    (["--set-string", "redis.requirePersistence=yes"], "/redis/requirePersistence"),
     (["--set", "worker.env.SALON_DRIVER=simulator"], "SALON_DRIVER"),
     (["--set", "operator.env.FOO=bar"], "FOO"),
     (["--set", "operator.env.SALON_NAMESPACE=other"], "SALON_NAMESPACE"),
@@ -332,6 +333,20 @@ def test_secrets_only_by_reference(tmp_path: Path) -> None:
 
 def settings_env(cls: type[Any]) -> set[str]:
     return {f"SALON_{name.upper()}" for name in cls.model_fields}
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_redis_persistence_requirement_reaches_the_api(required: bool, tmp_path: Path) -> None:
+    """redis.requirePersistence (default true) becomes the API's
+    SALON_REDIS_REQUIRE_PERSISTENCE, which its /readyz obeys."""
+    values = {} if required else {"redis": {"requirePersistence": False}}
+    docs = render(values=values, tmp=tmp_path)
+    env = env_of(container(find(docs, "Deployment", "salon-sessions-api")))
+    value = env["SALON_REDIS_REQUIRE_PERSISTENCE"]["value"]
+    assert value == str(required).lower()
+    assert ApiSettings.model_validate({
+        "database_url": "postgresql://u:p@h/d", "redis_url": "redis://h:6379/0",
+        "redis_require_persistence": value}).redis_require_persistence is required
 
 
 def test_every_salon_variable_is_a_setting(tmp_path: Path) -> None:

@@ -95,10 +95,12 @@ def test_worker_killed_and_redis_restarted(operator_env: OperatorEnv,
                    "the worker rewrote its hash")
         status = env.wait_status(name, "still connected", phase="Connected", connected=True)
         assert condition(status, "Connected")["reason"] == "Connected"
-        # Redis forgot the worker's user: the operator re-created it, the worker's
-        # subscriptions come back with their backoff
-        assert op.metric("salon_operator_session_credentials_total", action="restore",
-                         result="ok") >= 1
+        # Redis forgot the worker's user (ACL SETUSER users are not in its append-only
+        # file): the operator re-creates it, the worker's subscriptions come back with
+        # their backoff. Redis kept the hash (AOF), so the lines above can pass before that
+        eventually(lambda: op.metric("salon_operator_session_credentials_total",
+                                     action="restore", result="ok") >= 1, 60,
+                   "the operator re-created the worker's Redis user")
         # 405 (client outdated): WhatsApp refuses, and the driver does not reconnect
         eventually(lambda: phone.act(action="connect_failure", code=405) == 1, 30,
                    "the simulated phone heard")

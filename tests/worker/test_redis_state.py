@@ -87,8 +87,8 @@ async def test_worker_restates_its_state_after_a_redis_restart(
         await link(obs)
         before = len(obs.events)
         await asyncio.to_thread(restart_redis)
-        # the hash is gone with Redis (no persistence); the worker writes it again and
-        # republishes its connection state
+        # Redis kept the hash (AOF, devstack.stack.redis_config); the worker writes it
+        # again and republishes its connection state after the gap
         state = await obs.wait_state(lambda s: s.get("connected") == "true", timeout=30)
         assert state["linked"] == "true"
         async with asyncio.timeout(30):

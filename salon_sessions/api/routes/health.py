@@ -22,6 +22,7 @@ from salon_sessions.core import channels
 from salon_sessions.core.codec import encode
 from salon_sessions.core.company import canonical_company_id, resource_name
 from salon_sessions.core.events import PingData, PingEvent, SeqCounter, correlation_id
+from salon_sessions.operator import redis_persistence
 
 router = APIRouter(tags=["health"])
 _seq = SeqCounter()
@@ -151,10 +152,37 @@ async def _timed(check: Callable[[], Awaitable[object]]) -> Check:
     return Check(ok=True, latency_ms=round((time.perf_counter() - started) * 1e3, 3))
 
 
+async def _redis_persistence(ctx: Context) -> Check:
+    """Redis runs with its append-only file (`operator.redis_persistence`): without it a
+    Redis restart loses the message streams and idempotency markers. Fails readiness only
+    while `redis_require_persistence`; otherwise the same finding is reported, ok."""
+    required = ctx.settings.redis_require_persistence
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            status = await redis_persistence.read(ctx.redis)
+    except TimeoutError:
+        return Check(ok=not required, error="timed out",
+                     message="could not read Redis's INFO persistence")
+    except Exception as exc:
+        return Check(ok=not required, error=type(exc).__name__,
+                     message="could not read Redis's INFO persistence")
+    latency = round((time.perf_counter() - started) * 1e3, 3)
+    if status.durable:
+        return Check(ok=True, latency_ms=latency)
+    message = status.message()
+    if not required:
+        message += " (reported only: SALON_REDIS_REQUIRE_PERSISTENCE is false)"
+    return Check(ok=not required, latency_ms=latency, error=status.reason, message=message)
+
+
 @router.get("/readyz", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "A dependency is down"}},
-            summary="Readiness: Redis, PostgreSQL and the Kubernetes API reachable")
+            summary="Readiness: Redis (persistent), PostgreSQL and the Kubernetes API")
 async def readyz(ctx: Ctx) -> JSONResponse:
+    """Each dependency answers in time; and Redis runs with its append-only file
+    (`redis_persistence`: required unless SALON_REDIS_REQUIRE_PERSISTENCE=false, then only
+    reported)."""
     async def redis() -> None:
         await ctx.redis.ping()
 
@@ -169,8 +197,9 @@ async def readyz(ctx: Ctx) -> JSONResponse:
             raise RuntimeError("not configured")
         await ctx.kube.ping()
 
-    names = ("redis", "postgres", "kubernetes")
-    results = await asyncio.gather(*(_timed(f) for f in (redis, postgres, kubernetes)))
+    names = ("redis", "postgres", "kubernetes", "redis_persistence")
+    results = await asyncio.gather(*(_timed(f) for f in (redis, postgres, kubernetes)),
+                                   _redis_persistence(ctx))
     checks = dict(zip(names, results, strict=True))
     ready = all(c.ok for c in results)
     body = Readiness(ready=ready, checks=checks)
