@@ -182,6 +182,13 @@ def session_keepers(redis: Redis, company_id: str, retention_s: float, max_entri
     bot = Retention(retention_s, max_entries)
     metrics.stream_retention.set(retention_s)
     metrics.stream_max_entries.set(max_entries)
+    metrics.sending_paused.set(0)
+    for stream in ("inbound", "results"):
+        # from the start, so that the first drop is an increase Prometheus can see
+        for cause in ("retention", "max_entries"):
+            metrics.stream_dropped.labels(stream, cause)
+        metrics.stream_oldest_unacked_age.labels(stream).set(0)
+        metrics.stream_length.labels(stream).set(0)
     return [
         StreamKeeper(redis, channels.inbound_stream(company_id), "inbound", bot, metrics),
         StreamKeeper(redis, channels.results_stream(company_id), "results", bot, metrics),
