@@ -194,21 +194,22 @@ class OutboundSender:
 
     async def _wait_for_slot(self, entry_id: str, cmd: SendText, new_contact: bool,
                              connected: asyncio.Event) -> bool:
-        """Wait until the pacer lets this command go; False if the session disconnected."""
-        jitter = self._pacer.jitter()
-        while True:
-            now = time.time()
-            slot = self._pacer.slot(now, new_contact=new_contact)
-            self._metrics.sending_paused.set(int(self._pacer.paused(now)))
-            at = slot.at + jitter
-            if at <= now:
-                self._noticed.pop(entry_id, None)
-                return True
-            if slot.reason is not None and at - now >= DELAY_NOTICE_S:
-                await self._notice_delay(entry_id, cmd, slot.reason, at)
+        """Wait until the pacer lets this command go (its slot plus the jitter, fixed once:
+        this task is the session's only sender, so nothing moves the slot meanwhile);
+        False if the session disconnected."""
+        now = time.time()
+        slot = self._pacer.slot(now, new_contact=new_contact)
+        self._metrics.sending_paused.set(int(self._pacer.paused(now)))
+        at = slot.at + self._pacer.jitter()
+        if at > now and slot.reason is not None and at - now >= DELAY_NOTICE_S:
+            await self._notice_delay(entry_id, cmd, slot.reason, at)
+        while (now := time.time()) < at:
             if not connected.is_set():
                 return False
             await asyncio.sleep(min(at - now, 1.0))
+        self._noticed.pop(entry_id, None)
+        self._metrics.sending_paused.set(0)
+        return True
 
     async def _notice_delay(self, entry_id: str, cmd: SendText, reason: DelayReason,
                             at: float) -> None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from salon_sessions.core import channels
 from salon_sessions.core.settings import MANAGED_WORKER_ENV
 from tests.helpers import eventually
 from tests.operator.conftest import OperatorEnv
@@ -120,6 +121,30 @@ def test_qr_link_connect_disconnect_delete(operator_env: OperatorEnv) -> None:
             watch.close()
         reasons = {e["reason"] for e in env.events(name)}
         assert {"Starting", "AwaitingLink", "Connected", "Disconnected"} <= reasons
+
+        # a send with the default pacing (jitter, typing) goes out; then WhatsApp refuses
+        # one as rate-limited: the worker stops sending, the operator posts a Warning
+        # Event, and the session stays connected
+        def send(key: str) -> None:
+            phone.redis.xadd(channels.outbound_stream(company), {"payload": json.dumps(
+                {"v": 1, "type": "send_text", "company_id": company, "idempotency_key": key,
+                 "to": "79001234567", "text": "hello"})})
+
+        def result_of(key: str) -> list[str]:
+            return [f[b"status"].decode() for _, f in phone.redis.xrange(
+                channels.results_stream(company)) if f[b"idempotency_key"] == key.encode()]
+
+        send("e2e-0")
+        eventually(lambda: result_of("e2e-0") == ["sent"], 30, "sent with default pacing")
+        phone.act(action="send_limit", code=429, expire_s=600)
+        send("e2e-1")
+        eventually(lambda: [e for e in env.events(name) if e["reason"] == "SendingPaused"],
+                   30, "a SendingPaused Warning Event")
+        assert result_of("e2e-1") == ["delayed"]  # waits, not dropped
+        paused = next(e for e in env.events(name) if e["reason"] == "SendingPaused")
+        assert paused["type"] == "Warning"
+        assert "rate_limited" in paused["message"]
+        assert env.status(name).get("connected") is True
         assert op.metric("salon_operator_sessions", phase="Connected") == 1
         assert op.metric("salon_operator_sessions_linked") == 1
         assert op.metric("salon_operator_pubsub_roundtrip_seconds_count",

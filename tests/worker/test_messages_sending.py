@@ -87,7 +87,8 @@ async def _sent_at_least(r: Redis, company: str, n: int) -> bool:
 async def test_a_command_that_waits_for_its_slot_is_announced_as_delayed_first(
         workers: WorkerFactory, redis_url: str, company: str) -> None:
     async with observing(redis_url, company) as obs:
-        workers(env={**PACED, "SALON_SEND_RATE_PER_MINUTE": "30", "SALON_SEND_BURST": "1"})
+        workers(env={**PACED, "SALON_SEND_RATE_PER_MINUTE": "30", "SALON_SEND_BURST": "1",
+                     "SALON_SEND_JITTER_S": "0.5"})
         await link(obs)
         await push(obs.redis, company, [command(company, f"p{i}", f"paced {i}")
                                         for i in range(3)])
@@ -102,6 +103,7 @@ async def test_a_command_that_waits_for_its_slot_is_announced_as_delayed_first(
             assert datetime.fromisoformat(item["ts"]).timestamp() >= expected - 0.01
         spacing = sent_times(delivered)
         assert spacing[2] - spacing[1] >= 1.95  # one send per 2 s once the burst is spent
+        assert spacing[2] - spacing[1] < 2.6  # plus a jitter of at most 0.5 s, once
 
 
 async def test_an_open_breaker_survives_a_worker_restart(
