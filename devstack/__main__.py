@@ -132,6 +132,10 @@ def create_demo_salon(info: stack.StackInfo) -> str:
     return str(token["onboarding_url"])
 
 
+CLIENT_PHONE = "79005550001"
+"""The demo's client, who writes to the salon (`phone say`)."""
+
+
 def cmd_phone(state_dir: Path, kind: str, code: str | None, company: str, phone: str) -> int:
     """Play the demo salon's phone against the simulator driver."""
     import asyncio
@@ -157,6 +161,9 @@ def cmd_phone(state_dir: Path, kind: str, code: str | None, company: str, phone:
                 msg: dict[str, str] = {"action": "scan", "qr": text, "phone": phone}
             elif kind == "code":
                 msg = {"action": "enter_code", "code": str(code)}
+            elif kind == "say":  # a client of the salon writes to it
+                msg = {"action": "inbound", "from": f"{CLIENT_PHONE}@s.whatsapp.net",
+                       "text": code or "Hello! Is there a slot for a haircut tomorrow?"}
             else:
                 msg = phone_action(kind, code)
             heard = await redis.publish(channels.simulator_channel(company), json.dumps(msg))
@@ -176,9 +183,10 @@ def phone_action(kind: str, arg: str | None) -> dict[str, str]:
             return {"action": "passkey", "stage": arg or "request"}
         return {"action": "passkey", "stage": "confirmation", "code": str(arg)}
     action = {"ban": "temporary_ban", "refuse": "connect_failure",
-              "replaced": "stream_replaced"}.get(kind, kind)
+              "replaced": "stream_replaced", "limit": "send_limit"}.get(kind, kind)
     msg = {"action": action}
-    if arg is not None and action in ("logout", "temporary_ban", "connect_failure"):
+    if arg is not None and action in ("logout", "temporary_ban", "connect_failure",
+                                      "send_limit"):
         msg["code"] = arg
     return msg
 
@@ -240,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("--company", default=DEMO_COMPANY)
     phone.add_argument("--phone", default="79686484488", help="the phone that scans")
     phone.add_argument("action", choices=["scan", "code", "disconnect", "logout", "passkey",
-                                          "ban", "refuse", "replaced"])
+                                          "ban", "refuse", "replaced", "say", "limit"])
     phone.add_argument("code", nargs="?", help="with `code`: the pairing code on the page; "
-                       "with `logout`, `ban`, `refuse`: WhatsApp's code (406, 101, 503, ...); "
+                       "with `logout`, `ban`, `refuse`, `limit`: WhatsApp's code (406, 101, "
+                       "503, 429/463 ...); with `say`: what a client writes to the salon; "
                        "with `passkey`: request, confirmation or the XXXX-XXXX code")
     args = p.parse_args(argv)
     state_dir = args.state_dir.resolve()
