@@ -102,11 +102,14 @@ class OutboundSender:
     async def run(self, driver: Driver, connected: asyncio.Event) -> None:
         """Forever: send the session's commands while it is connected."""
         own_pending = True
+        group_ready = False
         while True:
             await connected.wait()
             try:
                 await self._pacer.load()
-                await self.ensure_group()
+                if not group_ready:  # once, and again after an error (Redis may be new)
+                    await self.ensure_group()
+                    group_ready = True
                 if own_pending:
                     entries = await self._read("0")
                     if not entries:
@@ -124,8 +127,12 @@ class OutboundSender:
             except RETRYABLE as exc:
                 log.warning("outbound: Redis unavailable (%s); retrying", type(exc).__name__,
                             extra={"company_id": self._company})
-                own_pending = True
+                own_pending, group_ready = True, False
                 await asyncio.sleep(1)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                own_pending, group_ready = True, False  # the stream was deleted meanwhile
 
     async def _read(self, start: str,
                     block_ms: int | None = None) -> list[tuple[str, dict[bytes, bytes]]]:
@@ -186,10 +193,16 @@ class OutboundSender:
                 await self._ack(entry_id)
                 return True
             break
-        await self._redis.set(marker, f"sent:{message_id}", ex=MARKER_TTL_S)
-        await self._redis.sadd(contacts, cmd.to)
-        await self._result(entry_id, cmd.idempotency_key, "sent", message_id=message_id)
-        await self._ack(entry_id)
+        # one transaction: a crash cannot leave the key marked sent without its result
+        self._metrics.outbound.labels("sent").inc()
+        self._noticed.pop(entry_id, None)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(marker, f"sent:{message_id}", ex=MARKER_TTL_S)
+            pipe.sadd(contacts, cmd.to)
+            pipe.xadd(channels.results_stream(self._company), self._result_fields(
+                entry_id, cmd.idempotency_key, "sent", message_id=message_id))
+            pipe.xack(self._stream, channels.OUTBOUND_GROUP, entry_id)
+            await pipe.execute()
         return True
 
     async def _wait_for_slot(self, entry_id: str, cmd: SendText, new_contact: bool,
@@ -283,12 +296,20 @@ class OutboundSender:
                       error: str = "", reason: str = "", expected_at: str = "") -> None:
         if status != "delayed":
             self._metrics.outbound.labels(status).inc()
-        await self._redis.xadd(channels.results_stream(self._company), {
+        await self._redis.xadd(channels.results_stream(self._company), self._result_fields(
+            entry_id, key, status, message_id=message_id, error=error, reason=reason,
+            expected_at=expected_at))
+
+    def _result_fields(self, entry_id: str, key: str, status: str, *, message_id: str = "",
+                       error: str = "", reason: str = "", expected_at: str = ""
+                       ) -> dict[Any, Any]:
+        """A results stream entry (docs/BOT.md, *Result entry fields*)."""
+        return {
             "v": "1", "company_id": self._company, "command_id": entry_id,
             "idempotency_key": key, "status": status, "message_id": message_id,
             "error": error[:1024], "reason": reason, "expected_at": expected_at,
             "ts": datetime.now(UTC).isoformat(),
-        })
+        }
 
     async def _ack(self, entry_id: str) -> None:
         self._noticed.pop(entry_id, None)

@@ -156,15 +156,20 @@ class Pacer:
         return now < self.paused_until
 
     async def _save(self) -> None:
+        if not self._policy.enabled and not self.paused_until:
+            return  # nothing to keep: no buckets, no breaker
+        # kept while it matters (a bucket is full again after burst x interval), plus a day
+        keep = max(self._all.tat, self._new.tat, self.paused_until)
+        ttl = int(max(keep - datetime.now(UTC).timestamp(), 0)) + 86400
         try:
-            await self._redis.hset(self._key, mapping={
-                "tat": repr(self._all.tat), "tat_new": repr(self._new.tat),
-                "paused_until": repr(self.paused_until), "paused_reason": self.paused_reason,
-                "updated_at": datetime.now(UTC).isoformat()})
-            # kept while it matters: a bucket is full again after (burst x interval)
-            keep = max(self._all.tat, self._new.tat, self.paused_until)
-            ttl = int(max(keep - datetime.now(UTC).timestamp(), 0)) + 86400
-            await self._redis.expire(self._key, ttl)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key, mapping={
+                    "tat": repr(self._all.tat), "tat_new": repr(self._new.tat),
+                    "paused_until": repr(self.paused_until),
+                    "paused_reason": self.paused_reason,
+                    "updated_at": datetime.now(UTC).isoformat()})
+                pipe.expire(self._key, ttl)
+                await pipe.execute()
         except REDIS_ERRORS as exc:
             log.warning("pacing state not saved (%s); kept in memory", type(exc).__name__)
 
