@@ -74,12 +74,12 @@ def cmd_up(state_dir: Path) -> int:
           "(enter a pairing code)")
     more = ("disconnect | logout [406|403]", "passkey [confirmation|ABCD-1234]",
             "ban [101] | refuse 503 | replaced")
+    for line in more:
+        print(f"                         .venv/bin/python -m devstack phone {line}")
     print("                         .venv/bin/python -m devstack phone say \"Hello!\"   "
           "(a client writes to the salon; limit 429|463: WhatsApp refuses sends)")
     print("[demo] a bot:            .venv/bin/python examples/echo_bot.py --redis-url <bot "
           "user URL> company_1001   (docs/BOT.md)")
-    for line in more:
-        print(f"                         .venv/bin/python -m devstack phone {line}")
     print("[demo] stop everything:  make down")
     return 0
 
