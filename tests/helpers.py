@@ -40,7 +40,7 @@ def eventually(check: Callable[[], T | None], timeout: float = 60, what: str = "
 
 
 async def wait_for(check: Callable[[], Awaitable[Any] | Any], timeout: float = 30,
-                   what: str = "condition") -> Any:
+                   what: str = "condition", interval: float = 0.1) -> Any:
     """The async `eventually`: poll until `check` (sync or async) is truthy."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -50,8 +50,23 @@ async def wait_for(check: Callable[[], Awaitable[Any] | Any], timeout: float = 3
             last = await last
         if last:
             return last
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def metric_sample(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value from a Prometheus text page, by name and exact labels (None:
+    absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        metric, _, rest = key.partition("{")
+        got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+        if metric == name and got == want:
+            return float(value)
+    return None
 
 
 def get_json(stack: StackInfo, *args: str) -> dict[str, Any]:

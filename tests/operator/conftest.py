@@ -22,7 +22,7 @@ import yaml
 
 from devstack.procs import free_port, stop_process
 from devstack.stack import StackInfo
-from tests.helpers import eventually, get_json
+from tests.helpers import eventually, get_json, metric_sample
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -131,16 +131,8 @@ class OperatorProc:
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample of /metrics (0 when absent)."""
         _, text = self.get("/metrics")
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in text.splitlines():
-            if line.startswith("#"):
-                continue
-            key, _, value = line.rpartition(" ")
-            metric, _, rest = key.partition("{")
-            got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
-            if metric == name and got == want:
-                return float(value)
-        return 0.0
+        value = metric_sample(text, name, **labels)
+        return 0.0 if value is None else value
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

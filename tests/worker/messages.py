@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import urllib.request
 from typing import Any
 
@@ -49,31 +48,9 @@ async def inbound_entries(redis: Redis, company: str) -> list[tuple[str, dict[st
     return [(i.decode(), fields(f)) for i, f in entries]
 
 
-async def wait_for(predicate: Any, timeout: float = 30, every: float = 0.2) -> Any:
-    """Poll an async predicate until it returns something truthy."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = await predicate()
-            if value:
-                return value
-            await asyncio.sleep(every)
-
-
 async def worker_metrics(obs: Observer) -> str:
     """The worker's /metrics text (it runs with SALON_METRICS_PORT=-1)."""
     state = await obs.wait_state(lambda s: s.get("metrics_port", "0") != "0")
     url = f"http://127.0.0.1:{state['metrics_port']}/metrics"
     return await asyncio.to_thread(
         lambda: urllib.request.urlopen(url, timeout=5).read().decode())
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    """One sample's value from a Prometheus text page (None: absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
-        if match and match[1] == name:
-            got = ",".join(sorted((match[2] or "").split(","))) if match[2] else ""
-            if got == want:
-                return float(match[3])
-    return None

@@ -18,10 +18,10 @@ import pytest
 from redis.asyncio import Redis
 
 from salon_sessions.core import channels
-from tests.helpers import session_redis_user
+from tests.helpers import metric_sample, session_redis_user, wait_for
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import WorkerProc, new_company, observing
-from tests.worker.messages import inbound_entries, sample, wait_for, worker_metrics
+from tests.worker.messages import inbound_entries, worker_metrics
 from tests.worker.test_lock import link
 
 pytestmark = pytest.mark.slow
@@ -60,14 +60,15 @@ async def test_acknowledged_entries_are_trimmed_unacknowledged_kept_and_measured
         await asyncio.sleep(2.5)
         assert await r.xlen(stream) == 10
         text = await worker_metrics(obs)
-        assert sample(text, "salon_worker_stream_groups", stream="inbound") == 2
-        assert sample(text, "salon_worker_stream_backlog", stream="inbound", group=BOT) == 0
-        assert sample(text, "salon_worker_stream_backlog", stream="inbound",
+        assert metric_sample(text, "salon_worker_stream_groups", stream="inbound") == 2
+        assert metric_sample(text, "salon_worker_stream_backlog", stream="inbound", group=BOT) == 0
+        assert metric_sample(text, "salon_worker_stream_backlog", stream="inbound",
                       group="audit") == 10
-        age = sample(text, "salon_worker_stream_oldest_unacked_age_seconds", stream="inbound")
+        age = metric_sample(text, "salon_worker_stream_oldest_unacked_age_seconds",
+                            stream="inbound")
         assert age is not None
         assert 0 < age < 120
-        assert sample(text, "salon_worker_stream_dropped_total", stream="inbound",
+        assert metric_sample(text, "salon_worker_stream_dropped_total", stream="inbound",
                       cause="retention") in (None, 0.0)
 
 
@@ -100,12 +101,12 @@ async def test_unacknowledged_entries_go_only_past_retention_or_the_cap_and_are_
         entries = await inbound_entries(r, company)
         assert entries[0][1]["message_id"] == "new200"  # the oldest went, the newest stay
         text = await wait_for(lambda: _metrics_with(obs, "salon_worker_stream_dropped_total"))
-        assert sample(text, "salon_worker_stream_dropped_total", stream="inbound",
+        assert metric_sample(text, "salon_worker_stream_dropped_total", stream="inbound",
                       cause="retention") == 5
-        assert sample(text, "salon_worker_stream_dropped_total", stream="inbound",
+        assert metric_sample(text, "salon_worker_stream_dropped_total", stream="inbound",
                       cause="max_entries") == 200
-        assert sample(text, "salon_worker_stream_max_entries") == 1000
-        assert sample(text, "salon_worker_stream_retention_seconds") == 3600
+        assert metric_sample(text, "salon_worker_stream_max_entries") == 1000
+        assert metric_sample(text, "salon_worker_stream_retention_seconds") == 3600
         assert "dropped 205 unacknowledged entries (retention 5, max entries 200)" in w.log()
 
 
@@ -114,7 +115,7 @@ async def _metrics_with(obs: object, name: str) -> str | None:
 
     assert isinstance(obs, Observer)
     text = await worker_metrics(obs)
-    return text if sample(text, name, stream="inbound", cause="max_entries") else None
+    return text if metric_sample(text, name, stream="inbound", cause="max_entries") else None
 
 
 async def test_messages_sent_while_offline_arrive_on_reconnect_in_order_once_marked_late(
@@ -203,7 +204,7 @@ async def test_ten_thousand_messages_across_a_hundred_salons_survive_a_bot_outag
             lengths = await asyncio.gather(*(admin.xlen(s) for s in streams))
             return all(int(n) == per_salon for n in lengths)
 
-        await wait_for(all_stored, timeout=240, every=1)
+        await wait_for(all_stored, timeout=240, interval=1)
         await asyncio.sleep(5)  # two retention passes: nothing unacknowledged may go
         assert await all_stored()
         # the bot: one consumer reads half, dies without acknowledging; the next one
@@ -233,7 +234,7 @@ async def test_ten_thousand_messages_across_a_hundred_salons_survive_a_bot_outag
             lengths = await asyncio.gather(*(admin.xlen(s) for s in streams))
             return all(int(n) == 0 for n in lengths)
 
-        await wait_for(all_trimmed, timeout=30, every=1)  # acknowledged: trimmed
+        await wait_for(all_trimmed, timeout=30, interval=1)  # acknowledged: trimmed
     finally:
         for p in procs:
             if p.proc is not None and p.proc.poll() is None:

@@ -23,10 +23,10 @@ from devstack import stack as devstack_stack
 from devstack.stack import StackInfo
 from salon_sessions.core import channels
 from salon_sessions.core.redis_client import REDIS_ERRORS
-from tests.helpers import restore_session_users
+from tests.helpers import restore_session_users, wait_for
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import observing
-from tests.worker.messages import command, wait_for
+from tests.worker.messages import command
 from tests.worker.test_lock import link
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ async def test_redis_killed_mid_flow_loses_no_acknowledged_message_and_sends_not
                 return int(await phone.llen(inbox)) == 0
             return False
 
-        await wait_for(inbox_drained, timeout=90, every=0.5)
+        await wait_for(inbox_drained, timeout=90, interval=0.5)
         entries = await bot.xrange(channels.inbound_stream(company))
         ids = Counter(f[b"message_id"].decode() for _, f in entries)
         assert set(ids) == {f"R{i:04d}" for i in range(MESSAGES)}
@@ -98,7 +98,7 @@ async def test_redis_killed_mid_flow_loses_no_acknowledged_message_and_sends_not
             keys = {r["idempotency_key"] for r in final}
             return final if keys == {f"c{i:04d}" for i in range(COMMANDS)} else None
 
-        final = await wait_for(all_final, timeout=90, every=0.5)
+        final = await wait_for(all_final, timeout=90, interval=0.5)
         sent = Counter(json.loads(x)["text"] for x in await bot.lrange(
             channels.simulator_sent_key(company), 0, -1))
         assert max(sent.values()) == 1  # no command sent twice

@@ -16,9 +16,10 @@ from redis.asyncio import Redis
 
 from salon_sessions.core import channels
 from salon_sessions.core.events import SENDING_PAUSED
+from tests.helpers import wait_for
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import observing
-from tests.worker.messages import command, results, sent, wait_for
+from tests.worker.messages import command, results, sent
 from tests.worker.test_lock import link
 
 pytestmark = pytest.mark.slow
