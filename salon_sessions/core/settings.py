@@ -79,13 +79,34 @@ def _scheme(value: SecretUrl, schemes: tuple[str, ...], what: str) -> SecretUrl:
     return value
 
 
-class _Database(_Settings):
-    database_url: SecretUrl = Field(description="PostgreSQL DSN (from a Secret)")
+DatabasePooler = Literal["none", "transaction"]
 
-    @field_validator("database_url")
+
+class _Database(_Settings):
+    database_url: SecretUrl = Field(description="PostgreSQL DSN (from a Secret); may point "
+                                    "at a transaction-mode PgBouncer (`database_pooler`)")
+    lock_database_url: SecretUrl | None = Field(
+        default=None,
+        description="PostgreSQL reached directly, never through a transaction pooler: the "
+                    "session lock and migrations hold session-level advisory locks, which "
+                    "a transaction-mode PgBouncer would drop between transactions. "
+                    "Default: `database_url`")
+    database_pooler: DatabasePooler = Field(
+        default="none",
+        description="`transaction` when `database_url` goes through a transaction-mode "
+                    "PgBouncer: asyncpg's named prepared statements are turned off")
+
+    @field_validator("database_url", "lock_database_url")
     @classmethod
-    def _database_scheme(cls, value: SecretUrl) -> SecretUrl:
-        return _scheme(value, _DB_SCHEMES, "SALON_DATABASE_URL")
+    def _database_scheme(cls, value: SecretUrl | None) -> SecretUrl | None:
+        if value is None:
+            return None
+        return _scheme(value, _DB_SCHEMES, "SALON_DATABASE_URL / SALON_LOCK_DATABASE_URL")
+
+    @property
+    def direct_database_url(self) -> SecretUrl:
+        """Where session-level advisory locks work: `lock_database_url` or `database_url`."""
+        return self.lock_database_url or self.database_url
 
 
 class _Redis(_Settings):
@@ -107,7 +128,8 @@ _K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _ENV_NAME = re.compile(r"^SALON_[A-Z0-9_]+$")
 MANAGED_WORKER_ENV: frozenset[str] = frozenset({
     "SALON_COMPANY_ID", "SALON_SESSION_NAME", "SALON_NAMESPACE", "SALON_POD_NAME",
-    "SALON_DRIVER", "SALON_DATABASE_URL", "SALON_REDIS_URL", "SALON_PROXY_URL",
+    "SALON_DRIVER", "SALON_DATABASE_URL", "SALON_LOCK_DATABASE_URL",
+    "SALON_DATABASE_POOLER", "SALON_REDIS_URL", "SALON_PROXY_URL",
     "SALON_POST_CONNECT_URL", "SALON_METRICS_PORT", "SALON_HEARTBEAT_TTL_S",
     "SALON_MEMORY_LIMIT_BYTES", "SALON_BOT_LABEL", "SALON_GO_MEMORY_LIMIT_PERCENT",
     "SALON_GO_GC_PERCENT",
@@ -328,6 +350,22 @@ class WorkerSettings(_Database, _Redis):
         default=3600.0, ge=1, le=7 * 86400.0,
         description="how long sending stops after WhatsApp refuses a send as rate-limited or "
                     "restricted, when WhatsApp does not say")
+    send_poll_s: float = Field(
+        default=0.5, gt=0, le=10,
+        description="how often a connected worker looks for new send commands (a read "
+                    "that does not block, so that one Redis connection serves all commands)")
+    database_pool_max: int = Field(
+        default=1, ge=1, le=16,
+        description="PostgreSQL connections of the worker's pool (project tables and, for "
+                    "neonize, store administration), besides the lock connection and "
+                    "whatsmeow's own store connections")
+    database_pool_idle_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="a pooled PostgreSQL connection unused this long is closed (an idle "
+                    "session then holds only its lock connection and the store's)")
+    redis_command_connections: int = Field(
+        default=1, ge=1, le=16,
+        description="Redis connections for commands; the worker has one more, for pub/sub")
 
     @model_validator(mode="after")
     def _exit_after_fencing(self) -> Self:

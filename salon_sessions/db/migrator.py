@@ -26,6 +26,7 @@ from importlib import resources
 
 import asyncpg
 
+from salon_sessions.db.connections import connect
 from salon_sessions.db.locks import MIGRATIONS_LOCK
 
 log = logging.getLogger(__name__)
@@ -171,10 +172,14 @@ async def may_migrate(conn: asyncpg.Connection) -> bool:
         "WHERE oid = to_regclass($1)), true)", VERSION_TABLE))
 
 
-async def migrate_or_check(dsn: str) -> MigrationReport:
+async def migrate_or_check(dsn: str, application_name: str = "salon-migrate"
+                           ) -> MigrationReport:
     """Migrate when this role may (`may_migrate`); otherwise refuse to go on while any
-    migration is pending (a session role: the administrator migrates first)."""
-    conn = await asyncpg.connect(dsn)
+    migration is pending (a session role: the administrator migrates first).
+
+    `dsn` must reach PostgreSQL directly (the migration lock is a session-level advisory
+    lock, which a transaction-mode pooler would not keep)."""
+    conn = await connect(dsn, application_name)
     try:
         if await may_migrate(conn):
             return await migrate(conn)
@@ -191,7 +196,7 @@ async def migrate_or_check(dsn: str) -> MigrationReport:
 
 async def migrate_database(dsn: str) -> MigrationReport:
     """Connect, migrate, disconnect."""
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn, "salon-migrate")
     try:
         return await migrate(conn)
     finally:

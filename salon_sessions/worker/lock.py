@@ -30,6 +30,7 @@ import time
 import asyncpg
 
 from salon_sessions.db import locks
+from salon_sessions.db.connections import connect
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,8 @@ class SessionLock:
         waited = False
         while True:
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=5,
-                                             server_settings={"application_name":
-                                                              f"salon-lock:{self._company}"})
+                conn = await connect(self._dsn, f"salon-lock:{self._company}",
+                                     connect_timeout_s=5)
             except Exception as exc:  # whatever it is, the database is not there
                 log.warning("lock: database unreachable (%s); retrying", type(exc).__name__,
                             extra={"company_id": self._company})

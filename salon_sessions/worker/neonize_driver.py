@@ -33,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+import asyncpg
+
 from salon_sessions.core.backoff import Backoff
 from salon_sessions.core.company import canonical_company_id
 from salon_sessions.core.phone import (
@@ -201,8 +203,11 @@ class NeonizeDriver(Driver):
                  go_ops: GoOps | None = None, policy: NeonizePolicy | None = None,
                  lock_held: Callable[[], bool] | None = None,
                  on_restart: Callable[[str], None] | None = None,
-                 on_fatal: Callable[[str], None] | None = None) -> None:
+                 on_fatal: Callable[[str], None] | None = None,
+                 store_pool: asyncpg.Pool | None = None) -> None:
         """`database_url`: the project's PostgreSQL URL (whatsmeow's tables live there).
+        `store_pool`: the worker's asyncpg pool, for the store's own queries (default: a
+        pool of one connection of the driver's own).
         `proxy_url`: `socks5://`, `http://` or `https://` (from a Secret; never logged).
         `device_jid`: the device this session linked before (`salon_sessions.device_jid`);
         when omitted it is read from that table. Only a device present in
@@ -213,7 +218,7 @@ class NeonizeDriver(Driver):
         a client safely and must be restarted (the worker exits)."""
         self.company_id = canonical_company_id(company_id)
         self._database_url = database_url
-        self._store = NeonizeStore(database_url)
+        self._store = NeonizeStore(database_url, store_pool)
         go_store_dsn(database_url, "check")  # validates the scheme
         if proxy_url is not None:
             scheme = urlsplit(proxy_url).scheme.lower()

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from salon_sessions.core.phone import InvalidPhone, parse_phone
+from salon_sessions.db.connections import create_pool
 
 DSN_SCHEMES: Final = ("postgres", "postgresql")
 _MISSING: Final = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError,
@@ -56,14 +57,16 @@ def go_store_dsn(database_url: str, application_name: str) -> str:
 
 
 class NeonizeStore:
-    """asyncpg access to the store, on a small lazily created pool."""
+    """asyncpg access to the store: on the worker's pool when given (`pool`, not closed
+    here), else on a lazily created one of a single connection that closes when idle."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, pool: asyncpg.Pool | None = None) -> None:
         parts = urlsplit(database_url)
         if parts.scheme not in DSN_SCHEMES:
             raise ValueError("the session store must be a postgres:// or postgresql:// URL")
         self._dsn = database_url
-        self._pool: asyncpg.Pool | None = None
+        self._pool: asyncpg.Pool | None = pool
+        self._owns_pool = pool is None
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -72,16 +75,14 @@ class NeonizeStore:
             raise RuntimeError("the session store is closed")
         async with self._lock:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn, min_size=0, max_size=2, max_inactive_connection_lifetime=60,
-                    server_settings={"application_name": "salon-neonize-store"})
+                self._pool = await create_pool(self._dsn, "salon-neonize-store")
             return self._pool
 
     async def close(self) -> None:
         self._closed = True
         async with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is not None and self._owns_pool:
             await pool.close()
 
     async def device_registered(self, jid: str) -> bool:

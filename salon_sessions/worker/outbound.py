@@ -79,8 +79,8 @@ class OutboundSender:
     """Sends one session's commands while it is connected (one task per lock holder)."""
 
     def __init__(self, redis: Redis, company_id: str, consumer: str, metrics: WorkerMetrics,
-                 report_error: ErrorReporter, pacer: Pacer, *, typing_max_s: float = 0.0
-                 ) -> None:
+                 report_error: ErrorReporter, pacer: Pacer, *, typing_max_s: float = 0.0,
+                 poll_s: float = 0.5) -> None:
         self._redis = redis
         self._company = company_id
         self._consumer = consumer
@@ -88,6 +88,7 @@ class OutboundSender:
         self._report_error = report_error
         self._pacer = pacer
         self._typing_max_s = typing_max_s
+        self._poll_s = poll_s
         self._stream = channels.outbound_stream(company_id)
         self._noticed: dict[str, tuple[DelayReason, int]] = {}
 
@@ -106,7 +107,6 @@ class OutboundSender:
         while True:
             await connected.wait()
             try:
-                await self._pacer.load()
                 if not group_ready:  # once, and again after an error (Redis may be new)
                     await self.ensure_group()
                     group_ready = True
@@ -114,10 +114,15 @@ class OutboundSender:
                     entries = await self._read("0")
                     if not entries:
                         own_pending = False
+                        await self._pacer.load()
                         await self._claim_idle(driver, connected)
                         continue
                 else:
-                    entries = await self._read(">", block_ms=1000)
+                    entries = await self._read(">")
+                    if not entries:
+                        await asyncio.sleep(self._poll_s)
+                        continue
+                await self._pacer.load()
                 for entry_id, fields in entries:
                     if not connected.is_set() or not await self.handle(entry_id, fields,
                                                                         driver, connected):
@@ -134,11 +139,11 @@ class OutboundSender:
                     raise
                 own_pending, group_ready = True, False  # the stream was deleted meanwhile
 
-    async def _read(self, start: str,
-                    block_ms: int | None = None) -> list[tuple[str, dict[bytes, bytes]]]:
+    async def _read(self, start: str) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Without BLOCK: a blocked read would hold the worker's one command connection
+        (`redis_command_connections`) and delay pongs and state writes behind it."""
         resp: Any = await self._redis.xreadgroup(
-            channels.OUTBOUND_GROUP, self._consumer, {self._stream: start}, count=20,
-            block=block_ms)
+            channels.OUTBOUND_GROUP, self._consumer, {self._stream: start}, count=20)
         if not resp:
             return []
         return [(as_text(i), f) for i, f in resp[0][1] if f]

@@ -47,6 +47,7 @@ from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.resource import DriverName
 from salon_sessions.core.settings import WorkerSettings
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
+from salon_sessions.db.connections import create_pool
 from salon_sessions.db.migrator import migrate_or_check
 from salon_sessions.worker import control, fence
 from salon_sessions.worker.bridge import InboundWriter
@@ -98,7 +99,7 @@ def make_driver(worker: Worker) -> Driver:
         s.database_url.get_secret_value(), worker.company, proxy_url=proxy, policy=policy,
         lock_held=lambda: worker.lock.held,
         on_restart=lambda reason: worker.metrics.client_restarts.labels(reason).inc(),
-        on_fatal=worker.exit_for_restart)
+        on_fatal=worker.exit_for_restart, store_pool=worker.pool)
     return driver
 
 
@@ -130,10 +131,13 @@ class Worker:
         self.holding_since: float | None = None
         """Set from acquiring the lock until the driver is closed again (WhatsApp may be open)."""
         self.fence_file = fence.state_file()
-        self.lock = SessionLock(settings.database_url.get_secret_value(), self.company,
+        self.lock = SessionLock(settings.direct_database_url.get_secret_value(), self.company,
                                 check_s=settings.lock_check_s)
         # set in run()
         self.redis: Redis
+        """Commands (`redis_command_connections`, default 1 connection)."""
+        self.pubsub_redis: Redis
+        """The worker's one pub/sub connection (pings and control requests)."""
         self.pool: asyncpg.Pool
         self.publisher: Publisher
         self.inbound: InboundWriter
@@ -142,17 +146,24 @@ class Worker:
 
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
-        dsn = self.settings.database_url.get_secret_value()
+        s = self.settings
         watchdog = asyncio.create_task(self._fence_watchdog(), name="fence-watchdog")
         try:
-            await migrate_or_check(dsn)
-            self.redis = connect_redis(self.settings.redis_url)
-            self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+            await migrate_or_check(s.direct_database_url.get_secret_value(),
+                                   f"salon-migrate:{self.company}")
+            self.redis = connect_redis(
+                s.redis_url, max_connections=s.redis_command_connections,
+                client_name=f"salon-commands:{self.company}")
+            self.pubsub_redis = connect_redis(s.redis_url, max_connections=1,
+                                              client_name=f"salon-pubsub:{self.company}")
+            self.pool = await create_pool(s.database_url, f"salon-tables:{self.company}",
+                                          pooler=s.database_pooler,
+                                          max_size=s.database_pool_max,
+                                          idle_s=s.database_pool_idle_s)
         except BaseException:
             watchdog.cancel()
             raise
         self.publisher = Publisher(self.redis, self.publisher_metrics)
-        s = self.settings
         self.inbound = InboundWriter(self.redis, self.company, self.metrics)
         pacer = Pacer(self.redis, self.company, PacingPolicy(
             enabled=s.send_pacing, rate_per_minute=s.send_rate_per_minute,
@@ -161,7 +172,7 @@ class Worker:
             breaker_s=s.send_breaker_s))
         self.outbound = OutboundSender(
             self.redis, self.company, self.pod, self.metrics, self._publish_error, pacer,
-            typing_max_s=s.send_typing_max_s if s.send_typing else 0.0)
+            typing_max_s=s.send_typing_max_s if s.send_typing else 0.0, poll_s=s.send_poll_s)
         self.stream_keepers = session_keepers(self.redis, self.company, s.stream_retention_s,
                                               s.stream_max_entries, self.metrics)
         self._tasks = [
@@ -290,6 +301,8 @@ class Worker:
             await self.pool.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        with contextlib.suppress(Exception):
+            await self.pubsub_redis.aclose()
 
     # ---- driver facts ---------------------------------------------------------------
     async def on_driver_event(self, event: DriverEvent) -> None:
@@ -476,7 +489,7 @@ class Worker:
     async def _listen(self) -> None:
         ping_channel = channels.health_ping_channel(self.company)
         control_channel = channels.control_channel(self.company)
-        sub = ResilientSubscriber(self.redis, [ping_channel, control_channel],
+        sub = ResilientSubscriber(self.pubsub_redis, [ping_channel, control_channel],
                                   name=f"worker-{self.company}",
                                   metrics=self.subscriber_metrics,
                                   on_gap=lambda gap: self._spawn(self._on_gap(gap)))
