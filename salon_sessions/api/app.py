@@ -76,7 +76,7 @@ def create_app(settings: ApiSettings, *, registry: CollectorRegistry = REGISTRY)
 
 async def _start(settings: ApiSettings, metrics: ApiMetrics) -> Context:
     redis = connect_redis(settings.redis_url, max_connections=settings.redis_max_connections,
-                          pool_timeout_s=settings.redis_pool_timeout_s)
+                          pool_timeout_s=settings.redis_pool_timeout_s, client_name="salon-api")
     secret = settings.token_secret.get_secret_value() if settings.token_secret else None
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     if admin is None:

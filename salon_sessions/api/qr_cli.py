@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(QrSettings, "qr")
     if settings is None:
         return 2
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, client_name="salon-qr-cli")
     return asyncio.run(_main(redis, company, args, sys.stdout, sys.stderr))
 
 

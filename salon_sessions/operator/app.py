@@ -132,8 +132,9 @@ class Operator:
 
     async def _lead(self, kube: Kube) -> int:
         s = self.settings
-        redis: Redis = connect_redis(s.redis_url)
-        admin: Redis = connect_redis(s.redis_admin_url, max_connections=4)
+        redis: Redis = connect_redis(s.redis_url, client_name="salon-operator")
+        admin: Redis = connect_redis(s.redis_admin_url, max_connections=4,
+                                     client_name="salon-operator-acl")
         recorder = EventRecorder(kube, self.metrics, s.identity)
         writer = StatusWriter(kube, self.registry, self.metrics, recorder,
                               batch_s=s.status_batch_s, lazy_s=s.status_lazy_s,

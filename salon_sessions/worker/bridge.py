@@ -79,27 +79,29 @@ class InboundWriter:
         """The entry and its redelivery marker in one transaction; False: already stored."""
         seen = channels.inbound_seen_key(self._company, message_id)
         phone = fields["sender_phone"]
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(seen)
-                    if await pipe.get(seen) is not None:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]
-                        return False  # WhatsApp redelivered a message we already stored
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(seen, "1", ex=SEEN_TTL_S)
-                    pipe.xadd(self._stream, fields)  # type: ignore[arg-type]
-                    if phone:
-                        pipe.sadd(channels.contacts_key(self._company), phone)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue  # the marker changed meanwhile: look again
-                except ResponseError:
-                    # EXEC ran, but a command in it failed (Redis does not roll back): the
-                    # marker may stand without its entry, which would drop the redelivery
-                    await self._redis.delete(seen)
-                    raise
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(seen)
+                        if await pipe.get(seen) is not None:
+                            await pipe.unwatch()  # type: ignore[no-untyped-call]
+                            return False  # WhatsApp redelivered a message we already stored
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(seen, "1", ex=SEEN_TTL_S)
+                        pipe.xadd(self._stream, fields)  # type: ignore[arg-type]
+                        if phone:
+                            pipe.sadd(channels.contacts_key(self._company), phone)
+                        await pipe.execute()
+                        return True
+                    except WatchError:
+                        continue  # the marker changed meanwhile: look again
+        except ResponseError:
+            # EXEC ran, but a command in it failed (Redis does not roll back): the marker
+            # may stand without its entry, which would drop the redelivery. Deleted after
+            # the pipeline gave its connection back (the worker may have only one).
+            await self._redis.delete(seen)
+            raise
 
     async def _fields(self, msg: InboundMessage, driver: Driver) -> dict[str, str]:
         now = datetime.now(UTC)

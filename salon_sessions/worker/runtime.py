@@ -88,8 +88,10 @@ def make_driver(worker: Worker) -> Driver:
         timing = SimulatorTiming(first_qr_s=s.simulator_first_qr_s,
                                  qr_period_s=s.simulator_qr_period_s,
                                  code_ttl_s=s.simulator_code_ttl_s)
-        return SimulatorDriver(worker.pool, worker.redis, worker.company, timing,
-                               worker.subscriber_metrics)
+        server = connect_redis(s.redis_url, max_connections=2,
+                               client_name=f"salon-simulator:{worker.company}")
+        return SimulatorDriver(worker.pool, server, worker.company, timing,
+                               worker.subscriber_metrics, close_redis=True)
     from salon_sessions.worker.neonize_driver import NeonizeDriver, NeonizePolicy
 
     proxy = s.proxy_url.get_secret_value() if s.proxy_url else None

@@ -158,9 +158,14 @@ class SimulatorDriver(Driver):
 
     def __init__(self, pool: asyncpg.Pool, redis: Redis, company_id: str,
                  timing: SimulatorTiming | None = None,
-                 metrics: SubscriberMetrics | None = None) -> None:
+                 metrics: SubscriberMetrics | None = None, *, close_redis: bool = False
+                 ) -> None:
+        """`redis`: the simulated server's own client (it stands in for WhatsApp's network,
+        so it does not share the worker's connections); closed by `close` if
+        `close_redis`."""
         self._pool = pool
         self._redis = redis
+        self._close_redis = close_redis
         self._company = company_id
         self._timing = timing or SimulatorTiming()
         self._metrics = metrics or SubscriberMetrics()
@@ -250,6 +255,9 @@ class SimulatorDriver(Driver):
                 await task
         self._tasks.clear()
         self._connected = False
+        if self._close_redis:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
 
     @property
     def lid_resolver(self) -> LidResolver:
