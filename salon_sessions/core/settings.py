@@ -324,7 +324,7 @@ class WorkerSettings(_Database, _Redis):
         default=100_000, ge=1000, le=10_000_000,
         description="a memory guard per stream: beyond it the oldest entries are dropped even "
                     "unacknowledged (counted; an alert fires at 80%)")
-    stream_trim_s: float = Field(default=10.0, gt=0, le=3600,
+    stream_trim_s: float = Field(default=30.0, gt=0, le=3600,
                                  description="how often the worker trims and measures its "
                                              "streams")
     send_pacing: bool = Field(default=True,
@@ -352,8 +352,12 @@ class WorkerSettings(_Database, _Redis):
                     "restricted, when WhatsApp does not say")
     send_poll_s: float = Field(
         default=0.5, gt=0, le=10,
-        description="how often a connected worker looks for new send commands (a read "
-                    "that does not block, so that one Redis connection serves all commands)")
+        description="how often a connected worker looks for new send commands while its "
+                    "session is active (a read that does not block, so that one Redis "
+                    "connection serves all commands)")
+    send_idle_poll_s: float = Field(
+        default=2.0, gt=0, le=60,
+        description="the same after a minute without commands or inbound messages")
     database_pool_max: int = Field(
         default=1, ge=1, le=16,
         description="PostgreSQL connections of the worker's pool (project tables and, for "

@@ -11,6 +11,12 @@ the send and `sent:<message id>` after it. A command whose key is already marked
 again: `duplicate` (with the first send's message id), or `unknown` if a worker died
 between marking and confirming (it may or may not have gone out; never resent).
 
+Reads do not block (`XREADGROUP` without `BLOCK`): a blocked read would hold the worker's one
+command connection. The stream is polled every `send_poll_s` while the session is active (a
+command or an inbound message in the last minute; an inbound message wakes the loop at once)
+and every `send_idle_poll_s` otherwise: a salon's first message after a quiet spell waits up
+to that long, which the pacing's own jitter and typing delay (seconds) dwarf.
+
 Pacing (`worker.pacing`): each send waits for its slot; a wait of a second or more is
 announced as a `delayed` result with `expected_at` (not final: `sent` or another final
 status follows). When WhatsApp refuses a send as rate-limited or restricted, the breaker
@@ -21,6 +27,7 @@ operator turns it into a Warning Event); the refused command is sent again after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -53,6 +60,10 @@ DELAY_NOTICE_S = 1.0
 IdempotencyKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 
 
+ACTIVE_WINDOW_S = 60.0
+"""After a command or an inbound message, commands are looked for every `poll_s` for this
+long; otherwise every `idle_poll_s` (an idle session's reads are most of its Redis load)."""
+
 class SendText(BaseModel):
     """An outbound command: `{"v": 1, "type": "send_text", "company_id": ..., ...}`."""
 
@@ -80,7 +91,7 @@ class OutboundSender:
 
     def __init__(self, redis: Redis, company_id: str, consumer: str, metrics: WorkerMetrics,
                  report_error: ErrorReporter, pacer: Pacer, *, typing_max_s: float = 0.0,
-                 poll_s: float = 0.5) -> None:
+                 poll_s: float = 0.5, idle_poll_s: float = 2.0) -> None:
         self._redis = redis
         self._company = company_id
         self._consumer = consumer
@@ -89,6 +100,9 @@ class OutboundSender:
         self._pacer = pacer
         self._typing_max_s = typing_max_s
         self._poll_s = poll_s
+        self._idle_poll_s = max(idle_poll_s, poll_s)
+        self._active_until = 0.0
+        self._wake = asyncio.Event()
         self._stream = channels.outbound_stream(company_id)
         self._noticed: dict[str, tuple[DelayReason, int]] = {}
 
@@ -120,8 +134,9 @@ class OutboundSender:
                 else:
                     entries = await self._read(">")
                     if not entries:
-                        await asyncio.sleep(self._poll_s)
+                        await self._until_next_poll()
                         continue
+                self._active_until = time.monotonic() + ACTIVE_WINDOW_S
                 await self._pacer.load()
                 for entry_id, fields in entries:
                     if not connected.is_set() or not await self.handle(entry_id, fields,
@@ -138,6 +153,19 @@ class OutboundSender:
                 if "NOGROUP" not in str(exc):
                     raise
                 own_pending, group_ready = True, False  # the stream was deleted meanwhile
+
+    def nudge(self) -> None:
+        """Something happened (a message came in: its bot is likely to answer): look for
+        commands now and every `poll_s` for the next `ACTIVE_WINDOW_S`."""
+        self._active_until = time.monotonic() + ACTIVE_WINDOW_S
+        self._wake.set()
+
+    async def _until_next_poll(self) -> None:
+        active = time.monotonic() < self._active_until
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(),
+                                   self._poll_s if active else self._idle_poll_s)
 
     async def _read(self, start: str) -> list[tuple[str, dict[bytes, bytes]]]:
         """Without BLOCK: a blocked read would hold the worker's one command connection

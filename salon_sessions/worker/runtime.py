@@ -174,7 +174,8 @@ class Worker:
             breaker_s=s.send_breaker_s))
         self.outbound = OutboundSender(
             self.redis, self.company, self.pod, self.metrics, self._publish_error, pacer,
-            typing_max_s=s.send_typing_max_s if s.send_typing else 0.0, poll_s=s.send_poll_s)
+            typing_max_s=s.send_typing_max_s if s.send_typing else 0.0, poll_s=s.send_poll_s,
+            idle_poll_s=s.send_idle_poll_s)
         self.stream_keepers = session_keepers(self.redis, self.company, s.stream_retention_s,
                                               s.stream_max_entries, self.metrics)
         self._tasks = [
@@ -311,6 +312,7 @@ class Worker:
         self.metrics.driver_events.labels(type(event).__name__).inc()
         if isinstance(event, InboundMessage):
             await self.inbound.inbound(event, self._driver())  # MessageNotStored: not acked
+            self.outbound.nudge()  # its bot is likely to answer
             return
         async with self._events_lock:
             out = self.state.apply(event)
