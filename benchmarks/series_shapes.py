@@ -116,9 +116,11 @@ def worker_registry(*, groups_per_stream: int = 1, everything: bool = True,
     w = WorkerMetrics(registry)
     sub = SubscriberMetrics(registry)
     pub = PublisherMetrics(registry)
-    for g in (w.lock_held, w.connected, w.linked, w.sending_paused, w.stream_retention,
-              w.stream_max_entries):
+    for g in (w.lock_held, w.connected, w.linked):
         g.set(1)
+    w.sending_paused.set(0)
+    w.stream_retention.set(7 * 86400)
+    w.stream_max_entries.set(100_000)
     w.pings.inc()
     w.pings_ignored.inc()
     w.inbound_not_stored.inc()

@@ -47,6 +47,10 @@ OP = f'component="operator", {NS}'
 API = f'component="api", {NS}'
 WORKER = f'component="session-worker", {NS}, company_id=~"$company_id"'
 QUANTILES = ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
+DEFAULT_RANGE = "now-1h"
+"""The boards open on the last hour: a panel's query cost grows with its steps, and at 1,000
+sessions the heaviest (publish latency over every worker's histogram) reads 3.6 million
+samples per 60 steps (docs/BENCHMARKS.md)."""
 TOP = 10
 """Per-session panels show at most this many sessions (the slowest, the ones down): a line
 per session is unreadable and slow at 1,000 sessions (docs/BENCHMARKS.md, "Prometheus series
@@ -446,7 +450,7 @@ def _panel(spec: Panel) -> Any:
 
 def build(board: Board) -> dict[str, Any]:
     builder = (dash.Dashboard(board.title).uid(board.uid).description(board.description)
-               .tags(list(board.tags)).refresh("30s").time("now-6h", "now")
+               .tags(list(board.tags)).refresh("30s").time(DEFAULT_RANGE, "now")
                .timezone("browser").tooltip(DashboardCursorSync.CROSSHAIR).editable())
     builder = builder.with_variable(
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus"))
