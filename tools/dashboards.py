@@ -47,6 +47,14 @@ OP = f'component="operator", {NS}'
 API = f'component="api", {NS}'
 WORKER = f'component="session-worker", {NS}, company_id=~"$company_id"'
 QUANTILES = ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
+DEFAULT_RANGE = "now-1h"
+"""The boards open on the last hour: a panel's query cost grows with its steps, and at 1,000
+sessions the heaviest (publish latency over every worker's histogram) reads 3.6 million
+samples per 60 steps (docs/BENCHMARKS.md)."""
+TOP = 10
+"""Per-session panels show at most this many sessions (the slowest, the ones down): a line
+per session is unreadable and slow at 1,000 sessions (docs/BENCHMARKS.md, "Prometheus series
+per session")."""
 
 @dataclass(frozen=True)
 class Target:
@@ -91,6 +99,15 @@ def quantiles(metric: str, selector: str, by: str = "", legend: str = "") -> tup
                f"(rate({metric}_bucket{{{selector}}}[$__rate_interval])))",
                f"{legend} {name}".strip())
         for q, name in QUANTILES)
+
+
+def session_state(metric: str, what: str) -> tuple[Target, ...]:
+    """A 0/1 gauge of every worker: how many sessions, how many at 1, and (at most TOP)
+    the sessions at 0 by name."""
+    per_session = f"max by (company_id) ({metric}{{{WORKER}}})"
+    return (Target(f"count({per_session})", "sessions"),
+            Target(f"sum({per_session})", what),
+            Target(f"bottomk({TOP}, {per_session}) < 1", f"not {what}: {{{{company_id}}}}"))
 
 
 def rate(metric: str, selector: str, by: str, legend: str) -> Target:
@@ -141,10 +158,13 @@ OVERVIEW = Board(
                   "minutes.",
                   quantiles("salon_operator_pubsub_roundtrip_seconds", OP),
                   unit="s"),
-            Panel("Round trip p50 / p95 / p99 per session",
-                  "The same histogram by company_id (one line per session and quantile).",
-                  quantiles("salon_operator_pubsub_roundtrip_seconds", OP, by="company_id",
-                            legend="{{company_id}}"),
+            Panel(f"Round trip per session: the {TOP} slowest (p99 over the interval)",
+                  "Each session's last round trips (salon_operator_session_roundtrip_seconds, "
+                  "one series per session), the slowest sessions only. The Session workers "
+                  "board has p50 / p95 / p99 for chosen sessions.",
+                  (Target(f"topk({TOP}, quantile_over_time(0.99, "
+                          f"salon_operator_session_roundtrip_seconds{{{OP}}}"
+                          "[$__rate_interval]))", "{{company_id}}"),),
                   unit="s"),
             Panel("Health pings by result",
                   "sent, answered, missed (no pong within the timeout), no_receiver (no "
@@ -181,10 +201,14 @@ OVERVIEW = Board(
                           "[$__rate_interval])))", "{{component}}"),),
                   unit="s", width=8),
             Panel("Subscriptions",
-                  "1 while each component's Redis subscription is live.",
-                  (Target(f"min by (component, subscriber) "
-                          f"(salon_pubsub_subscriber_connected{{{NS}}})",
-                          "{{component}} {{subscriber}}"),),
+                  "1 while each Redis subscription of the operator and the API is live; "
+                  "session-worker: 1 while every worker's is (the Session workers board "
+                  "names the sessions).",
+                  (Target("min by (component, subscriber) (salon_pubsub_subscriber_connected"
+                          f'{{{NS}, component!="session-worker"}})',
+                          "{{component}} {{subscriber}}"),
+                   Target("min by (component) (salon_pubsub_subscriber_connected"
+                          f'{{{NS}, component="session-worker"}})', "{{component}}")),
                   width=12),
             Panel("Subscription reconnects",
                   "Subscriptions re-established after Redis went away (messages published "
@@ -329,21 +353,20 @@ WORKERS = Board(
     company_variable=True,
     rows=(
         Row("Connection", (
-            Panel("Connected (per session)",
-                  "1 while the WhatsApp socket of the session is open.",
-                  (Target(f"max by (company_id) (salon_worker_connected{{{WORKER}}})",
-                          "{{company_id}}"),),
+            Panel("Connected",
+                  "Sessions whose WhatsApp socket is open, of the chosen sessions; the "
+                  f"sessions not connected by name (at most {TOP}).",
+                  session_state("salon_worker_connected", "connected"),
                   width=8),
-            Panel("Linked (per session)",
-                  "1 while the session's device is linked.",
-                  (Target(f"max by (company_id) (salon_worker_linked{{{WORKER}}})",
-                          "{{company_id}}"),),
+            Panel("Linked",
+                  "Sessions whose device is linked; the sessions not linked by name (at "
+                  f"most {TOP}).",
+                  session_state("salon_worker_linked", "linked"),
                   width=8),
-            Panel("Lock held (per session)",
-                  "1 while a worker holds the session's lock (one live connection per "
-                  "session).",
-                  (Target(f"max by (company_id) (salon_worker_lock_held{{{WORKER}}})",
-                          "{{company_id}}"),),
+            Panel("Lock held",
+                  "Sessions whose worker holds the session's lock (one live connection per "
+                  f"session); the sessions without by name (at most {TOP}).",
+                  session_state("salon_worker_lock_held", "lock held"),
                   width=8),
         )),
         Row("Activity", (
@@ -353,15 +376,15 @@ WORKERS = Board(
                   (rate("salon_worker_driver_events_total", WORKER, "kind", "{{kind}}"),),
                   unit="ops", stacked=True, width=8),
             Panel("Health pings answered",
-                  "Pongs sent per session.",
-                  (rate("salon_worker_pings_answered_total", WORKER, "company_id",
-                        "{{company_id}}"),),
+                  "Pongs sent by the chosen sessions' workers, together.",
+                  (Target(f"sum(rate(salon_worker_pings_answered_total{{{WORKER}}}"
+                          "[$__rate_interval]))", "pongs"),),
                   unit="ops", width=8),
             Panel("Rejected input",
                   "Commands and messages refused as bad input, by source and reason.",
                   (failures("salon_worker_rejected_total", WORKER, "source, reason",
                             "{{source}} {{reason}}", "salon_worker_pings_answered_total",
-                            baseline_by="company_id"),),
+                            baseline_by=""),),
                   unit="ops", width=8, no_value="0"),
             Panel("Messages",
                   "Inbound messages written to the stream (by sender kind) and outbound "
@@ -375,8 +398,18 @@ WORKERS = Board(
                   "Calls of the post-connect webhook by result (retried, never blocking).",
                   (failures("salon_worker_post_connect_hook_attempts_total", WORKER,
                             "hook, result", "{{hook}} {{result}}",
-                            "salon_worker_pings_answered_total", baseline_by="company_id"),),
+                            "salon_worker_pings_answered_total", baseline_by=""),),
                   unit="ops", width=12, no_value="0"),
+        )),
+        Row("Health pings (operator -> worker -> operator)", (
+            Panel(f"Round trip p50 / p95 / p99 per session (at most {TOP} sessions each)",
+                  "Quantiles over the interval of each chosen session's last round trips "
+                  "(salon_operator_session_roundtrip_seconds), the slowest sessions.",
+                  tuple(Target(f"topk({TOP}, quantile_over_time({q}, "
+                               "salon_operator_session_roundtrip_seconds"
+                               f'{{{OP}, company_id=~"$company_id"}}[$__rate_interval]))',
+                               f"{{{{company_id}}}} {name}") for q, name in QUANTILES),
+                  unit="s", width=24),
         )),
     ),
 )
@@ -417,7 +450,7 @@ def _panel(spec: Panel) -> Any:
 
 def build(board: Board) -> dict[str, Any]:
     builder = (dash.Dashboard(board.title).uid(board.uid).description(board.description)
-               .tags(list(board.tags)).refresh("30s").time("now-6h", "now")
+               .tags(list(board.tags)).refresh("30s").time(DEFAULT_RANGE, "now")
                .timezone("browser").tooltip(DashboardCursorSync.CROSSHAIR).editable())
     builder = builder.with_variable(
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus"))

@@ -98,7 +98,7 @@ class Publisher:
                 last = exc
                 break
             else:
-                self._metrics.latency.labels(kind).observe(self._clock() - started)
+                self._metrics.latency.observe(self._clock() - started)
                 return int(receivers)
             if attempt >= policy.max_attempts:
                 break

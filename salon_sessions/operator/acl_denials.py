@@ -9,6 +9,10 @@ their counts to the counter and resets the log. A refusal logged between the rea
 reset is lost (a window of one round trip), which the alert can afford: one forged write is
 seldom alone. `reason` is Redis's (`command`, `key`, `channel`, `auth`); `user` is the
 Redis user (`salon-session.<namespace>.<name>` for a session, which names the salon).
+
+Both labels are bounded: a reason Redis may add later counts as `other`; a user name is what
+the client sent (a failed login may carry any name), so only the project's own users are kept
+(the session users, at most `MAX_USERS` of them per process), the rest count as `other`.
 """
 
 from __future__ import annotations
@@ -21,11 +25,19 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from salon_sessions.core import redis_acl
 from salon_sessions.operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
 MAX_ENTRIES = 1024
 """Read at most this many entries per round (more than Redis keeps by default)."""
+REASONS = frozenset({"command", "key", "channel", "auth"})
+SERVICE_USERS = frozenset({redis_acl.OPERATOR_USER, redis_acl.API_USER, redis_acl.ADMIN_USER,
+                           "default"})
+MAX_USERS = 1000
+"""Distinct session users labelled per process; further ones count as `other` (a bound on
+the series whatever names failed logins carry)."""
+OTHER = "other"
 
 
 def tally(entries: list[dict[str, Any]]) -> Tally[tuple[str, str]]:
@@ -54,6 +66,18 @@ class AclDenials:
         self._metrics = metrics
         self._interval = interval_s
 
+        self._users: set[str] = set()
+
+    def labels(self, user: str, reason: str) -> tuple[str, str]:
+        """(user, reason) as labelled: bounded sets (see the module's docstring)."""
+        reason = reason if reason in REASONS else OTHER
+        if user in SERVICE_USERS or user in self._users:
+            return user, reason
+        if user.startswith(redis_acl.SESSION_USER_PREFIX) and len(self._users) < MAX_USERS:
+            self._users.add(user)
+            return user, reason
+        return OTHER, reason
+
     async def drain(self) -> int:
         """Move what `ACL LOG` holds into the counter; returns the refusals counted."""
         entries = await self._admin.acl_log(count=MAX_ENTRIES)
@@ -62,7 +86,7 @@ class AclDenials:
         await self._admin.acl_log_reset()
         counts = tally(list(entries))
         for (user, reason), n in counts.items():
-            self._metrics.acl_denials.labels(user, reason).inc(n)
+            self._metrics.acl_denials.labels(*self.labels(user, reason)).inc(n)
             log.warning("Redis refused %d %s request(s) of user %s", n, reason, user)
         return sum(counts.values())
 

@@ -1,5 +1,6 @@
 """Per-session health: a ping on the session's own channel, a pong back on its pong
-channel (`whatsapp:health:pong:<company>`), the round trip into a histogram.
+channel (`whatsapp:health:pong:<company>`), the round trip into a histogram (all sessions)
+and a gauge per session (its last round trip, removed when the session stops being probed).
 
 Each active session whose worker has reported once is pinged every `interval_s` (first
 pings spread over the interval so that 1,000 sessions are not pinged in one burst). A ping
@@ -10,6 +11,7 @@ miss; `threshold` misses in a row set `WorkerHealthy=False`, one pong sets it ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -46,6 +48,7 @@ class _Pending:
 @dataclass
 class _Probe:
     next_at: float
+    company: str
     misses: int = 0
 
 
@@ -91,12 +94,12 @@ class HealthPinger:
             probe = self._probes.get(session.key)
             if probe is None:
                 probe = self._probes[session.key] = _Probe(
-                    now + self._rng.uniform(0, self._interval))
+                    now + self._rng.uniform(0, self._interval), session.company)
             if probe.next_at <= now:
                 probe.next_at = now + self._interval
                 due.append(session)
         for key in set(self._probes) - seen:
-            del self._probes[key]
+            self._forget(self._probes.pop(key).company)
         if due:
             await asyncio.gather(*(self._ping(s) for s in due))
 
@@ -128,7 +131,10 @@ class HealthPinger:
             self._metrics.events_rejected.labels("unknown_pong").inc()
             return
         del self._pending[pong.data.correlation_id]
-        self._metrics.roundtrip.labels(pending.company).observe(time.monotonic() - pending.sent)
+        seconds = time.monotonic() - pending.sent
+        self._metrics.roundtrip.observe(seconds)
+        if pending.key in self._probes:  # not for a session gone meanwhile
+            self._metrics.session_roundtrip.labels(pending.company).set(seconds)
         self._metrics.pings.labels("answered").inc()
         probe = self._probes.get(pending.key)
         if probe is not None:
@@ -138,6 +144,13 @@ class HealthPinger:
                                     or session.model.restarted is not None):
             session.model.set_health(True, "")
             self._writer.mark(session)
+
+    def _forget(self, company: str) -> None:
+        """Drop the session's round-trip series (one per session, not one per session ever
+        seen) unless another probed session has the same company."""
+        if all(p.company != company for p in self._probes.values()):
+            with contextlib.suppress(KeyError):
+                self._metrics.session_roundtrip.remove(company)
 
     def _expire(self, now: float) -> None:
         for correlation, pending in list(self._pending.items()):

@@ -147,8 +147,8 @@ def test_qr_link_connect_disconnect_delete(operator_env: OperatorEnv) -> None:
         assert env.status(name).get("connected") is True
         assert op.metric("salon_operator_sessions", phase="Connected") == 1
         assert op.metric("salon_operator_sessions_linked") == 1
-        assert op.metric("salon_operator_pubsub_roundtrip_seconds_count",
-                         company_id=company) > 0
+        assert op.metric("salon_operator_pubsub_roundtrip_seconds_count") > 0
+        assert op.metric("salon_operator_session_roundtrip_seconds", company_id=company) > 0
 
         delete_and_check_cleanup(env, phone, name, company)
     finally:
