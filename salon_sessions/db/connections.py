@@ -7,7 +7,12 @@ and what for (`salon-lock:<company>`, `salon-tables:<company>`, `salon-neonize:<
 for whatsmeow's store, `salon-operator`, `salon-api`, …). And behind a transaction-mode
 pooler asyncpg must not use named prepared statements (a statement prepared in one
 transaction's server connection is missing in the next one's): `statement_cache_size=0`
-makes asyncpg use the unnamed statement, which PgBouncer supports in every mode.
+makes asyncpg use the unnamed statement, which PgBouncer supports in every mode. Nor may a
+pool send asyncpg's reset query when it takes a connection back (`RESET ALL`, `SELECT
+pg_advisory_unlock_all()`, ...): it runs on whichever server connection PgBouncer picks,
+and `RESET ALL` sets `application_name` back to that server connection's default, which
+PgBouncer then records as the client's own (verified with PgBouncer 1.18: every later
+transaction of the pool ran unnamed). asyncpg still rolls back an open transaction.
 
 Pools shrink to zero: `min_size=0` and `max_inactive_connection_lifetime` close what an idle
 process does not use, so an idle session worker holds only its lock connection (direct) and
@@ -35,6 +40,11 @@ def _dsn(url: SecretUrl | str) -> str:
     return url.get_secret_value() if isinstance(url, SecretUrl) else url
 
 
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """A pool's reset behind a transaction pooler: nothing session-level to undo (see the
+    module docstring); asyncpg has already rolled back an open transaction."""
+
+
 async def connect(url: SecretUrl | str, application_name: str, *,
                   pooler: DatabasePooler = "none", connect_timeout_s: float = 5.0,
                   ) -> asyncpg.Connection:
@@ -48,6 +58,8 @@ async def create_pool(url: SecretUrl | str, application_name: str, *,
                       pooler: DatabasePooler = "none", max_size: int = 1,
                       idle_s: float = 30.0, **extra: Any) -> asyncpg.Pool:
     """A pool that holds nothing while unused (min 0; closed after `idle_s` unused)."""
+    if pooler == "transaction":
+        extra.setdefault("reset", _no_session_reset)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         _dsn(url), min_size=0, max_size=max_size, max_inactive_connection_lifetime=idle_s,
         **connect_options(application_name, pooler), **extra)
