@@ -64,7 +64,7 @@ def _quote(value: str) -> str:
 def pgbouncer_config(*, listen_host: str, listen_port: int, server_host: str,
                      server_port: int, auth_user: str, auth_file: Path,
                      pool_size: int = 2, server_idle_timeout_s: int = 30,
-                     max_client_conn: int = 1000) -> str:
+                     client_idle_timeout_s: int = 600, max_client_conn: int = 1000) -> str:
     """pgbouncer.ini for transaction pooling of every database of one PostgreSQL, with the
     per-session roles authenticated through `auth_user` (module docstring)."""
     return "\n".join([
@@ -89,6 +89,9 @@ def pgbouncer_config(*, listen_host: str, listen_port: int, server_host: str,
         "min_pool_size = 0",
         "reserve_pool_size = 0",
         f"server_idle_timeout = {server_idle_timeout_s}",
+        # the connections whatsmeow never closes (one per finished Go client, see
+        # NeonizeStore.terminate_backends) end at PgBouncer: it closes them when idle
+        f"client_idle_timeout = {client_idle_timeout_s}",
         "server_lifetime = 3600",
         f"max_client_conn = {max_client_conn}",
         "log_connections = 0",

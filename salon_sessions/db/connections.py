@@ -21,6 +21,7 @@ whatever whatsmeow's store keeps open.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import asyncpg
@@ -38,6 +39,15 @@ def connect_options(application_name: str, pooler: DatabasePooler = "none") -> d
 
 def _dsn(url: SecretUrl | str) -> str:
     return url.get_secret_value() if isinstance(url, SecretUrl) else url
+
+
+_TRANSACTION_POOLED: weakref.WeakSet[asyncpg.Pool] = weakref.WeakSet()
+
+
+def transaction_pooled(pool: asyncpg.Pool) -> bool:
+    """Whether `pool` was made by `create_pool` for a transaction-mode pooler: its
+    connections are PgBouncer's clients, not PostgreSQL backends of their own."""
+    return pool in _TRANSACTION_POOLED
 
 
 async def _no_session_reset(conn: asyncpg.Connection) -> None:
@@ -63,4 +73,6 @@ async def create_pool(url: SecretUrl | str, application_name: str, *,
     pool: asyncpg.Pool = await asyncpg.create_pool(
         _dsn(url), min_size=0, max_size=max_size, max_inactive_connection_lifetime=idle_s,
         **connect_options(application_name, pooler), **extra)
+    if pooler == "transaction":
+        _TRANSACTION_POOLED.add(pool)
     return pool
