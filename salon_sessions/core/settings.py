@@ -19,6 +19,7 @@ from pydantic import (
     Secret,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -98,10 +99,11 @@ class _Database(_Settings):
 
     @field_validator("database_url", "lock_database_url")
     @classmethod
-    def _database_scheme(cls, value: SecretUrl | None) -> SecretUrl | None:
+    def _database_scheme(cls, value: SecretUrl | None,
+                         info: ValidationInfo) -> SecretUrl | None:
         if value is None:
             return None
-        return _scheme(value, _DB_SCHEMES, "SALON_DATABASE_URL / SALON_LOCK_DATABASE_URL")
+        return _scheme(value, _DB_SCHEMES, f"SALON_{(info.field_name or '').upper()}")
 
     @property
     def direct_database_url(self) -> SecretUrl:

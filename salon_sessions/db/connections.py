@@ -21,7 +21,6 @@ whatever whatsmeow's store keeps open.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import asyncpg
@@ -29,30 +28,35 @@ import asyncpg
 from salon_sessions.core.settings import DatabasePooler, SecretUrl
 
 
+class TransactionPooledConnection(asyncpg.Connection):
+    """A connection to a transaction-mode pooler: no reset query when a pool takes it back
+    (asyncpg's documented way: `get_reset_query`; see the module docstring). asyncpg still
+    rolls back an open transaction."""
+
+    behind_transaction_pooler = True
+    """Readable through a pool's connection proxy too (`behind_transaction_pooler`)."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
+def behind_transaction_pooler(conn: Any) -> bool:
+    """Whether `conn` (a connection, or a pool's proxy of one) is a PgBouncer client in
+    transaction mode rather than a PostgreSQL backend of its own."""
+    return bool(getattr(conn, "behind_transaction_pooler", False))
+
+
 def connect_options(application_name: str, pooler: DatabasePooler = "none") -> dict[str, Any]:
     """asyncpg keyword arguments for a connection named `application_name`."""
     options: dict[str, Any] = {"server_settings": {"application_name": application_name[:63]}}
     if pooler == "transaction":
         options["statement_cache_size"] = 0
+        options["connection_class"] = TransactionPooledConnection
     return options
 
 
 def _dsn(url: SecretUrl | str) -> str:
     return url.get_secret_value() if isinstance(url, SecretUrl) else url
-
-
-_TRANSACTION_POOLED: weakref.WeakSet[asyncpg.Pool] = weakref.WeakSet()
-
-
-def transaction_pooled(pool: asyncpg.Pool) -> bool:
-    """Whether `pool` was made by `create_pool` for a transaction-mode pooler: its
-    connections are PgBouncer's clients, not PostgreSQL backends of their own."""
-    return pool in _TRANSACTION_POOLED
-
-
-async def _no_session_reset(conn: asyncpg.Connection) -> None:
-    """A pool's reset behind a transaction pooler: nothing session-level to undo (see the
-    module docstring); asyncpg has already rolled back an open transaction."""
 
 
 async def connect(url: SecretUrl | str, application_name: str, *,
@@ -68,11 +72,7 @@ async def create_pool(url: SecretUrl | str, application_name: str, *,
                       pooler: DatabasePooler = "none", max_size: int = 1,
                       idle_s: float = 30.0, **extra: Any) -> asyncpg.Pool:
     """A pool that holds nothing while unused (min 0; closed after `idle_s` unused)."""
-    if pooler == "transaction":
-        extra.setdefault("reset", _no_session_reset)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         _dsn(url), min_size=0, max_size=max_size, max_inactive_connection_lifetime=idle_s,
         **connect_options(application_name, pooler), **extra)
-    if pooler == "transaction":
-        _TRANSACTION_POOLED.add(pool)
     return pool

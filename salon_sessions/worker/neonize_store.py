@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from salon_sessions.core.phone import InvalidPhone, parse_phone
-from salon_sessions.db.connections import create_pool, transaction_pooled
+from salon_sessions.db.connections import behind_transaction_pooler, create_pool
 
 DSN_SCHEMES: Final = ("postgres", "postgresql")
 _MISSING: Final = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError,
@@ -147,12 +147,13 @@ class NeonizeStore:
         if not application_names:
             return 0
         pool = await self._get_pool()
-        if transaction_pooled(pool):
-            return 0
-        value = await pool.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND application_name = ANY($1::text[])", application_names)
+        async with pool.acquire() as conn:
+            if behind_transaction_pooler(conn):
+                return 0
+            value = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name = ANY($1::text[])", application_names)
         return int(value or 0)
 
     async def whatsmeow_tables(self) -> list[str]:

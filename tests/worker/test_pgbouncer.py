@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
 import pytest
 
-from devstack.pgbouncer import PgBouncer, admin, pgbouncer
-from devstack.stack import StackInfo
+from devstack.pgbouncer import PgBouncer, admin
 from salon_sessions.core import channels
 from salon_sessions.db.locks import session_lock_key
 from tests.tenants import Tenants, session_roles
@@ -26,12 +25,6 @@ from tests.worker.harness import Observer, observing
 from tests.worker.messages import command, results, sent
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pooler(stack: StackInfo) -> Iterator[PgBouncer]:
-    with pgbouncer(stack.postgres_dsn) as pg:
-        yield pg
 
 
 @dataclass
