@@ -87,11 +87,7 @@ async def _wait(what: str, check: object, timeout: float = 20) -> None:
 
 async def test_a_simulator_session_works_through_pgbouncer_with_the_lock_direct(
         workers: WorkerFactory, pooled: Pooled, redis_url: str, company: str) -> None:
-    # the simulator driver subscribes to its phone channel on the worker's command client:
-    # with SALON_REDIS_COMMAND_CONNECTIONS=1 (the default since 5a0a384) that subscription
-    # takes the only connection and every command times out (with or without PgBouncer;
-    # reported in /work/plan/issue16.md), so this test gives it a second one
-    env = {**pooled.env(), "SALON_REDIS_COMMAND_CONNECTIONS": "2"}
+    env = pooled.env()
     async with observing(redis_url, company) as obs:
         first = workers("w0", env=env)
         await obs.wait_event("qr")
