@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the stack and the tests need, idempotently; fast when everything is there.
-#   1. Debian packages: postgresql, redis-server, prometheus, chromium, zbar, openssl, and the
+#   1. Debian packages: postgresql, pgbouncer (the tests behind a pooler), redis-server,
+#      prometheus, chromium, zbar, openssl, and the
 #      node's runtime (containerd, runc, CNI plugins, iptables/ipset/conntrack, catatonit for the
 #      pause image, mmdebstrap and buildah for the images)
 #   2. the virtualenv .venv with the project and its dev tools (reinstalled when pyproject changes)
@@ -14,7 +15,7 @@ say() { printf '[bootstrap] %s\n' "$*"; }
 t0=$(date +%s)
 
 # 1. Debian packages ---------------------------------------------------------------------------
-DEBS=(postgresql redis-server prometheus chromium zbar-tools libzbar0 openssl make
+DEBS=(postgresql pgbouncer redis-server prometheus chromium zbar-tools libzbar0 openssl make
       containerd runc containernetworking-plugins iptables conntrack ipset socat iproute2
       catatonit mmdebstrap buildah)
 missing=()

@@ -21,6 +21,7 @@ import pytest
 
 from devstack import node as devstack_node
 from devstack import stack as devstack_stack
+from devstack.pgbouncer import PgBouncer, pgbouncer
 from devstack.stack import StackInfo
 from tests.helpers import restore_session_users
 
@@ -86,6 +87,14 @@ def _psql(stack: StackInfo, sql: str) -> None:
     dsn = stack.postgres_dsn
     subprocess.run([devstack_stack.pg_bin("psql"), dsn, "-v", "ON_ERROR_STOP=1", "-qc", sql],
                    check=True, capture_output=True)
+
+
+@pytest.fixture
+def pooler(stack: StackInfo) -> Iterator[PgBouncer]:
+    """A private PgBouncer in transaction mode in front of the stack's PostgreSQL
+    (`devstack.pgbouncer`); `pooler.url(dsn)` is `dsn` through it."""
+    with pgbouncer(stack.postgres_dsn) as pg:
+        yield pg
 
 
 @pytest.fixture

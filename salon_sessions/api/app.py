@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -33,6 +32,7 @@ from salon_sessions.api.views import live_view, snapshot_message
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.settings import ApiSettings
 from salon_sessions.core.subscriber import Gap
+from salon_sessions.db.connections import create_pool
 
 log = logging.getLogger(__name__)
 PAGE_DIR = Path(__file__).resolve().parent / "page"
@@ -97,8 +97,8 @@ async def _start(settings: ApiSettings, metrics: ApiMetrics) -> Context:
         await hub.restate()
 
     bus = Bus(redis, metrics, hub.route, on_gap)
-    pg = await asyncpg.create_pool(settings.database_url.get_secret_value(), min_size=0,
-                                   max_size=2, timeout=3, command_timeout=3)
+    pg = await create_pool(settings.database_url, "salon-api", pooler=settings.database_pooler,
+                           max_size=2, idle_s=300.0, timeout=3, command_timeout=3)
     ctx = Context(settings=settings, redis=redis, metrics=metrics, auth=auth, kube=kube,
                   hub=hub, bus=bus, rate=PairingRateLimit(redis, settings.pairing_codes_per_minute),
                   pg=pg)

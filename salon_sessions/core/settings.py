@@ -19,6 +19,7 @@ from pydantic import (
     Secret,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -98,10 +99,11 @@ class _Database(_Settings):
 
     @field_validator("database_url", "lock_database_url")
     @classmethod
-    def _database_scheme(cls, value: SecretUrl | None) -> SecretUrl | None:
+    def _database_scheme(cls, value: SecretUrl | None,
+                         info: ValidationInfo) -> SecretUrl | None:
         if value is None:
             return None
-        return _scheme(value, _DB_SCHEMES, "SALON_DATABASE_URL / SALON_LOCK_DATABASE_URL")
+        return _scheme(value, _DB_SCHEMES, f"SALON_{(info.field_name or '').upper()}")
 
     @property
     def direct_database_url(self) -> SecretUrl:
@@ -143,8 +145,9 @@ class OperatorSettings(_Database, _Redis):
     `redis_url` is the operator's own Redis user (events, pings, state hashes). The workers
     get their credentials from the Secret the operator writes per SalonSession
     (`operator.tenancy`): a Redis user of their own, created with `redis_admin_url` (the
-    ACL admin, in its own Secret) and a password derived from `credentials_key`; their
-    database URL is, for now, the operator's `database_url`.
+    ACL admin, in its own Secret) and a password derived from `credentials_key`, and a
+    PostgreSQL role of their own on the server of `direct_database_url` (through
+    `worker_database_pooler_url` for everything but the session lock when that is set).
     """
 
     namespace: str | None = Field(
@@ -193,6 +196,13 @@ class OperatorSettings(_Database, _Redis):
                     "GOMEMLIMIT (the rest is Python's)")
     worker_go_gc_percent: int = Field(default=100, ge=10, le=1000,
                                       description="GOGC of the workers' Go core")
+    worker_database_pooler_url: SecretUrl | None = Field(
+        default=None,
+        description="a transaction-mode PgBouncer for the workers (postgresql://host:6432/db; "
+                    "its credentials, if any, are replaced by each session's own role): "
+                    "their Secret's `database-url` points there and `lock-database-url` at "
+                    "PostgreSQL directly (`direct_database_url`), and they run with "
+                    "SALON_DATABASE_POOLER=transaction. None: PostgreSQL directly")
 
     @property
     def namespaces(self) -> list[str]:
@@ -203,6 +213,13 @@ class OperatorSettings(_Database, _Redis):
     @classmethod
     def _admin_scheme(cls, value: SecretUrl) -> SecretUrl:
         return _scheme(value, _REDIS_SCHEMES, "SALON_REDIS_ADMIN_URL")
+
+    @field_validator("worker_database_pooler_url")
+    @classmethod
+    def _pooler_scheme(cls, value: SecretUrl | None) -> SecretUrl | None:
+        if value is None:
+            return None
+        return _scheme(value, _DB_SCHEMES, "SALON_WORKER_DATABASE_POOLER_URL")
 
     @field_validator("worker_cpu_limit", "worker_memory_limit", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from salon_sessions.core.redact import redact_text
 from salon_sessions.core.settings import MigrateSettings
 from salon_sessions.db.company_ids import CompanyIdMigrationError, convert_company_ids
+from salon_sessions.db.connections import connect
 from salon_sessions.db.migrator import MigrationError, applied_versions, load_migrations, migrate
 
 Handler = Callable[[argparse.Namespace], int]
@@ -64,11 +65,13 @@ async def _with_connection(settings: MigrateSettings,
                            action: Callable[[asyncpg.Connection, argparse.Namespace],
                                             Awaitable[int]],
                            args: argparse.Namespace) -> int:
+    # PostgreSQL directly (SALON_LOCK_DATABASE_URL when SALON_DATABASE_URL is a pooler's):
+    # migrations hold a session-level advisory lock
+    url = settings.direct_database_url
     try:
-        conn = await asyncpg.connect(settings.database_url.get_secret_value())
-    except (OSError, asyncpg.PostgresError) as exc:
-        print(f"cannot connect to {settings.database_url}: {redact_text(str(exc))}",
-              file=sys.stderr)
+        conn = await connect(url, "salon-migrate", connect_timeout_s=60)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        print(f"cannot connect to {url}: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     try:
         return await action(conn, args)

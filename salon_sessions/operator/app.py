@@ -163,7 +163,7 @@ class Operator:
         await self._prime_registry(kube)
         pending = PendingCleanups(kube, self.lease_namespace(), s.pending_cleanup_configmap,
                                   s.database_url.get_secret_value(), self.metrics, recorder,
-                                  retry_s=s.pending_cleanup_retry_s)
+                                  retry_s=s.pending_cleanup_retry_s, pooler=s.database_pooler)
         reconciler = Reconciler(s, kube, redis, writer, recorder, self.metrics, self.registry,
                                 credentials, pending)
         audit = StatusAudit(kube, self.registry, writer, s.namespaces,
@@ -190,7 +190,8 @@ class Operator:
                                            interval_s=s.acl_log_drain_s).run(),
                                 name="acl-denials"),
             asyncio.create_task(TenancyRefusals(s.database_url.get_secret_value(), self.metrics,
-                                                interval_s=s.acl_log_drain_s).run(),
+                                                interval_s=s.acl_log_drain_s,
+                                                pooler=s.database_pooler).run(),
                                 name="tenancy-refusals"),
             asyncio.create_task(RedisPersistenceGauges(redis, self.metrics.registry).run(),
                                 name="redis-persistence"),

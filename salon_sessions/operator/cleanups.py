@@ -42,6 +42,8 @@ from typing import Final
 import asyncpg
 
 from salon_sessions.core.redact import redact_text
+from salon_sessions.core.settings import DatabasePooler
+from salon_sessions.db.connections import connect
 from salon_sessions.db.credentials import (
     DeletedCredentials,
     SessionInUse,
@@ -60,11 +62,13 @@ CLEANUP_ERRORS: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.I
 CONFLICT_RETRIES: Final = 5
 
 
-async def delete_credentials(dsn: str, company: str, reason: str) -> DeletedCredentials:
+async def delete_credentials(dsn: str, company: str, reason: str, *,
+                             pooler: DatabasePooler = "none") -> DeletedCredentials:
     """One attempt: connect, delete the company's credentials in one transaction, then its
     session role (`db.tenancy`; dropped here too so that a role left behind while the
-    database was down goes with the pending cleanup)."""
-    conn = await asyncpg.connect(dsn, timeout=5)
+    database was down goes with the pending cleanup). Works through a transaction pooler
+    (the session lock is probed with a transaction-level advisory lock)."""
+    conn = await connect(dsn, "salon-operator", pooler=pooler, connect_timeout_s=5)
     try:
         report = await delete_session_credentials(conn, company, actor="operator",
                                                   reason=reason)
@@ -97,11 +101,13 @@ class PendingCleanup:
 class PendingCleanups:
     def __init__(self, kube: Kube, namespace: str, name: str, dsn: str,
                  metrics: OperatorMetrics, recorder: EventRecorder, *,
-                 retry_s: float = 30.0, report_s: float = 600.0) -> None:
+                 retry_s: float = 30.0, report_s: float = 600.0,
+                 pooler: DatabasePooler = "none") -> None:
         self._kube = kube
         self._namespace = namespace
         self._name = name
         self._dsn = dsn
+        self._pooler: DatabasePooler = pooler
         self._metrics = metrics
         self._recorder = recorder
         self._retry_s = retry_s
@@ -193,7 +199,8 @@ class PendingCleanups:
         try:
             report = await delete_credentials(
                 self._dsn, company, f"SalonSession {entry.namespace}/{entry.name} deleted "
-                                    f"(cleanup finished after the database came back)")
+                                    f"(cleanup finished after the database came back)",
+                pooler=self._pooler)
         except CLEANUP_ERRORS as exc:
             entry.attempts += 1
             entry.error = describe(exc)

@@ -267,7 +267,8 @@ class Reconciler:
             try:
                 report = await delete_credentials(
                     settings.database_url.get_secret_value(), session.company,
-                    f"SalonSession {session.namespace}/{session.name} deleted")
+                    f"SalonSession {session.namespace}/{session.name} deleted",
+                    pooler=settings.database_pooler)
             except CLEANUP_ERRORS as exc:
                 last = describe(exc)
                 log.warning("deleting the credentials of %s failed (attempt %d/%d): %s",

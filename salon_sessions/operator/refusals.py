@@ -15,6 +15,8 @@ import logging
 
 import asyncpg
 
+from salon_sessions.core.settings import DatabasePooler
+from salon_sessions.db.connections import connect
 from salon_sessions.operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
@@ -27,14 +29,16 @@ async def read_refusals(conn: asyncpg.Connection) -> int:
 
 
 class TenancyRefusals:
-    def __init__(self, dsn: str, metrics: OperatorMetrics, *, interval_s: float = 15.0) -> None:
+    def __init__(self, dsn: str, metrics: OperatorMetrics, *, interval_s: float = 15.0,
+                 pooler: DatabasePooler = "none") -> None:
         self._dsn = dsn
+        self._pooler: DatabasePooler = pooler
         self._metrics = metrics
         self._interval = interval_s
 
     async def collect(self) -> int:
-        conn = await asyncpg.connect(self._dsn, timeout=10,
-                                     server_settings={"application_name": "salon-operator"})
+        conn = await connect(self._dsn, "salon-operator", pooler=self._pooler,
+                             connect_timeout_s=10)
         try:
             value = await read_refusals(conn)
         finally:

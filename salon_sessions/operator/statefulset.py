@@ -28,6 +28,9 @@ MANAGED_BY: Final = "salon-sessions-operator"
 CONTAINER: Final = "worker"
 REDIS_URL_KEY: Final = "redis-url"
 DATABASE_URL_KEY: Final = "database-url"
+LOCK_DATABASE_URL_KEY: Final = "lock-database-url"
+"""Only with `worker_database_pooler_url`: PostgreSQL directly, for the session lock (and
+the worker's migration check); `database-url` is then the pooler's."""
 
 
 def credentials_secret(name: str) -> str:
@@ -51,11 +54,18 @@ LIVENESS_PROBE: Final = {
 whether it is the holder or a standby is reported through the status, not readiness."""
 def _credentials_inputs(settings: OperatorSettings) -> str:
     """What `operator.tenancy` derives the Secret's content from (besides the session's
-    own ids): the key of the passwords, where Redis is (not the operator's own password)
-    and the database URL. A change rewrites every Secret; the pods must restart to read it."""
+    own ids): the key of the passwords, where Redis is (not the operator's own password),
+    the database URL (`direct_database_url`: the operator's `database_url` unless it set a
+    `lock_database_url`) and the workers' pooler when there is one (appended only then, so
+    that the hash of a deployment without one is what it was before the setting existed).
+    A change rewrites every Secret; the pods must restart to read it."""
     redis = urlsplit(settings.redis_url.get_secret_value())
-    parts = (settings.credentials_key.get_secret_value(), redis.scheme, redis.hostname or "",
-             str(redis.port), redis.path, redis.query, settings.database_url.get_secret_value())
+    parts: tuple[str, ...] = (
+        settings.credentials_key.get_secret_value(), redis.scheme, redis.hostname or "",
+        str(redis.port), redis.path, redis.query,
+        settings.direct_database_url.get_secret_value())
+    if settings.worker_database_pooler_url is not None:
+        parts += ("pooler", settings.worker_database_pooler_url.get_secret_value())
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
@@ -145,6 +155,19 @@ def go_env(settings: OperatorSettings) -> list[dict[str, Any]]:
     ]
 
 
+def database_env(name: str, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The worker's PostgreSQL URLs, from its own Secret. Behind a transaction-mode PgBouncer
+    (`worker_database_pooler_url`) the tables (and whatsmeow's store) go through it and the
+    session lock goes to PostgreSQL directly: a session-level advisory lock would be lost
+    between two transactions of a transaction pooler."""
+    secret = credentials_secret(name)
+    env = [_secret_env("SALON_DATABASE_URL", secret, DATABASE_URL_KEY)]
+    if settings.worker_database_pooler_url is not None:
+        env += [_secret_env("SALON_LOCK_DATABASE_URL", secret, LOCK_DATABASE_URL_KEY),
+                {"name": "SALON_DATABASE_POOLER", "value": "transaction"}]
+    return env
+
+
 def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[str, Any]]:
     spec = body.get("spec") or {}
     name = body["metadata"]["name"]
@@ -154,7 +177,7 @@ def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[st
         _field_env("SALON_NAMESPACE", "metadata.namespace"),
         _field_env("SALON_POD_NAME", "metadata.name"),
         {"name": "SALON_DRIVER", "value": _driver(spec)},
-        _secret_env("SALON_DATABASE_URL", credentials_secret(name), DATABASE_URL_KEY),
+        *database_env(name, settings),
         _secret_env("SALON_REDIS_URL", credentials_secret(name), REDIS_URL_KEY),
         {"name": "SALON_METRICS_PORT", "value": str(settings.worker_metrics_port)},
         {"name": "SALON_HEARTBEAT_TTL_S", "value": str(settings.worker_heartbeat_ttl_s)},

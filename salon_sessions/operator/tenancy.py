@@ -11,10 +11,11 @@ does not get the shared credentials: before its StatefulSet is applied, the oper
    of `core.redis_acl.session_rules` through the admin connection;
 3. creates (or updates) the company's own PostgreSQL role through `DatabaseCredentials`
    (`SessionDatabase`: `db.tenancy`, row-level security and its own lock only) and puts
-   its URL in the Secret;
-4. applies the Secret `<name>-credentials` (keys `redis-url`, `database-url`), owned by
-   the SalonSession (ownerReferences: the garbage collector removes it with it), which the
-   pod's env references (`statefulset.worker_env`).
+   its URL in the Secret: PostgreSQL's (`direct_database_url`), or, with
+   `worker_database_pooler_url`, the pooler's plus PostgreSQL's for the session lock;
+4. applies the Secret `<name>-credentials` (keys `redis-url`, `database-url` and, behind a
+   pooler, `lock-database-url`), owned by the SalonSession (ownerReferences: the garbage
+   collector removes it with it), which the pod's env references (`statefulset.worker_env`).
 
 On deletion (`drop`) the Secret and the Redis user go (Redis closes the user's
 connections). Redis forgets ACL SETUSER users when it restarts without an aclfile, so
@@ -41,6 +42,7 @@ from salon_sessions.core.resource import API_VERSION, KIND
 from salon_sessions.core.settings import OperatorSettings, SecretUrl
 from salon_sessions.core.subscriber import Gap
 from salon_sessions.core.urls import with_credentials
+from salon_sessions.db.connections import connect
 from salon_sessions.db.migrator import MigrationError, migrate
 from salon_sessions.db.tenancy import TenancyError, drop_session_role, ensure_session_role
 from salon_sessions.operator.kube import Kube, KubeError
@@ -49,6 +51,7 @@ from salon_sessions.operator.registry import Registry, Session
 from salon_sessions.operator.statefulset import (
     COMPONENT_LABEL,
     DATABASE_URL_KEY,
+    LOCK_DATABASE_URL_KEY,
     REDIS_URL_KEY,
     credentials_secret,
     labels,
@@ -63,12 +66,13 @@ class CredentialsError(Exception):
 
 
 class DatabaseCredentials(Protocol):
-    """Where a session's worker gets its database URL. `ensure` is called on every
-    reconcile with the session's derived password and returns the URL to write in its
-    Secret; `drop` when the session is deleted. Both raise `CredentialsError` on failure
-    (`ensure` is retried, `drop` logged)."""
+    """Where a session's worker gets its database URLs. `ensure` is called on every
+    reconcile with the session's derived password and returns the Secret keys to write
+    (`database-url`, and `lock-database-url` behind a pooler); `drop` when the session is
+    deleted. Both raise `CredentialsError` on failure (`ensure` is retried, `drop`
+    logged)."""
 
-    async def ensure(self, company_id: str, password: str) -> str: ...
+    async def ensure(self, company_id: str, password: str) -> dict[str, str]: ...
 
     async def drop(self, company_id: str) -> None: ...
 
@@ -76,17 +80,31 @@ class DatabaseCredentials(Protocol):
 class SessionDatabase:
     """Every session's worker logs in as its company's own PostgreSQL role
     (`db.tenancy`: row-level security, device binding, its own lock only), created with
-    the operator's administrator connection."""
+    the operator's administrator connection.
 
-    def __init__(self, url: SecretUrl) -> None:
+    `url`: PostgreSQL itself (the operator's `direct_database_url`): the administrator
+    connection migrates under a session-level advisory lock, which a transaction pooler
+    would not keep. `pooler_url`: the workers' PgBouncer (`worker_database_pooler_url`),
+    whose host, port, database and options the workers' `database-url` gets instead."""
+
+    def __init__(self, url: SecretUrl, pooler_url: SecretUrl | None = None) -> None:
         self.url = url
+        self.pooler_url = pooler_url
         self._migrated = False
 
     async def _admin(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.url.get_secret_value(), timeout=10,
-                                     server_settings={"application_name": "salon-operator"})
+        return await connect(self.url, "salon-operator", connect_timeout_s=10)
 
-    async def ensure(self, company_id: str, password: str) -> str:
+    def urls(self, role: str, password: str) -> dict[str, str]:
+        """The Secret's database keys for a role."""
+        direct = with_credentials(self.url.get_secret_value(), role, password)
+        if self.pooler_url is None:
+            return {DATABASE_URL_KEY: direct}
+        return {DATABASE_URL_KEY: with_credentials(self.pooler_url.get_secret_value(), role,
+                                                   password),
+                LOCK_DATABASE_URL_KEY: direct}
+
+    async def ensure(self, company_id: str, password: str) -> dict[str, str]:
         try:
             conn = await self._admin()
             try:
@@ -103,7 +121,7 @@ class SessionDatabase:
                 TenancyError, MigrationError) as exc:
             raise CredentialsError(f"the database role of {company_id}: "
                                    f"{type(exc).__name__}: {exc}") from None
-        return with_credentials(self.url.get_secret_value(), role, password)
+        return self.urls(role, password)
 
     async def drop(self, company_id: str) -> None:
         try:
@@ -152,7 +170,8 @@ class SessionCredentials:
         self._admin = admin
         self._registry = registry
         self._metrics = metrics
-        self._database = database or SessionDatabase(settings.database_url)
+        self._database = database or SessionDatabase(settings.direct_database_url,
+                                                     settings.worker_database_pooler_url)
         self._key = settings.credentials_key.get_secret_value().encode()
         self._wake = asyncio.Event()
 
@@ -169,12 +188,12 @@ class SessionCredentials:
         redis_password = derive_password(self._key, "redis", session)
         try:
             await self._ensure_user(session, redis_password)
-            database_url = await self._database.ensure(
+            database_urls = await self._database.ensure(
                 session.company, derive_password(self._key, "database", session))
             redis_url = with_credentials(self._settings.redis_url.get_secret_value(),
                                            self.user(session), redis_password)
             await self._kube.apply_secret(secret_manifest(
-                session, {REDIS_URL_KEY: redis_url, DATABASE_URL_KEY: database_url}))
+                session, {REDIS_URL_KEY: redis_url, **database_urls}))
         except (RedisError, OSError, KubeError, CredentialsError) as exc:
             self._metrics.credentials.labels("ensure", "failed").inc()
             raise CredentialsError(redact_text(

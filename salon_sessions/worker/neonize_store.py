@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from salon_sessions.core.phone import InvalidPhone, parse_phone
-from salon_sessions.db.connections import create_pool
+from salon_sessions.db.connections import behind_transaction_pooler, create_pool
 
 DSN_SCHEMES: Final = ("postgres", "postgresql")
 _MISSING: Final = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError,
@@ -133,14 +133,27 @@ class NeonizeStore:
         return status != "DELETE 0"
 
     async def terminate_backends(self, application_names: list[str]) -> int:
-        """Terminate this database's connections opened under these application names."""
+        """Terminate this database's connections opened under these application names.
+
+        Not behind a transaction-mode PgBouncer (the worker's pool made with
+        `SALON_DATABASE_POOLER=transaction`): there the Go client's connections end at
+        PgBouncer, and a server backend only shows the `application_name` of the last client
+        PgBouncer lent it to. Terminating by that name would not close the finished client's
+        connection, and could cut a server connection PgBouncer has just lent to another
+        client of the session (the live Go store's or the worker's) in the middle of its
+        transaction. PgBouncer closes the finished clients' idle connections itself
+        (`client_idle_timeout`) and idle server connections (`server_idle_timeout`);
+        docs/HELM.md, "Behind PgBouncer"."""
         if not application_names:
             return 0
         pool = await self._get_pool()
-        value = await pool.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND application_name = ANY($1::text[])", application_names)
+        async with pool.acquire() as conn:
+            if behind_transaction_pooler(conn):
+                return 0
+            value = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name = ANY($1::text[])", application_names)
         return int(value or 0)
 
     async def whatsmeow_tables(self) -> list[str]:

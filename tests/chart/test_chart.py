@@ -87,6 +87,11 @@ BAD_VALUES = [
     (["--set", "api.service.nodePort=70000"], "/api/service/nodePort"),
     (["--set", "api.ingress.hosts[0].host=x,api.ingress.hosts[0].paths[0].path=/,"
                "api.ingress.hosts[0].paths[0].pathType=Sometimes"], "pathType"),
+    # behind PgBouncer: the direct URL is required, credentials never go in values
+    (["--set", "database.pooler=transaction"], "/database/direct/existingSecret"),
+    (["--set", "database.pooler=session"], "/database/pooler"),
+    (["--set", "worker.databasePoolerUrl=postgresql://u:pw@pgbouncer:6432/salon"],
+     "/worker/databasePoolerUrl"),
 ]
 
 
@@ -515,3 +520,35 @@ def test_api_service_node_port() -> None:
     cluster_ip = find(render("--set", "api.service.nodePort=30080"), "Service",
                       "salon-sessions-api")
     assert "nodePort" not in cluster_ip["spec"]["ports"][0]
+
+
+# ---- behind PgBouncer -------------------------------------------------------------------
+
+POOLED = {"database": {"pooler": "transaction", "direct": {"existingSecret": "pg-direct"}},
+          "worker": {"databasePoolerUrl": "postgresql://pgbouncer.db:6432/salon"}}
+
+
+def test_behind_pgbouncer_the_direct_url_goes_to_migrations_and_locks(tmp_path: Path) -> None:
+    docs = render(values=POOLED, tmp=tmp_path)
+    expected = {"salon-sessions-operator": OperatorSettings, "salon-sessions-api": ApiSettings,
+                "salon-sessions-migrate": MigrateSettings}
+    direct = {"secretKeyRef": {"name": "pg-direct", "key": "url"}}
+    for doc in workloads(docs):
+        env = env_of(container(doc))
+        assert {n for n in env if n.startswith("SALON_")} <= settings_env(
+            expected[doc["metadata"]["name"]])
+        assert env["SALON_LOCK_DATABASE_URL"]["valueFrom"] == direct, doc["metadata"]["name"]
+        if doc["metadata"]["name"] != "salon-sessions-migrate":
+            assert env["SALON_DATABASE_POOLER"]["value"] == "transaction"
+    operator = env_of(container(find(docs, "Deployment", "salon-sessions-operator")))
+    assert operator["SALON_WORKER_DATABASE_POOLER_URL"]["value"] == \
+        "postgresql://pgbouncer.db:6432/salon"
+    workers = find(docs, "NetworkPolicy", "salon-sessions-session-workers")
+    assert ("TCP", 6432) in set().union(*(ports(r) for r in workers["spec"]["egress"]))
+    # without a pooler nothing of it is rendered
+    plain = render()
+    for doc in workloads(plain):
+        env = env_of(container(doc))
+        assert not {"SALON_LOCK_DATABASE_URL", "SALON_DATABASE_POOLER",
+                    "SALON_WORKER_DATABASE_POOLER_URL"} & set(env)
+

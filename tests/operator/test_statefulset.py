@@ -145,3 +145,44 @@ def test_template_drift_by_content_and_what_is_put_back() -> None:
     assert restored_template(desired, None) == template
     assert generation({"metadata": {"generation": 3}}) == 3
     assert generation(None) is None
+
+
+POOLER = "postgresql://pgbouncer.db:6432/salon"
+
+
+def test_behind_a_pooler_the_lock_goes_to_postgresql_directly() -> None:
+    plain = {e["name"]: e for e in
+             build_statefulset(body(), settings())["spec"]["template"]["spec"]["containers"][0]
+             ["env"]}
+    assert "SALON_LOCK_DATABASE_URL" not in plain
+    assert "SALON_DATABASE_POOLER" not in plain
+    pooled = build_statefulset(body(), settings(worker_database_pooler_url=POOLER))
+    env = {e["name"]: e for e in pooled["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SALON_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "company-1-credentials", "key": "database-url"}
+    assert env["SALON_LOCK_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "company-1-credentials", "key": "lock-database-url"}
+    assert env["SALON_DATABASE_POOLER"] == {"name": "SALON_DATABASE_POOLER",
+                                            "value": "transaction"}
+
+
+def test_the_pooler_rolls_the_pods_and_no_pooler_keeps_the_old_hash() -> None:
+    base = template_hash(build_statefulset(body(), settings()))
+    # the hash before the pooler setting existed (main at 5a0a384): an upgrade of the
+    # operator without a pooler restarts no session
+    assert base == "f2a218bb78c3ed21"
+    pooled = template_hash(build_statefulset(body(), settings(
+        worker_database_pooler_url=POOLER)))
+    other = template_hash(build_statefulset(body(), settings(
+        worker_database_pooler_url=POOLER.replace("6432", "6433"))))
+    assert len({base, pooled, other}) == 3
+    # the workers' direct URL is the operator's direct one
+    direct = template_hash(build_statefulset(body(), settings(
+        worker_database_pooler_url=POOLER, database_url=POOLER, database_pooler="transaction",
+        lock_database_url=SECRET)))
+    assert direct == pooled
+
+
+def test_the_pooler_url_must_be_postgresql() -> None:
+    with pytest.raises(ValidationError):
+        settings(worker_database_pooler_url="redis://pgbouncer:6432/0")

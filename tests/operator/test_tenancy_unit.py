@@ -62,3 +62,16 @@ def test_session_rules_name_only_the_company_s_own_channels_and_keys() -> None:
     assert "&whatsapp:events:company_1" in publish
     assert "&whatsapp:events:company_1" not in rules  # may publish there, not subscribe
     assert not any(c in " ".join(rules) for c in ("+keys", "+scan", "+@", "+eval", "+acl"))
+
+
+def test_the_secret_s_database_urls_with_and_without_a_pooler() -> None:
+    from salon_sessions.core.settings import SecretUrl
+    from salon_sessions.operator.tenancy import SessionDatabase
+
+    direct = SecretUrl("postgresql://admin:apw@db:5432/salon?sslmode=require")
+    assert SessionDatabase(direct).urls("salon_r_company_1", "p/w") == {
+        "database-url": "postgresql://salon_r_company_1:p%2Fw@db:5432/salon?sslmode=require"}
+    pooled = SessionDatabase(direct, SecretUrl("postgresql://pgbouncer:6432/salon"))
+    assert pooled.urls("salon_r_company_1", "pw") == {
+        "database-url": "postgresql://salon_r_company_1:pw@pgbouncer:6432/salon",
+        "lock-database-url": "postgresql://salon_r_company_1:pw@db:5432/salon?sslmode=require"}

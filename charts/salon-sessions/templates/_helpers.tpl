@@ -116,7 +116,8 @@ first: it is the default of the API's sessions). */}}
 {{- $namespaces | uniq | toJson -}}
 {{- end -}}
 
-{{/* SALON_DATABASE_URL and SALON_REDIS_URL from the existing Secrets; (dict "ctx" $
+{{/* SALON_DATABASE_URL (and, behind PgBouncer, SALON_LOCK_DATABASE_URL and
+SALON_DATABASE_POOLER) and SALON_REDIS_URL from the existing Secrets; (dict "ctx" $
 "redis" .Values.redis[.api]): each component has its own Redis user. */}}
 {{- define "salon-sessions.connectionEnv" -}}
 {{- $ctx := .ctx -}}
@@ -125,6 +126,13 @@ first: it is the default of the API's sessions). */}}
     secretKeyRef:
       name: {{ $ctx.Values.database.existingSecret }}
       key: {{ $ctx.Values.database.key }}
+{{- with include "salon-sessions.directDatabaseEnv" $ctx }}
+{{ . }}
+{{- end }}
+{{- if eq (default "none" $ctx.Values.database.pooler) "transaction" }}
+- name: SALON_DATABASE_POOLER
+  value: transaction
+{{- end }}
 - name: SALON_REDIS_URL
   valueFrom:
     secretKeyRef:
@@ -134,6 +142,27 @@ first: it is the default of the API's sessions). */}}
   value: {{ $ctx.Values.logLevel | quote }}
 - name: SALON_LOG_JSON
   value: {{ $ctx.Values.logJson | quote }}
+{{- end -}}
+
+{{/* SALON_LOCK_DATABASE_URL: PostgreSQL itself, from database.direct (migrations and
+advisory locks); required with database.pooler=transaction. */}}
+{{- define "salon-sessions.directDatabaseEnv" -}}
+{{- $direct := .Values.database.direct | default dict -}}
+{{- if and (eq (default "none" .Values.database.pooler) "transaction") (not $direct.existingSecret) -}}
+{{- fail "database.pooler=transaction needs database.direct.existingSecret (PostgreSQL's own URL: migrations and session locks cannot go through a transaction pooler)" -}}
+{{- end -}}
+{{- if $direct.existingSecret -}}
+- name: SALON_LOCK_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $direct.existingSecret }}
+      key: {{ $direct.key | default "url" }}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether anything connects to a PgBouncer (its NetworkPolicy egress). */}}
+{{- define "salon-sessions.usesPgbouncer" -}}
+{{- if or (eq (default "none" .Values.database.pooler) "transaction") .Values.worker.databasePoolerUrl -}}true{{- end -}}
 {{- end -}}
 
 {{/* A name: value map of extra settings as EnvVars. */}}
@@ -171,6 +200,15 @@ first: it is the default of the API's sessions). */}}
   to:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- if include "salon-sessions.usesPgbouncer" . }}
+- ports:
+    - protocol: TCP
+      port: {{ .Values.networkPolicy.pgbouncer.port }}
+  {{- with .Values.networkPolicy.pgbouncer.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "salon-sessions.kubeApiEgress" -}}
