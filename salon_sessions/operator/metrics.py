@@ -8,6 +8,7 @@ histogram is fleet-wide (by company it was 17 series per session, 10,000 at 600 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -26,6 +27,8 @@ RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 CONSUMER = "operator"
 
+
+PING_RESULTS: Final = ("sent", "answered", "missed", "no_receiver", "publish_failed")
 
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
@@ -68,6 +71,8 @@ class OperatorMetrics:
             registry=registry)
         self.pings = Counter(
             "salon_operator_pings", "Health pings by outcome", ["result"], registry=registry)
+        for result in PING_RESULTS:  # from 0, so that the first ping is an increase
+            self.pings.labels(result)
         self.heartbeat_lost = Counter(
             "salon_operator_heartbeats_lost", "Sessions whose heartbeat hash expired",
             registry=registry)

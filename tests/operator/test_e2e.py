@@ -54,7 +54,9 @@ def check_statefulset(env: OperatorEnv, name: str, company: str, uid: str) -> No
     assert env_vars["SALON_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": f"{name}-credentials", "key": "redis-url"}
     assert env_vars["SALON_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert set(MANAGED_WORKER_ENV) - {"SALON_PROXY_URL", "SALON_POST_CONNECT_URL"} <= \
+    optional = {"SALON_PROXY_URL", "SALON_POST_CONNECT_URL",  # only behind a PgBouncer:
+                "SALON_LOCK_DATABASE_URL", "SALON_DATABASE_POOLER"}
+    assert set(MANAGED_WORKER_ENV) - optional <= \
         set(env_vars)
     text = json.dumps(sts)
     for secret in (env.database, env.redis_url):
