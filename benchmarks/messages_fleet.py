@@ -9,7 +9,6 @@ each worker stores in `whatsapp:qr:<company>`.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import time
@@ -21,7 +20,7 @@ from redis.asyncio import Redis
 
 from benchmarks.measure import CLK_TCK, VENV_BIN, cpu_seconds
 from devstack import stack
-from salon_sessions.core import channels
+from devstack.phone import link_all
 
 UNPACED = {"SALON_SEND_PACING": "false", "SALON_SEND_TYPING": "false"}
 """The bridge itself, without the pacing a salon's bot experiences (docs/BOT.md)."""
@@ -59,23 +58,14 @@ class Fleet:
     async def link(self, redis: Redis, timeout: float = 300) -> float:
         """Scan every worker's QR until all are connected; returns the seconds it took."""
         t0 = time.monotonic()
-        pending = set(self.companies)
         async with asyncio.timeout(timeout):
-            while pending:
-                for c in list(pending):
-                    state = await redis.hgetall(channels.session_state_key(c))
-                    if state.get(b"connected") == b"true":
-                        pending.discard(c)
-                        continue
-                    qr: Any = await redis.get(channels.latest_qr_key(c))
-                    if qr is not None:
-                        await redis.publish(channels.simulator_channel(c), json.dumps(
-                            {"action": "scan", "qr": qr.decode(), "phone": "79686484488"}))
-                for p in self.procs:
-                    if p.poll() is not None:
-                        raise RuntimeError(f"a worker exited with {p.returncode}")
-                await asyncio.sleep(0.5)
+            await link_all(redis, self.companies, interval=0.5, check=self._check_alive)
         return time.monotonic() - t0
+
+    def _check_alive(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"a worker exited with {p.returncode}")
 
     def cpu(self) -> float:
         """User + system CPU seconds of all the workers so far."""

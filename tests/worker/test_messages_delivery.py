@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from devstack.phone import link_all
 from salon_sessions.core import channels
 from tests.helpers import metric_sample, session_redis_user, wait_for
 from tests.worker.conftest import WorkerFactory
@@ -189,7 +190,8 @@ async def test_ten_thousand_messages_across_a_hundred_salons_survive_a_bot_outag
             await admin.xgroup_create(channels.inbound_stream(c), BOT, id="0", mkstream=True)
             procs.append(WorkerProc(tmp_path, database, url, c, name=f"w-{c}",
                                     env={"SALON_STREAM_TRIM_S": "2"}).start())
-        await _link_all(admin, companies)
+        async with asyncio.timeout(300):
+            await link_all(admin, companies)
         per_salon = 100
         for n in range(per_salon):
             pipe = admin.pipeline(transaction=False)
@@ -245,23 +247,6 @@ async def test_ten_thousand_messages_across_a_hundred_salons_survive_a_bot_outag
                 p.proc.kill()
         users.close()
         await admin.aclose()
-
-
-async def _link_all(admin: Redis, companies: list[str]) -> None:
-    """Scan every salon's QR as its phone would (the QR is in `whatsapp:qr:<company>`)."""
-    pending = set(companies)
-    async with asyncio.timeout(300):
-        while pending:
-            for c in list(pending):
-                state = await admin.hgetall(channels.session_state_key(c))
-                if state.get(b"connected") == b"true":
-                    pending.discard(c)
-                    continue
-                qr = await admin.get(channels.latest_qr_key(c))
-                if qr is not None:
-                    await admin.publish(channels.simulator_channel(c), json.dumps(
-                        {"action": "scan", "qr": qr.decode(), "phone": "79686484488"}))
-            await asyncio.sleep(1)
 
 
 async def _lengths(redis: Redis, streams: list[str]) -> list[int]:
