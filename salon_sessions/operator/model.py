@@ -457,13 +457,16 @@ class SessionModel:
             connected = Cond("False", "NotLinked", "the session is not linked")
         if self.suspended:
             worker = Cond("Unknown", "Suspended", "no worker runs while suspended")
+        elif self.restarted is not None:
+            # the more specific cause: a heartbeat lost before the restart was the old
+            # process's (the Connected condition still says HeartbeatLost until the new one
+            # reports)
+            worker = Cond("False", "WorkerRestarted", self.restarted)
         elif self.heartbeat_lost:
             worker = Cond("False", "HeartbeatLost",
                           "the worker's heartbeat expired: it is stuck, gone or cut off")
         elif self.lock_lost is not None:
             worker = Cond("False", "LockLost", self.lock_lost)
-        elif self.restarted is not None:
-            worker = Cond("False", "WorkerRestarted", self.restarted)
         elif self.healthy is None:
             worker = Cond("Unknown", "NotProbed", "no health ping answered or missed yet")
         elif self.healthy:

@@ -213,6 +213,29 @@ def test_worker_troubles_are_condition_reasons_and_warnings() -> None:
                                                   "PongsMissed"]
 
 
+def test_a_restart_after_a_lost_heartbeat_is_reported_as_the_restart() -> None:
+    # a killed worker restarted after a crash-loop backoff: its heartbeat expired first, then
+    # the pod's restart count grew; WorkerHealthy names the restart until the new process
+    # answers, Connected keeps saying HeartbeatLost until it reports
+    src = EventSource("company_1", "company-1")
+    model = started()
+    model.apply_event(src.event(ConnectedData(jid=JID)), T0)
+    model.set_health(True, "", T0)
+    model.lose_heartbeat("the heartbeat expired", T0)
+    model.refresh(T0)
+    assert conds(model)["WorkerHealthy"] == ("False", "HeartbeatLost")
+    model.worker_restarted("the worker container restarted (2 restarts)", T0)
+    model.refresh(T0)
+    assert conds(model)["WorkerHealthy"] == ("False", "WorkerRestarted")
+    assert conds(model)["Connected"] == ("False", "HeartbeatLost")
+    model.set_health(True, "", T0)
+    model.refresh(T0)
+    assert conds(model)["WorkerHealthy"] == ("False", "HeartbeatLost")
+    model.apply_event(src.event(ConnectedData(jid=JID)), T0)
+    model.refresh(T0)
+    assert conds(model)["WorkerHealthy"] == ("True", "PongReceived")
+
+
 def test_a_written_seq_beyond_the_horizon_is_not_trusted_on_reload() -> None:
     src = EventSource("company_1", "company-1")
     model = started()
