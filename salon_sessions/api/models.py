@@ -6,20 +6,42 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
+from salon_sessions.api.errors import ApiError
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.display_name import DisplayName
 from salon_sessions.core.events import LinkMethod, PasskeyStage
-from salon_sessions.core.phone import Phone
+from salon_sessions.core.phone import MAX_INPUT_CHARS, PHONE_PATTERN, InvalidPhone, parse_phone
 from salon_sessions.core.resource import DriverName, Phase
 
 COMPANY_EXAMPLE = "company_962302"
 REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 PASSKEY_CODE_PATTERN = r"^[A-Z0-9]{4}-[A-Z0-9]{4}$"
-PHONE_INPUT = Annotated[Phone, Field(
-    description="the salon's phone number: E.164, '+', spaces, dashes and brackets allowed",
+PHONE_INPUT = Annotated[str, Field(
+    min_length=1, max_length=MAX_INPUT_CHARS,
+    description="the salon's phone number as typed: with its country code (`+7 968 "
+    "648-44-88`, `79686484488`; spaces, dashes, dots and brackets allowed), or in the national "
+    "format of the server's `SALON_DEFAULT_REGION` (`8 968 648-44-88` with RU). It must be a "
+    "valid number (`phonenumbers`); stored as digits-only E.164",
     examples=["+7 968 648-44-88"])]
+
+
+def read_phone(typed: str, region: str | None, field: str) -> str:
+    """Digits-only E.164 of a typed number (`core.phone.parse_phone`), or a 422 naming
+    `field` whose message says the expected form (never the input)."""
+    try:
+        return parse_phone(typed, region)
+    except InvalidPhone as exc:
+        raise ApiError(422, "invalid", f"invalid request: {field}: invalid value: {exc.why}",
+                       field=field) from None
 
 
 class _In(BaseModel):
@@ -42,9 +64,9 @@ class SessionCreate(_In):
                                              description="shown on the onboarding page")
     link_method: LinkMethod = Field(default=LinkMethod.QR,
                                     description="qr (default) or pairingCode")
-    phone_number: Phone | None = Field(
-        default=None, description="required for pairingCode; E.164",
-        examples=["79686484488"])
+    phone_number: PHONE_INPUT | None = Field(
+        default=None, description="required for pairingCode; read like the pairing-code "
+        "call's `phone`, stored as digits-only E.164", examples=["79686484488"])
     driver: DriverName | None = Field(
         default=None, description="neonize (real WhatsApp) or simulator; default from the "
         "server's configuration")
@@ -80,6 +102,9 @@ class LiveState(BaseModel):
     phone: str | None = None
     pairing_code_pending: bool = False
     pairing_code_expires_at: datetime | None = None
+    pairing_code_phone: str | None = Field(
+        default=None, pattern=PHONE_PATTERN, description=(
+            "the number (digits-only E.164) the pending code was issued for"))
     last_error: str | None = None
     reason: str | None = Field(default=None, pattern=REASON_PATTERN, description=(
         "WhatsApp's reason for the current state (`core.whatsapp_reasons` names): why the "
@@ -112,11 +137,12 @@ class LiveState(BaseModel):
             return None
         return value
 
-    @field_validator("passkey_code", mode="before")
+    @field_validator("passkey_code", "pairing_code_phone", mode="before")
     @classmethod
-    def _only_a_code(cls, value: object) -> object:
-        """Likewise: a malformed code is dropped, never shown."""
-        if isinstance(value, str) and not re.match(PASSKEY_CODE_PATTERN, value):
+    def _only_a_code(cls, value: object, info: ValidationInfo) -> object:
+        """Likewise: a malformed code or number is dropped, never shown."""
+        pattern = PASSKEY_CODE_PATTERN if info.field_name == "passkey_code" else PHONE_PATTERN
+        if isinstance(value, str) and not re.match(pattern, value):
             return None
         return value
 

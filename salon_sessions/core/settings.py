@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from salon_sessions.core.bounds import DEFAULT_MAX_SKEW_S
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.events import SESSION_NAME_PATTERN
+from salon_sessions.core.phone import valid_region
 from salon_sessions.core.redact import redact_url
 from salon_sessions.core.resource import DriverName
 
@@ -118,6 +119,20 @@ class _Redis(_Settings):
     @classmethod
     def _redis_scheme(cls, value: SecretUrl) -> SecretUrl:
         return _scheme(value, _REDIS_SCHEMES, "SALON_REDIS_URL")
+
+
+class _PhoneRegion(_Settings):
+    """`SALON_DEFAULT_REGION`: how typed phone numbers are read (`core.phone.parse_phone`);
+    the same rule in the API and the worker."""
+
+    default_region: str | None = Field(
+        default=None, description="ISO 3166-1 region whose national phone formats are "
+        "accepted (`8 916 123-45-67` with RU); unset: international numbers only")
+
+    @field_validator("default_region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> str | None:
+        return valid_region(value) if isinstance(value, str) else None
 
 
 class MigrateSettings(_Database):
@@ -281,7 +296,7 @@ class OperatorSettings(_Database, _Redis):
         return value
 
 
-class WorkerSettings(_Database, _Redis):
+class WorkerSettings(_Database, _Redis, _PhoneRegion):
     """`salon-sessions worker`: one session, inside its pod."""
 
     company_id: CompanyId
@@ -396,7 +411,7 @@ class WorkerSettings(_Database, _Redis):
         return self
 
 
-class ApiSettings(_Database, _Redis):
+class ApiSettings(_Database, _Redis, _PhoneRegion):
     """`salon-sessions api`: the onboarding API and page.
 
     `admin_token` (management calls) and `token_secret` (the HMAC key of company-scoped

@@ -41,7 +41,7 @@ from salon_sessions.core.events import (
     QrData,
 )
 from salon_sessions.core.metrics import PublisherMetrics, SubscriberMetrics
-from salon_sessions.core.phone import InvalidPhone, phone_from_user_jid
+from salon_sessions.core.phone import InvalidPhone, parse_phone, phone_from_user_jid
 from salon_sessions.core.publisher import Publisher, PublishFailed
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.resource import DriverName
@@ -549,6 +549,8 @@ class Worker:
             case "pairing_code":
                 assert req.phone is not None
                 return await self._pairing_code(req.phone)
+            case "cancel_pairing_code":
+                return await self._cancel_pairing_code()
             case "restart":
                 self.state.check_restart(req.force)
                 self._restart.set()
@@ -565,7 +567,11 @@ class Worker:
                                        "(standing by or starting)")
         return self.driver
 
-    async def _pairing_code(self, phone: str) -> dict[str, Any]:
+    async def _pairing_code(self, typed: str) -> dict[str, Any]:
+        try:
+            phone = parse_phone(typed, self.settings.default_region)
+        except InvalidPhone as exc:
+            raise control.ControlError("invalid", f"phone: {exc.why}") from None
         async with self._events_lock:
             pending = self.state.current_code(phone)
             if pending is None:
@@ -577,6 +583,19 @@ class Worker:
                 assert pending is not None
             return {"code": pending.code, "phone": pending.phone,
                     "expires_at": pending.expires_at.isoformat()}
+
+    async def _cancel_pairing_code(self) -> dict[str, Any]:
+        """End the pending code (idempotent): the driver drops it, the state forgets it,
+        and a code for another number may be requested at once."""
+        async with self._events_lock:
+            if self.state.linked:
+                return {"cancelled": False}
+            pending = self.state.cancel_code()
+            if self.driver is not None:
+                await self.driver.cancel_pairing_code()
+            if pending is not None:
+                await self._write_state()
+            return {"cancelled": pending is not None}
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

@@ -31,7 +31,7 @@ from salon_sessions.core.events import (
     PasskeyStage,
     QrData,
 )
-from salon_sessions.core.phone import InvalidPhone, parse_phone
+from salon_sessions.core.phone import InvalidPhone, e164_digits
 from salon_sessions.core.resource import Phase
 from salon_sessions.core.whatsapp_reasons import describe, is_name
 from salon_sessions.worker.driver import (
@@ -219,7 +219,7 @@ class SessionState:
         phone = event.phone
         if phone is not None:
             try:
-                phone = parse_phone(phone)
+                phone = e164_digits(phone)
             except InvalidPhone:
                 phone = None
         if self.pending_code is not None:
@@ -271,6 +271,18 @@ class SessionState:
         self._touch()
         return [PairingCodeData(code=issued.code, phone=phone, expires_at=issued.expires_at)]
 
+    def cancel_code(self, now: datetime | None = None) -> PendingCode | None:
+        """End the pending code (a mistyped number): a code for another number may be
+        requested at once. Returns the code that was pending, if one was."""
+        now = now or utcnow()
+        self._expire_code(now)
+        pending, self.pending_code = self.pending_code, None
+        if pending is not None:
+            if self.phase is Phase.PAIRING_CODE_ISSUED:
+                self.phase = Phase.AWAITING_LINK  # as when a code expires
+            self._touch(now)
+        return pending
+
     def check_restart(self, force: bool, now: datetime | None = None) -> None:
         self._expire_code(now or utcnow())
         if self.pending_code is not None and not force:
@@ -308,6 +320,7 @@ class SessionState:
             "pairing_code_pending": "true" if self.pending_code else "false",
             "pairing_code_expires_at": (self.pending_code.expires_at.isoformat()
                                         if self.pending_code else ""),
+            "pairing_code_phone": self.pending_code.phone if self.pending_code else "",
             "last_error": self.last_error or "",
             "reason": self.reason or "",
             "will_retry": "" if self.will_retry is None else str(self.will_retry).lower(),

@@ -188,6 +188,24 @@ def test_pending_code_survives_qr_rotation_and_is_returned_again() -> None:
     assert s.phase is Phase.AWAITING_LINK
 
 
+def test_a_cancelled_code_lets_another_number_have_one_at_once() -> None:
+    s = SessionState()
+    s.apply(QrCode("2@one", 20), T0)
+    assert s.cancel_code(T0) is None, "nothing pending: a no-op"
+    s.code_issued("79686484488", IssuedCode("ABCD1234", T0 + timedelta(minutes=3)))
+    assert s.snapshot()["pairing_code_phone"] == "79686484488"
+    with pytest.raises(RefusedError):
+        s.current_code("79001234567", T0 + timedelta(seconds=5))
+    cancelled = s.cancel_code(T0 + timedelta(seconds=5))
+    assert cancelled is not None
+    assert cancelled.phone == "79686484488"
+    assert s.phase is Phase.AWAITING_LINK
+    snap = s.snapshot()
+    assert (snap["pairing_code_pending"], snap["pairing_code_phone"]) == ("false", "")
+    assert s.current_code("79001234567", T0 + timedelta(seconds=6)) is None
+    assert s.cancel_code(T0 + timedelta(seconds=7)) is None, "idempotent"
+
+
 def test_code_pair_success_records_method_and_phone() -> None:
     s = SessionState()
     s.code_issued("79686484488", IssuedCode("ABCD1234", T0 + timedelta(minutes=3)))
@@ -226,4 +244,7 @@ def test_control_request_accepts_legacy_company_id_and_human_phone() -> None:
         b'{"v":1,"id":"a","company_id":"7","cmd":"pairing_code","phone":"+7 968 648-44-88"}',
         "company_7")
     assert req.company_id == "company_7"
-    assert req.phone == "79686484488"
+    assert req.phone == "+7 968 648-44-88", "read by the worker with its default region"
+    cancel = control.parse_request(
+        b'{"v":1,"id":"b","company_id":"company_7","cmd":"cancel_pairing_code"}', "company_7")
+    assert cancel.cmd == "cancel_pairing_code"

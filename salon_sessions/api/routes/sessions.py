@@ -16,6 +16,7 @@ from salon_sessions.api.models import (
     SessionView,
     TokenRequest,
     TokenView,
+    read_phone,
 )
 from salon_sessions.api.views import live_view
 from salon_sessions.core.events import LinkMethod
@@ -40,7 +41,8 @@ async def create_session(ctx: Ctx, _: AdminAuth, kube: Kube, response: Response,
         "driver": (body.driver or ctx.settings.default_driver).value,
     }
     if body.phone_number is not None:
-        spec["link"]["phoneNumber"] = body.phone_number
+        spec["link"]["phoneNumber"] = read_phone(body.phone_number, ctx.settings.default_region,
+                                                 "body.phone_number")
     if body.display_name is not None:
         spec["displayName"] = body.display_name
     obj, created = await kube.create(body.company_id, spec)
@@ -94,15 +96,18 @@ async def logout_session(ctx: Ctx, company: Company, _: AdminAuth) -> LogoutView
 
 
 @router.post("/{company_id}/tokens", status_code=201, response_model=TokenView,
-             responses=responses(401, 403, 413, 415, 422, 503),
+             responses=responses(401, 403, 404, 413, 415, 422, 503),
              summary="Issue an onboarding token and link for a company")
-async def issue_token(request: Request, ctx: Ctx, company: Company, _: AdminAuth,
+async def issue_token(request: Request, ctx: Ctx, company: Company, _: AdminAuth, kube: Kube,
                       body: Annotated[TokenRequest | None, Body()] = None) -> TokenView:
     """A company-scoped token (valid for this company only, until it expires) and the
-    onboarding link that carries it in its fragment."""
+    onboarding link that carries it in its fragment. 404 `not_found` when the company has
+    no SalonSession: a link is only issued for a session that exists."""
     signer = ctx.auth.signer
     if signer is None:
         raise ApiError(503, "auth_unconfigured", "onboarding tokens are not configured")
+    if await kube.get(company) is None:
+        raise ApiError(404, "not_found", f"no session for {company}", field="path.company_id")
     ttl = (body.ttl_s if body is not None else None) or ctx.settings.token_ttl_s
     token, expires = signer.issue(company, ttl)
     base = (ctx.settings.public_url or str(request.base_url)).rstrip("/")
