@@ -82,6 +82,8 @@ async def page(browser: BrowserContext) -> AsyncIterator[Page]:
 async def _link(api: ApiServer, company: str) -> str:
     """The onboarding link, as the platform gets it from the API."""
     async with api.client(headers=api.admin()) as http:
+        created = await http.post("/v1/sessions", json={"company_id": company})
+        assert created.status_code in (200, 201), created.text  # tokens need a session
         resp = await http.post(f"/v1/sessions/{company}/tokens", json={"ttl_s": 3600})
     assert resp.status_code == 201, resp.text
     body = resp.json()
