@@ -70,6 +70,15 @@ async def qr_svg(ctx: Ctx, company: Company, _: CompanyAuth) -> Response:
     return _qr_response(await _current_qr(ctx, company), "svg")
 
 
+async def _rate_limited(ctx: Context, company: str) -> None:
+    """Pairing-code requests and cancellations share one limit per company (429)."""
+    try:
+        await ctx.rate.check(company)
+    except ApiError:
+        ctx.metrics.pairing_codes.labels("rate_limited").inc()
+        raise
+
+
 @router.post("/{company_id}/pairing-code", response_model=PairingCodeView,
              responses=responses(401, 403, 409, 413, 415, 422, 429, 503, 504),
              summary="Request an 8-character pairing code for a phone number")
@@ -81,12 +90,8 @@ async def pairing_code(ctx: Ctx, company: Company, _: CompanyAuth,
     The number must be valid (`phonenumbers`); national formats are read with the server's
     `SALON_DEFAULT_REGION`, else the error (422 `body.phone`) shows the international form.
     Rate limited per company (429), together with cancellations."""
-    try:
-        await ctx.rate.check(company)
-    except ApiError:
-        ctx.metrics.pairing_codes.labels("rate_limited").inc()
-        raise
-    phone = read_phone(body.phone, ctx.settings.default_region, "body.phone")
+    phone = read_phone(body.phone, ctx.settings.default_region, "body.phone")  # not counted
+    await _rate_limited(ctx, company)
     try:
         result = await live.command(ctx.redis, company, "pairing_code",
                                     ctx.settings.control_timeout_s, conflict_field="body.phone",
@@ -109,11 +114,7 @@ async def cancel_pairing_code(ctx: Ctx, company: Company, _: CompanyAuth) -> Res
     """Ends the pending code on the worker, so that a code for another number can be
     requested at once. 204 also when no code is pending (or the session is linked).
     Counted in the pairing-code rate limit (429)."""
-    try:
-        await ctx.rate.check(company)
-    except ApiError:
-        ctx.metrics.pairing_codes.labels("rate_limited").inc()
-        raise
+    await _rate_limited(ctx, company)
     try:
         await live.command(ctx.redis, company, "cancel_pairing_code",
                            ctx.settings.control_timeout_s)
