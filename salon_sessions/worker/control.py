@@ -10,7 +10,9 @@ own replies):
     {"v": 1, "id": "r1", "ok": true, "result": {"code": "ABCD1234", "expires_at": "..."}}
     {"v": 1, "id": "r1", "ok": false, "error": {"code": "pairing_code_pending", "message": ...}}
 
-Commands: `pairing_code` (phone), `restart` (force), `logout`, `state`.
+Commands: `pairing_code` (phone), `restart` (force), `logout`, `state`, `renew_link` (the
+onboarding goes on for another `spec.link.expireAfter`; result `{phase, expires_at,
+expire_after_s}`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class ControlRequest(BaseModel):
     v: Literal[1] = 1
     id: RequestId
     company_id: CompanyId
-    cmd: Literal["pairing_code", "restart", "logout", "state"]
+    cmd: Literal["pairing_code", "restart", "logout", "state", "renew_link"]
     phone: Phone | None = None
     force: bool = False
 
