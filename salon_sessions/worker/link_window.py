@@ -14,9 +14,9 @@ Which failure keeps what:
   Redis, nothing changes;
 - Redis restart: kept by its append-only file (the chart requires persistence by default);
 - Redis data lost (no persistence, FLUSHALL): a running worker (expired or not) writes its
-  window back from memory at its next heartbeat (`verify`) or right after the subscription
-  gap; a worker that starts after the loss starts a new window, so an abandoned onboarding
-  costs at most one more `expire_after_s` of codes;
+  window back from memory within a third of the heartbeat TTL (`verify`) or right after the
+  subscription gap; a worker that starts after the loss starts a new window, so an
+  abandoned onboarding costs at most one more `expire_after_s` of codes;
 - SalonSession deleted: the finalizer deletes the record with the other session keys.
 
 No I/O happens at import; every Redis error is absorbed (the worker goes on with what it
@@ -119,7 +119,8 @@ class LinkWindow:
                         extra={"company_id": self._company})
 
     async def verify(self) -> None:
-        """Write the window back if Redis lost it (checked at the worker's heartbeat)."""
+        """Write the window back if Redis lost it (the worker checks every third of its
+        heartbeat TTL)."""
         if self.started_at is None or self.unsaved is not None:
             await self.persist()
             return

@@ -135,6 +135,7 @@ class Worker:
         """The onboarding's bound passed: close the driver, keep the lock."""
         self._renewed = asyncio.Event()
         self._driver_started = False
+        self._link_verified_at = 0.0
         self._events_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._hook_task: asyncio.Task[None] | None = None
@@ -498,9 +499,6 @@ class Worker:
             await asyncio.sleep(max(1.0, self.settings.heartbeat_ttl_s / 3))
             if self.lock.held:
                 await self._write_state()
-                if not self.state.linked and self.link.started_at is not None:
-                    async with self._events_lock:
-                        await self.link.verify()
             elif self.holding_since is None:
                 await self._write_standby()
 
@@ -558,7 +556,12 @@ class Worker:
         async with self._events_lock:
             if self.state.linked or self.link.started_at is None:
                 return
-            await self.link.persist()
+            now = time.monotonic()
+            if now - self._link_verified_at >= max(1.0, self.settings.heartbeat_ttl_s / 3):
+                self._link_verified_at = now
+                await self.link.verify()  # Redis lost it (no persistence, FLUSHALL)?
+            else:
+                await self.link.persist()
             await self._end_if_due()
 
     async def _end_if_due(self) -> bool:

@@ -156,3 +156,27 @@ async def test_renewing_before_the_end_moves_it_and_a_logout_starts_a_new_one(
         assert when(qr["data"]["link_expires_at"]) > datetime.now(UTC)
         await obs.wait_event("link_expired", timeout=BOUND_S + 10)
         await obs.wait_state(lambda s: s["phase"] == "LinkExpired")
+
+
+async def test_the_neonize_driver_stops_dialling_whatsapp_when_the_onboarding_ends(
+        workers: WorkerFactory, redis_url: str, company: str) -> None:
+    """With the production driver (WhatsApp unreachable here, so each login attempt is a
+    dial that fails and is retried with backoff): once the bound passes, no new client is
+    started, and a restarted worker of the expired onboarding never loads the Go core."""
+    started = "starting a WhatsApp client"
+    async with observing(redis_url, company) as obs:
+        w = workers(driver="neonize", env=EXPIRING)
+        await obs.wait_event("link_expired", timeout=60)
+        await obs.wait_state(lambda s: s["phase"] == "LinkExpired")
+        attempts = w.log().count(started)
+        assert attempts >= 1
+        # the retries' backoff (2 s base) would have started two or three more by now
+        await asyncio.sleep(20)
+        assert w.log().count(started) == attempts
+        w.signal(signal.SIGKILL)
+        await w.wait()
+        w1 = workers(name="w1", driver="neonize", env=EXPIRING)
+        await obs.wait_state(lambda s: s.get("pod") == "w1" and s["phase"] == "LinkExpired"
+                             and s["lock"] == "holding the session lock")
+        await asyncio.sleep(3)
+        assert started not in w1.log()
