@@ -76,6 +76,8 @@ class SpecView(BaseModel):
     display_name: str | None = None
     link_method: str = "qr"
     phone_number: str | None = None
+    link_expire_after: str | None = Field(default=None, description=(
+        "spec.link.expireAfter: how long an onboarding waits for a link (30m, 2h, ...)"))
     driver: str | None = None
     suspend: bool = False
 
@@ -91,6 +93,7 @@ class ResourceStatus(BaseModel):
     phone: str | None = None
     podName: str | None = None
     lastEventAt: str | None = None
+    linkExpiresAt: str | None = None
 
 
 class LiveState(BaseModel):
@@ -120,6 +123,9 @@ class LiveState(BaseModel):
         "WhatsApp waits for the account's passkey (phase PasskeyRequired)"))
     passkey_code: str | None = Field(default=None, pattern=PASSKEY_CODE_PATTERN, description=(
         "the code the phone must show (confirmation stage)"))
+    link_expires_at: datetime | None = Field(default=None, description=(
+        "while no device is linked: when the onboarding ends (`spec.link.expireAfter` after "
+        "it started or was renewed); in phase LinkExpired, when it ended"))
     pod: str | None = None
     lock: str | None = None
     heartbeat_at: datetime | None = None
@@ -168,6 +174,10 @@ class SessionView(BaseModel):
     connected: bool = Field(description="the WhatsApp socket is open now")
     phone: str | None = None
     qr_available: bool = Field(description="a QR is waiting to be scanned")
+    link_expires_at: AwareDatetime | None = Field(default=None, description=(
+        "while no device is linked: when the onboarding ends and the worker stops asking "
+        "WhatsApp for QR codes and pairing codes (phase LinkExpired once it has; renew it "
+        "with POST /v1/sessions/{company_id}/link/renew)"))
     created: bool | None = Field(default=None, description="POST only: created by this call")
     spec: SpecView | None = None
     status: ResourceStatus | None = None
@@ -198,6 +208,16 @@ class RestartView(BaseModel):
 
 class LogoutView(BaseModel):
     logged_out: bool
+
+
+class RenewView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "phase": "Starting", "expires_at": "2025-11-25T10:30:00Z"}]})
+
+    phase: Phase = Field(description="the worker's phase once renewed (Starting while its "
+                         "WhatsApp client starts again after LinkExpired)")
+    expires_at: AwareDatetime = Field(description="when this onboarding ends unless a "
+                                      "device links first (spec.link.expireAfter from now)")
 
 
 class TokenRequest(_In):

@@ -12,7 +12,7 @@ own replies):
 
 Commands: `pairing_code` (phone: as typed, or the API's `+<E.164>`; the worker reads it with
 `core.phone.parse_phone` and its `SALON_DEFAULT_REGION`), `cancel_pairing_code` (the
-pending code ends; a no-op when none is pending), `restart` (force), `logout`, `state`.
+pending code ends; a no-op when none is pending), `restart` (force), `logout`, `state`, `renew_link`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ControlRequest(BaseModel):
     v: Literal[1] = 1
     id: RequestId
     company_id: CompanyId
-    cmd: Literal["pairing_code", "cancel_pairing_code", "restart", "logout", "state"]
+    cmd: Literal["pairing_code", "cancel_pairing_code", "restart", "logout", "state", "renew_link"]
     phone: str | None = Field(default=None, min_length=1, max_length=MAX_INPUT_CHARS)
     force: bool = False
 
