@@ -254,11 +254,14 @@ class Reconciler:
             raise RetryLater(str(exc), delay=2.0) from None
 
     async def _delete_redis_keys(self, session: Session) -> None:
-        try:
-            await self._redis.delete(*session_keys(session.company))
-        except (RedisError, OSError) as exc:
-            log.warning("Redis keys of %s not deleted: %s", session.company,
-                        type(exc).__name__, extra={"company_id": session.company})
+        # one by one: an operator user from an older release may not have every key (a
+        # NOPERM for one must not keep the others)
+        for key in session_keys(session.company):
+            try:
+                await self._redis.delete(key)
+            except (RedisError, OSError) as exc:
+                log.warning("Redis key %s not deleted: %s", key, type(exc).__name__,
+                            extra={"company_id": session.company})
 
     async def _delete_credentials(self, session: Session) -> None:
         settings = self._settings
