@@ -258,8 +258,10 @@
   function regionName(code) {
     try { return new Intl.DisplayNames([S.lang], { type: "region" }).of(code) || code; } catch (e) { return code; }
   }
+  // the example number as text that never breaks across lines (no-break spaces and hyphens)
+  const example = () => EXAMPLE.replace(/ /g, "\u00a0").replace(/-/g, "\u2011");
   function renderPhoneHint() {
-    const ex = EXAMPLE.replace(/ /g, "\u00a0");  // the example never breaks across lines
+    const ex = example();
     $("phone-hint").textContent = REGION
       ? t("phoneHintRegion", { ex, country: regionName(REGION) })
       : t("phoneHint", { ex });
@@ -693,7 +695,7 @@
     el.hidden = false;
   }
   function badPhone() {
-    codeError(REGION ? "badPhoneRegion" : "badPhone", { ex: EXAMPLE });
+    codeError(REGION ? "badPhoneRegion" : "badPhone", { ex: example });
   }
   async function requestCode(ev) {
     ev.preventDefault();
