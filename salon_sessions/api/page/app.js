@@ -719,6 +719,7 @@
       const code = await errorCode(resp);
       if (resp.status === 422) badPhone();
       else if (code === "pairing_code_pending") codeError("codePending", {}, true);
+      else if (code === "link_expired") showExpired();  // the onboarding ran out meanwhile
       else refused(resp, code, codeError, "failed");
     } catch (e) {
       codeError("failed");
