@@ -765,10 +765,14 @@ async def test_a_frozen_api_is_reported_within_the_heartbeat_bound(
     await wait_step(page, "link")
     await wait_for(page, "document.getElementById('app').dataset.conn === 'live'")
     assert await _text(page, "#conn") == "Live"
+    loop = asyncio.get_running_loop()
     os.kill(api.proc.pid, signal.SIGSTOP)
+    frozen_at = loop.time()
     try:
         await wait_for(page, "document.getElementById('app').dataset.conn !== 'live'",
                        timeout_s=15)
+        print(f"frozen API: the page left 'Live' after {loop.time() - frozen_at:.1f} s "
+              "(heartbeat 1 s, bound 2.5 heartbeats + the 1 s watchdog tick)")
         assert "ws:stale" in await trace(page)
         assert (await _text(page, "#conn")).startswith(WORDS["en"]["lost"])
         await shots.take(page, "frozen-en")
