@@ -341,16 +341,22 @@ async def test_falls_back_to_polling_when_the_websocket_fails(
         assert cut >= 2
         assert "poll:Connected" in await trace(page)
 
+        old_qrs = {e["data"]["code"] for e in obs.of("qr")}
+        seen = len(await trace(page))
         await obs.act({"action": "logout", "code": 403})
         text = await banner_says(page, "loggedOutLocked")
         assert "Unlock it in WhatsApp on the phone first" in text, text
         assert await step(page) == "link"
-        assert await page.locator("#qr-wait").is_visible()  # no stale QR of the old link
         assert (await page.text_content("#conn") or "").startswith("Connection lost, checking")
         await shots.take(page, "polling-logged-out")
         await in_language(page, "ru")
         assert "разблокируйте его" in await banner_says(page, "loggedOutLocked")  # noqa: RUF001
-        await wait_trace(page, "qr:shown", count=2)  # a new QR to link again, from polling
+        # a new QR to link again, from polling; never one of the old link's
+        await wait_for(page, f"window.__salon.trace.slice({seen}).includes('qr:shown')")
+        [payload] = await _decode_qr(page, shots.dir / "qr-element-after-logout.png")
+        await obs.wait_published_qr(payload)
+        assert payload not in old_qrs
+        api.secrets_seen |= {e["data"]["code"] for e in obs.of("qr")}
 
 
 @pytest.mark.parametrize("fragment", ["", "#token=v1.bm9wZQ.c2lnbmF0dXJl"])
