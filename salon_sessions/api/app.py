@@ -11,9 +11,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 from pathlib import Path
+from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -36,12 +40,30 @@ from salon_sessions.db.connections import create_pool
 
 log = logging.getLogger(__name__)
 PAGE_DIR = Path(__file__).resolve().parent / "page"
+DOCS_DIR = Path(__file__).resolve().parent / "apidocs"
+DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
+"""Swagger UI's and ReDoc's JavaScript and CSS, from the `fastapi-offline` package: the docs
+work where no CDN can be reached (an air-gapped cluster)."""
+BEARER_SCHEME = "bearerAuth"
+DOCS_HEADERS = {
+    "Cache-Control": "no-store",
+    # as the onboarding page's, plus inline styles (ReDoc's styled-components and Swagger
+    # UI set them from their scripts) and ReDoc's search worker (a blob: URL it creates)
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+        "worker-src 'self' blob:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 DESCRIPTION = """\
 Onboarding API of salon-sessions: create a salon's WhatsApp session, follow it live, link
 the salon's phone by QR or pairing code.
 
-**Auth.** Management calls take the admin token (`Authorization: Bearer <admin token>`).
+**Auth.** Management calls take the admin token (`Authorization: Bearer <admin token>`;
+**Authorize** in `/docs` sets it for the calls tried from there).
 The onboarding page, the QR, the pairing code, the status and the WebSocket also take a
 company-scoped onboarding token (`POST /v1/sessions/{company_id}/tokens`), valid for its
 company only (403 for any other) until it expires (401 after). Errors are JSON:
@@ -62,8 +84,10 @@ def create_app(settings: ApiSettings, *, registry: CollectorRegistry = REGISTRY)
             await _stop(ctx)
 
     app = FastAPI(title="salon-sessions onboarding API", version=__version__,
-                  description=DESCRIPTION, lifespan=lifespan)
+                  description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None)
     errors.install(app)
+    _install_docs(app)
     app.include_router(sessions.router)
     app.include_router(onboarding.router)
     app.include_router(health.router)
@@ -72,6 +96,42 @@ def create_app(settings: ApiSettings, *, registry: CollectorRegistry = REGISTRY)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog, metrics=metrics)
     return app
+
+
+@cache
+def _docs_html(name: str) -> str:
+    return (DOCS_DIR / name).read_text(encoding="utf-8")
+
+
+def _install_docs(app: FastAPI) -> None:
+    """`/docs` (Swagger UI) and `/redoc` from this server: our own HTML (no inline script;
+    the init code is in `apidocs/*.js`) with the assets of the `fastapi-offline` package;
+    and a bearer security scheme on every operation that takes a token (those that document
+    a 401), so that Swagger UI's Authorize applies to them."""
+    app.mount("/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+    app.mount("/docs/ui", StaticFiles(directory=DOCS_DIR), name="docs-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(_docs_html("swagger.html"), headers=DOCS_HEADERS)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return HTMLResponse(_docs_html("redoc.html"), headers=DOCS_HEADERS)
+
+    errors.amend_openapi(app, _add_bearer_scheme)
+
+
+def _add_bearer_scheme(schema: dict[str, Any]) -> None:
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+        "type": "http", "scheme": "bearer",
+        "description": "the admin token (`SALON_ADMIN_TOKEN`), or a company's onboarding "
+                       "token (`POST /v1/sessions/{company_id}/tokens`) for its own calls"}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if "401" in operation.get("responses", {}):
+                operation["security"] = [{BEARER_SCHEME: []}]
 
 
 async def _start(settings: ApiSettings, metrics: ApiMetrics) -> Context:

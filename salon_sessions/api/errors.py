@@ -11,7 +11,7 @@ QR payload typed into the wrong place must not come back in a response or a log 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -130,12 +130,17 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)
+    amend_openapi(app, _add_error_schemas)
+
+
+def amend_openapi(app: FastAPI, amend: Callable[[dict[str, Any]], None]) -> None:
+    """Let `amend` change the OpenAPI document once, when it is first built."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            _add_error_schemas(schema)
+            amend(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -30,6 +30,7 @@ _CONTROL_STATUS = {
     "not_ready": (503, None),
     "pairing_code_pending": (409, None),
     "already_linked": (409, None),
+    "link_expired": (409, None),
     "invalid": (422, None),
 }
 
@@ -97,7 +98,8 @@ async def command(redis: Redis, company_id: str, cmd: str, timeout_s: float, *,
     except control.ControlError as exc:
         status, message = _CONTROL_STATUS.get(exc.code, (502, None))
         field = {"invalid": "body.phone", "pairing_code_pending": conflict_field,
-                 "already_linked": "path.company_id"}.get(exc.code)
+                 "already_linked": "path.company_id",
+                 "link_expired": "path.company_id"}.get(exc.code)
         raise ApiError(status, exc.code, message or str(exc), field=field) from None
     except TimeoutError:
         raise ApiError(504, "worker_timeout",

@@ -6,20 +6,42 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
+from salon_sessions.api.errors import ApiError
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.display_name import DisplayName
 from salon_sessions.core.events import LinkMethod, PasskeyStage
-from salon_sessions.core.phone import Phone
+from salon_sessions.core.phone import MAX_INPUT_CHARS, PHONE_PATTERN, InvalidPhone, parse_phone
 from salon_sessions.core.resource import DriverName, Phase
 
 COMPANY_EXAMPLE = "company_962302"
 REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 PASSKEY_CODE_PATTERN = r"^[A-Z0-9]{4}-[A-Z0-9]{4}$"
-PHONE_INPUT = Annotated[Phone, Field(
-    description="the salon's phone number: E.164, '+', spaces, dashes and brackets allowed",
+PHONE_INPUT = Annotated[str, Field(
+    min_length=1, max_length=MAX_INPUT_CHARS,
+    description="the salon's phone number as typed: with its country code (`+7 968 "
+    "648-44-88`, `79686484488`; spaces, dashes, dots and brackets allowed), or in the national "
+    "format of the server's `SALON_DEFAULT_REGION` (`8 968 648-44-88` with RU). It must be a "
+    "valid number (`phonenumbers`); stored as digits-only E.164",
     examples=["+7 968 648-44-88"])]
+
+
+def read_phone(typed: str, region: str | None, field: str) -> str:
+    """Digits-only E.164 of a typed number (`core.phone.parse_phone`), or a 422 naming
+    `field` whose message says the expected form (never the input)."""
+    try:
+        return parse_phone(typed, region)
+    except InvalidPhone as exc:
+        raise ApiError(422, "invalid", f"invalid request: {field}: invalid value: {exc.why}",
+                       field=field) from None
 
 
 class _In(BaseModel):
@@ -42,9 +64,9 @@ class SessionCreate(_In):
                                              description="shown on the onboarding page")
     link_method: LinkMethod = Field(default=LinkMethod.QR,
                                     description="qr (default) or pairingCode")
-    phone_number: Phone | None = Field(
-        default=None, description="required for pairingCode; E.164",
-        examples=["79686484488"])
+    phone_number: PHONE_INPUT | None = Field(
+        default=None, description="required for pairingCode; read like the pairing-code "
+        "call's `phone`, stored as digits-only E.164", examples=["79686484488"])
     driver: DriverName | None = Field(
         default=None, description="neonize (real WhatsApp) or simulator; default from the "
         "server's configuration")
@@ -54,6 +76,8 @@ class SpecView(BaseModel):
     display_name: str | None = None
     link_method: str = "qr"
     phone_number: str | None = None
+    link_expire_after: str | None = Field(default=None, description=(
+        "spec.link.expireAfter: how long an onboarding waits for a link (30m, 2h, ...)"))
     driver: str | None = None
     suspend: bool = False
 
@@ -69,6 +93,7 @@ class ResourceStatus(BaseModel):
     phone: str | None = None
     podName: str | None = None
     lastEventAt: str | None = None
+    linkExpiresAt: str | None = None
 
 
 class LiveState(BaseModel):
@@ -80,6 +105,9 @@ class LiveState(BaseModel):
     phone: str | None = None
     pairing_code_pending: bool = False
     pairing_code_expires_at: datetime | None = None
+    pairing_code_phone: str | None = Field(
+        default=None, pattern=PHONE_PATTERN, description=(
+            "the number (digits-only E.164) the pending code was issued for"))
     last_error: str | None = None
     reason: str | None = Field(default=None, pattern=REASON_PATTERN, description=(
         "WhatsApp's reason for the current state (`core.whatsapp_reasons` names): why the "
@@ -95,6 +123,9 @@ class LiveState(BaseModel):
         "WhatsApp waits for the account's passkey (phase PasskeyRequired)"))
     passkey_code: str | None = Field(default=None, pattern=PASSKEY_CODE_PATTERN, description=(
         "the code the phone must show (confirmation stage)"))
+    link_expires_at: datetime | None = Field(default=None, description=(
+        "while no device is linked: when the onboarding ends (`spec.link.expireAfter` after "
+        "it started or was renewed); in phase LinkExpired, when it ended"))
     pod: str | None = None
     lock: str | None = None
     heartbeat_at: datetime | None = None
@@ -112,11 +143,12 @@ class LiveState(BaseModel):
             return None
         return value
 
-    @field_validator("passkey_code", mode="before")
+    @field_validator("passkey_code", "pairing_code_phone", mode="before")
     @classmethod
-    def _only_a_code(cls, value: object) -> object:
-        """Likewise: a malformed code is dropped, never shown."""
-        if isinstance(value, str) and not re.match(PASSKEY_CODE_PATTERN, value):
+    def _only_a_code(cls, value: object, info: ValidationInfo) -> object:
+        """Likewise: a malformed code or number is dropped, never shown."""
+        pattern = PASSKEY_CODE_PATTERN if info.field_name == "passkey_code" else PHONE_PATTERN
+        if isinstance(value, str) and not re.match(pattern, value):
             return None
         return value
 
@@ -142,6 +174,10 @@ class SessionView(BaseModel):
     connected: bool = Field(description="the WhatsApp socket is open now")
     phone: str | None = None
     qr_available: bool = Field(description="a QR is waiting to be scanned")
+    link_expires_at: AwareDatetime | None = Field(default=None, description=(
+        "while no device is linked: when the onboarding ends and the worker stops asking "
+        "WhatsApp for QR codes and pairing codes (phase LinkExpired once it has; renew it "
+        "with POST /v1/sessions/{company_id}/link/renew)"))
     created: bool | None = Field(default=None, description="POST only: created by this call")
     spec: SpecView | None = None
     status: ResourceStatus | None = None
@@ -172,6 +208,16 @@ class RestartView(BaseModel):
 
 class LogoutView(BaseModel):
     logged_out: bool
+
+
+class RenewView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "phase": "Starting", "expires_at": "2025-11-25T10:30:00Z"}]})
+
+    phase: Phase = Field(description="the worker's phase once renewed (Starting while its "
+                         "WhatsApp client starts again after LinkExpired)")
+    expires_at: AwareDatetime = Field(description="when this onboarding ends unless a "
+                                      "device links first (spec.link.expireAfter from now)")
 
 
 class TokenRequest(_In):

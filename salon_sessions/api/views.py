@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,14 +11,17 @@ from redis.asyncio import Redis
 
 from salon_sessions.api.live import qr_available, read_state
 from salon_sessions.api.models import LiveState, ResourceStatus, SessionView, SpecView
+from salon_sessions.core.bounds import parse_time
 from salon_sessions.core.company import resource_name
+from salon_sessions.core.resource import Phase
 
 
 def spec_view(obj: dict[str, Any]) -> SpecView:
     spec = obj.get("spec") or {}
     link = spec.get("link") or {}
     return SpecView(display_name=spec.get("displayName"), link_method=link.get("method", "qr"),
-                    phone_number=link.get("phoneNumber"), driver=spec.get("driver"),
+                    phone_number=link.get("phoneNumber"),
+                    link_expire_after=link.get("expireAfter"), driver=spec.get("driver"),
                     suspend=bool(spec.get("suspend", False)))
 
 
@@ -35,18 +39,22 @@ def compose(company_id: str, namespace: str, obj: dict[str, Any] | None,
             live: LiveState | None, qr: bool, created: bool | None = None) -> SessionView:
     """The live state wins where a worker reports (it is fresher); else the operator's."""
     status = status_view(obj) if obj is not None else None
+    expires: datetime | None = None
     if live is not None:
         phase: str | None = live.phase.value if live.phase else None
         linked, connected, phone = live.linked, live.connected, live.phone
+        expires = live.link_expires_at
     elif status is not None:
         phase, phone = status.phase, status.phone
         linked, connected = bool(status.linked), bool(status.connected)
+        expires = parse_time(status.linkExpiresAt)
     else:
         phase, linked, connected, phone = None, False, False, None
     return SessionView(
         company_id=company_id, name=resource_name(company_id), namespace=namespace,
         phase=phase, linked=linked, connected=connected, phone=phone,
-        qr_available=qr and not linked, created=created,
+        qr_available=qr and not linked and phase != Phase.LINK_EXPIRED.value,
+        link_expires_at=None if linked else expires, created=created,
         spec=spec_view(obj) if obj is not None else None, status=status, live=live)
 
 

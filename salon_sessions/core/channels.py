@@ -76,9 +76,20 @@ def latest_qr_key(company_id: str | int) -> str:
     return LATEST_QR_PREFIX + canonical_company_id(company_id)
 
 
+LINK_WINDOW_PREFIX: Final = "whatsapp:link:"
+
+
+def link_window_key(company_id: str | int) -> str:
+    """When the session's current onboarding started (`spec.link.expireAfter` counts from
+    it); no TTL: it outlives the worker, so that a restarted worker of an expired onboarding
+    stays expired. Cleared by a link, rewritten by a renewal."""
+    return LINK_WINDOW_PREFIX + canonical_company_id(company_id)
+
+
 def session_keys(company_id: str | int) -> tuple[str, ...]:
     """Every per-session key; the operator's finalizer deletes these."""
-    return (session_state_key(company_id), latest_qr_key(company_id))
+    return (session_state_key(company_id), latest_qr_key(company_id),
+            link_window_key(company_id))
 
 
 CONTROL_PREFIX: Final = "whatsapp:control:"
@@ -184,7 +195,7 @@ def session_key_patterns(company_id: str | int) -> tuple[str, ...]:
     return (
         session_state_key(c), latest_qr_key(c), outbound_stream(c), sent_marker_key(c, "*"),
         inbound_seen_key(c, "*"), simulator_sent_key(c), simulator_inbox_key(c),
-        standby_key(c, "*"), send_pace_key(c), contacts_key(c),
+        standby_key(c, "*"), send_pace_key(c), contacts_key(c), link_window_key(c),
         # the worker appends to these and trims what every consumer group of the bot has
         # acknowledged: XINFO/XPENDING/XTRIM need read access (its own company's messages)
         inbound_stream(c), results_stream(c),

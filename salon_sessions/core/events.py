@@ -52,6 +52,7 @@ class EventType(enum.StrEnum):
     DISCONNECTED = "disconnected"
     LOGGED_OUT = "logged_out"
     PASSKEY_REQUIRED = "passkey_required"
+    LINK_EXPIRED = "link_expired"
     ERROR = "error"
     PING = "ping"
     PONG = "pong"
@@ -103,6 +104,9 @@ class _Data(BaseModel):
 class QrData(_Data):
     code: str = Field(min_length=1, max_length=4096, description="QR payload to render")
     timeout_s: int = Field(ge=1, le=600, description="seconds until WhatsApp rotates it")
+    link_expires_at: AwareDatetime | None = Field(default=None, description=(
+        "when this onboarding ends: the worker stops asking WhatsApp for QR codes and "
+        "pairing codes then (`spec.link.expireAfter`), unless it is renewed"))
 
 
 class PairingCodeData(_Data):
@@ -152,6 +156,14 @@ class PasskeyRequiredData(_Data):
     code: str | None = Field(default=None, pattern=r"^[A-Z0-9]{4}-[A-Z0-9]{4}$",
                              description="the code to compare with the phone's "
                                          "(confirmation stage, when the core reports it)")
+
+
+class LinkExpiredData(_Data):
+    """No device linked within `spec.link.expireAfter`: the worker stopped asking WhatsApp
+    for QR codes and pairing codes (a pending code ended with it) until the onboarding is
+    renewed (`POST /v1/sessions/{company_id}/link/renew`)."""
+
+    expire_after_s: int = Field(ge=1, description="the bound that passed, in seconds")
 
 
 SENDING_PAUSED: Final = "sending_paused"
@@ -237,6 +249,11 @@ class PasskeyRequiredEvent(_Envelope):
     data: PasskeyRequiredData
 
 
+class LinkExpiredEvent(_Envelope):
+    type: Literal[EventType.LINK_EXPIRED] = EventType.LINK_EXPIRED
+    data: LinkExpiredData
+
+
 class ErrorEvent(_Envelope):
     type: Literal[EventType.ERROR] = EventType.ERROR
     data: ErrorData
@@ -254,11 +271,13 @@ class PongEvent(_Envelope):
 
 Event = Annotated[
     QrEvent | PairingCodeEvent | LinkedEvent | ConnectedEvent | DisconnectedEvent
-    | LoggedOutEvent | PasskeyRequiredEvent | ErrorEvent | PingEvent | PongEvent,
+    | LoggedOutEvent | PasskeyRequiredEvent | LinkExpiredEvent | ErrorEvent | PingEvent
+    | PongEvent,
     Field(discriminator="type"),
 ]
 EventData = (QrData | PairingCodeData | LinkedData | ConnectedData | DisconnectedData
-             | LoggedOutData | PasskeyRequiredData | ErrorData | PingData | PongData)
+             | LoggedOutData | PasskeyRequiredData | LinkExpiredData | ErrorData | PingData
+             | PongData)
 EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(Event)
 
 _TYPE_OF_DATA: Final[dict[type[_Data], EventType]] = {
@@ -269,6 +288,7 @@ _TYPE_OF_DATA: Final[dict[type[_Data], EventType]] = {
     DisconnectedData: EventType.DISCONNECTED,
     LoggedOutData: EventType.LOGGED_OUT,
     PasskeyRequiredData: EventType.PASSKEY_REQUIRED,
+    LinkExpiredData: EventType.LINK_EXPIRED,
     ErrorData: EventType.ERROR,
     PingData: EventType.PING,
     PongData: EventType.PONG,

@@ -1,8 +1,15 @@
 """Phone numbers and WhatsApp JIDs: the one module that turns either into a phone.
 
-- A phone is digits-only E.164: 8-15 digits, no leading zero (country codes never start
-  with 0, so `00...` international prefixes are rejected rather than guessed).
-- `parse_phone` accepts human input: `+7 (968) 648-44-88`, `7 968 648 44 88`, `79686484488`.
+- A phone is stored as digits-only E.164: 8-15 digits, no leading zero (`PHONE_PATTERN`,
+  also the CRD's and the SQL CHECKs').
+- `parse_phone(text, region)` reads a number a person typed (the API's pairing-code and
+  create calls, the worker's pairing-code requests) with the `phonenumbers` library and
+  accepts it only when it is a valid number of some country: `+7 (968) 648-44-88`,
+  `79686484488`; with a default region (`SALON_DEFAULT_REGION`) also that region's national
+  formats (`8 916 123-45-67` with `RU`). Without a region only international numbers are
+  accepted; the error shows the expected form (`phone_example`).
+- `e164_digits` only checks the stored form's shape: for numbers that were accepted once
+  (JIDs, the session store, events, status), never re-judged by a newer metadata version.
 - `parse_jid` splits `user[.agent][:device]@server` and classifies the server:
   `s.whatsapp.net`/`c.us` are phone users, `lid` are LIDs (opaque ids, not numbers),
   `g.us` are groups, `broadcast` are broadcast lists and status, `newsletter` are channels.
@@ -17,8 +24,9 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Annotated, Final, Protocol
+from typing import Annotated, Final, NoReturn, Protocol
 
+import phonenumbers
 from pydantic import BeforeValidator
 
 PHONE_PATTERN: Final = r"^[1-9][0-9]{7,14}$"
@@ -30,14 +38,18 @@ _JID = re.compile(r"(?P<user>[^@:.]*)(?:\.(?P<agent>[0-9]+))?(?::(?P<device>[0-9
                   r"@(?P<server>[a-z.]+)", re.ASCII)
 
 
+INTERNATIONAL_EXAMPLE: Final = "+7 912 345-67-89"
+"""The form `phone_example` shows when no default region is set."""
+MAX_INPUT_CHARS: Final = 40
+
+
 class InvalidPhone(ValueError):
-    """The value is not a phone number."""
+    """The value is not a phone number; `why` never quotes the input."""
 
     def __init__(self, value: object, why: str) -> None:
         self.value = value
         self.why = why
-        super().__init__(f"invalid phone number {value!r}: {why}; expected E.164 digits "
-                         f"like '+7 968 648-44-88' or '79686484488' (8-15 digits)")
+        super().__init__(f"invalid phone number {value!r}: {why}")
 
 
 class InvalidJid(ValueError):
@@ -49,8 +61,9 @@ class InvalidJid(ValueError):
         super().__init__(f"invalid JID {value!r}: {why}")
 
 
-def parse_phone(value: str) -> str:
-    """Digits-only E.164 from human input (`+`, spaces, dashes, dots, brackets allowed)."""
+def e164_digits(value: str) -> str:
+    """Digits-only E.164 by shape only (`+`, spaces, dashes, dots, brackets allowed): for
+    stored numbers and JIDs, which were accepted once; typed input goes to `parse_phone`."""
     if not isinstance(value, str):
         raise InvalidPhone(value, f"must be a string, not {type(value).__name__}")
     text = value.strip()
@@ -66,6 +79,89 @@ def parse_phone(value: str) -> str:
     if not _PHONE.fullmatch(body):
         raise InvalidPhone(value, f"{len(body)} digits, expected 8 to 15")
     return body
+
+
+def valid_region(value: str | None) -> str | None:
+    """A default region as `phonenumbers` knows it (`RU`, `KZ`, `BR`, ...); '' is None."""
+    if value is None or not value.strip():
+        return None
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown region {region[:8]!r}: expected an ISO 3166-1 alpha-2 "
+                         "code that has phone numbers, such as RU, KZ, BR or IN")
+    return region
+
+
+def phone_example(region: str | None) -> str:
+    """How a number should be typed: a mobile number of `region` in international form
+    (`+7 912 345-67-89` for RU), or `INTERNATIONAL_EXAMPLE` without a region."""
+    region = valid_region(region)
+    if region is None:
+        return INTERNATIONAL_EXAMPLE
+    example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    if example is None:
+        example = phonenumbers.example_number(region)
+    if example is None:  # pragma: no cover - every supported region has an example
+        return INTERNATIONAL_EXAMPLE
+    return phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def _parsed(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def parse_phone(value: str, region: str | None = None) -> str:
+    """A number a person typed, as digits-only E.164, if it is a valid number anywhere.
+
+    Without `region` only international numbers (country code first, the `+` optional:
+    `+7 968 648-44-88`, `79686484488`). With a region also its national formats
+    (`8 916 123-45-67` with `RU` is `79161234567`); the national reading wins, and a number
+    that is not valid there is read as international (`5511987654321` with `RU`).
+    Validity is `phonenumbers`' (length and number ranges per country), not a digit count."""
+    if not isinstance(value, str):
+        raise InvalidPhone(value, f"must be a string, not {type(value).__name__}")
+    region = valid_region(region)
+    text = value.strip()
+    expected = (f"expected the number with its country code, like {phone_example(None)}"
+                if region is None else
+                f"expected a number of {region} or one with its country code, like "
+                f"{phone_example(region)}")
+    if "@" in text:
+        raise InvalidPhone(value, f"this is a JID, not a phone number; {expected}")
+    if len(text) > MAX_INPUT_CHARS:
+        raise InvalidPhone(value, f"too long; {expected}")
+    body = _DECORATION.sub("", text.removeprefix("+"))
+    if not body:
+        raise InvalidPhone(value, f"it is empty; {expected}")
+    if not (body.isascii() and body.isdigit()):
+        raise InvalidPhone(value, "only digits, spaces, '+', '-', '.', '(' and ')' are "
+                                  f"allowed; {expected}")
+    readings = [] if text.startswith("+") or region is None else [_parsed(body, region)]
+    if not body.startswith("0"):
+        readings.append(_parsed(f"+{body}", None))
+    for number in readings:
+        if number is not None and phonenumbers.is_valid_number(number):
+            digits = f"{number.country_code}{number.national_number}"
+            if _PHONE.fullmatch(digits):
+                return digits
+    _refuse(value, body, None if text.startswith("+") else region, expected,
+            international=text.startswith("+"))
+
+
+def _refuse(value: str, body: str, region: str | None, expected: str, *,
+            international: bool) -> NoReturn:
+    if international:
+        raise InvalidPhone(value, f"not a valid phone number; {expected}")
+    if region is None and body.startswith("0"):
+        raise InvalidPhone(value, "international numbers start with a country code, never "
+                                  f"with 0 (no default region is set); {expected}")
+    if region is None:
+        raise InvalidPhone(value, f"not a valid international number (no default region is "
+                                  f"set for national formats); {expected}")
+    raise InvalidPhone(value, f"not a valid phone number; {expected}")
 
 
 class JidKind(enum.StrEnum):
@@ -168,7 +264,7 @@ async def phone_of(jid: str | Jid, resolver: LidResolver) -> PhoneResult:
         return NotAPhone(jid=str(jid), kind=JidKind.SERVER, reason=str(exc))
     if parsed.kind is JidKind.USER:
         try:
-            return Resolved(parse_phone(parsed.user))
+            return Resolved(e164_digits(parsed.user))
         except InvalidPhone as exc:
             return NotAPhone(jid=str(parsed), kind=parsed.kind, reason=exc.why)
     if parsed.kind is JidKind.LID:
@@ -176,7 +272,7 @@ async def phone_of(jid: str | Jid, resolver: LidResolver) -> PhoneResult:
         if found is None:
             return Unresolved(lid=parsed.bare)
         try:
-            return Resolved(parse_phone(found), via_lid=parsed.bare)
+            return Resolved(e164_digits(found), via_lid=parsed.bare)
         except InvalidPhone:
             return Unresolved(lid=parsed.bare)
     return NotAPhone(jid=str(parsed), kind=parsed.kind,
@@ -191,8 +287,9 @@ def phone_from_user_jid(jid: str) -> str:
         raise InvalidPhone(jid, exc.why) from None
     if parsed.kind is not JidKind.USER:
         raise InvalidPhone(jid, f"a {parsed.kind.value} JID is not a phone number")
-    return parse_phone(parsed.user)
+    return e164_digits(parsed.user)
 
 
-Phone = Annotated[str, BeforeValidator(parse_phone)]
-"""A pydantic field type: accepts human input, stores digits-only E.164."""
+Phone = Annotated[str, BeforeValidator(e164_digits)]
+"""A pydantic field type for stored numbers (events, status, outbound messages): digits-only
+E.164 by shape (`e164_digits`); typed input is read with `parse_phone` and a region."""

@@ -105,7 +105,8 @@ _EVERY_SESSION_PING: Final = channels.HEALTH_PING_PREFIX + "company_*"
 def operator_rules() -> list[str]:
     """The operator: every session's events and pongs (by pattern), pings, the state hashes
     (heartbeat reconciliation) and deleting a deleted session's keys. No streams."""
-    return _rules(keys=(channels.SESSION_STATE_PREFIX + "*", channels.LATEST_QR_PREFIX + "*"),
+    return _rules(keys=(channels.SESSION_STATE_PREFIX + "*", channels.LATEST_QR_PREFIX + "*",
+                        channels.LINK_WINDOW_PREFIX + "*"),
                   subscribe=(channels.EVENTS_PATTERN, channels.HEALTH_PONG_PATTERN),
                   commands=OPERATOR_COMMANDS, publish=(_EVERY_SESSION_PING,))
 

@@ -28,8 +28,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from salon_sessions.core.bounds import DEFAULT_MAX_SKEW_S
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.events import SESSION_NAME_PATTERN
+from salon_sessions.core.phone import valid_region
 from salon_sessions.core.redact import redact_url
-from salon_sessions.core.resource import DriverName
+from salon_sessions.core.resource import (
+    LINK_EXPIRE_AFTER_MAX_S,
+    LINK_EXPIRE_AFTER_MIN_S,
+    DriverName,
+)
 
 
 class SecretUrl(Secret[str]):
@@ -120,6 +125,20 @@ class _Redis(_Settings):
         return _scheme(value, _REDIS_SCHEMES, "SALON_REDIS_URL")
 
 
+class _PhoneRegion(_Settings):
+    """`SALON_DEFAULT_REGION`: how typed phone numbers are read (`core.phone.parse_phone`);
+    the same rule in the API and the worker."""
+
+    default_region: str | None = Field(
+        default=None, description="ISO 3166-1 region whose national phone formats are "
+        "accepted (`8 916 123-45-67` with RU); unset: international numbers only")
+
+    @field_validator("default_region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> str | None:
+        return valid_region(value) if isinstance(value, str) else None
+
+
 class MigrateSettings(_Database):
     """`salon-sessions migrate ...`"""
 
@@ -134,7 +153,7 @@ MANAGED_WORKER_ENV: frozenset[str] = frozenset({
     "SALON_DATABASE_POOLER", "SALON_REDIS_URL", "SALON_PROXY_URL",
     "SALON_POST_CONNECT_URL", "SALON_METRICS_PORT", "SALON_HEARTBEAT_TTL_S",
     "SALON_MEMORY_LIMIT_BYTES", "SALON_BOT_LABEL", "SALON_GO_MEMORY_LIMIT_PERCENT",
-    "SALON_GO_GC_PERCENT",
+    "SALON_GO_GC_PERCENT", "SALON_LINK_EXPIRE_AFTER_S",
 })
 """Worker variables the operator sets itself (secrets only ever through secretKeyRef)."""
 
@@ -281,7 +300,7 @@ class OperatorSettings(_Database, _Redis):
         return value
 
 
-class WorkerSettings(_Database, _Redis):
+class WorkerSettings(_Database, _Redis, _PhoneRegion):
     """`salon-sessions worker`: one session, inside its pod."""
 
     company_id: CompanyId
@@ -296,6 +315,10 @@ class WorkerSettings(_Database, _Redis):
                     "publishes it in the state hash (workers run as host processes by the "
                     "tests and benchmarks; the operator never sets -1)")
     heartbeat_ttl_s: int = Field(default=30, ge=5, le=3600)
+    link_expire_after_s: int = Field(
+        default=30 * 60, ge=LINK_EXPIRE_AFTER_MIN_S, le=LINK_EXPIRE_AFTER_MAX_S,
+        description="spec.link.expireAfter in seconds (set by the operator): an onboarding "
+                    "without a link this long stops asking WhatsApp for codes")
     lock_check_s: float = Field(default=1.0, gt=0, le=30,
                                 description="how often the holder proves that PostgreSQL "
                                             "still grants it the session lock")
@@ -396,7 +419,7 @@ class WorkerSettings(_Database, _Redis):
         return self
 
 
-class ApiSettings(_Database, _Redis):
+class ApiSettings(_Database, _Redis, _PhoneRegion):
     """`salon-sessions api`: the onboarding API and page.
 
     `admin_token` (management calls) and `token_secret` (the HMAC key of company-scoped

@@ -37,6 +37,7 @@ from salon_sessions.core.events import (
     ErrorEvent,
     Event,
     LinkedEvent,
+    LinkExpiredEvent,
     LoggedOutEvent,
     PairingCodeEvent,
     PasskeyRequiredEvent,
@@ -55,7 +56,7 @@ _PHONE = re.compile(PHONE_PATTERN, re.ASCII)
 _SERVED_BY = re.compile(r"served by SalonSession (\S+);")
 WORKER_PHASES: Final = frozenset({
     Phase.STARTING, Phase.AWAITING_LINK, Phase.PAIRING_CODE_ISSUED, Phase.PASSKEY_REQUIRED,
-    Phase.CONNECTED, Phase.DISCONNECTED, Phase.LOGGED_OUT,
+    Phase.LINK_EXPIRED, Phase.CONNECTED, Phase.DISCONNECTED, Phase.LOGGED_OUT,
 })
 LOGOUT_NAMES: Final = frozenset(str(r) for r in LogoutReason) - {LogoutReason.UNKNOWN}
 REFUSALS: Final = frozenset({"temporary_ban", "stream_replaced", "connect_failure"})
@@ -125,6 +126,8 @@ class SessionModel:
     phone: str | None = None
     logged_out: bool = False
     code_expires_at: datetime | None = None
+    link_expires_at: datetime | None = None
+    """While unlinked: when the onboarding ends (ended, in phase LinkExpired)."""
     last_connected_at: datetime | None = None
     last_event_at: datetime | None = None
     last_event_seq: int = 0
@@ -171,6 +174,7 @@ class SessionModel:
         model.connected = status.get("connected") is True
         model.phone = valid_phone(status.get("phone"))
         model.last_connected_at = parse_time(status.get("lastConnectedAt"))
+        model.link_expires_at = parse_time(status.get("linkExpiresAt"))
         model.last_event_at = parse_time(status.get("lastEventAt"))
         model.worker_time = model.last_event_at
         seq = status.get("lastEventSeq")
@@ -252,7 +256,9 @@ class SessionModel:
             self.worker_time = event.ts
         self.heartbeat_lost = False
         match event:
-            case QrEvent():
+            case QrEvent(data=qr):
+                if qr.link_expires_at is not None and not self.linked:
+                    self.link_expires_at = qr.link_expires_at
                 code_valid = (self.code_expires_at is not None
                               and self.code_expires_at > event.ts)
                 passkey = self.worker_phase is Phase.PASSKEY_REQUIRED
@@ -270,6 +276,12 @@ class SessionModel:
                 self.phone = valid_phone(data.phone) or self.phone
                 self.worker_phase = Phase.STARTING
                 self.code_expires_at = None
+                self.link_expires_at = None
+            case LinkExpiredEvent():
+                if not self.linked:
+                    self.linked = False
+                    self.worker_phase = Phase.LINK_EXPIRED
+                    self.code_expires_at = None
             case ConnectedEvent():
                 self.connected = self.linked = True
                 self.logged_out = False
@@ -358,6 +370,8 @@ class SessionModel:
         if last is not None:
             self.last_connected_at = last
         self.code_expires_at = parse_time(fields.get("pairing_code_expires_at"))
+        self.link_expires_at = (None if self.linked
+                                else parse_time(fields.get("link_expires_at")))
         return True
 
     def lose_heartbeat(self, message: str, now: datetime | None = None) -> None:
@@ -409,6 +423,8 @@ class SessionModel:
             return Phase.STARTING, "WorkerStarting"
         if self.worker_phase is Phase.CONNECTED:
             return (Phase.DISCONNECTED if self.linked else Phase.STARTING), "WorkerEvent"
+        if self.worker_phase is Phase.LINK_EXPIRED and not self.linked:
+            return Phase.LINK_EXPIRED, "LinkExpired"
         if self.worker_phase is Phase.LOGGED_OUT and self.reason:
             # the Warning Event says why: "phase Connected -> LoggedOut (Banned)"
             return self.worker_phase, condition_reason(self.reason)
@@ -426,6 +442,12 @@ class SessionModel:
             linked = Cond("True", "Linked", "WhatsApp accepted this device")
         elif self.linked is None:
             linked = Cond("Unknown", "NotReported", "the worker has not reported yet")
+        elif self.worker_phase is Phase.LINK_EXPIRED:
+            when = f" at {rfc3339(self.link_expires_at)}" if self.link_expires_at else ""
+            linked = Cond("False", "LinkExpired",
+                          f"no device linked within spec.link.expireAfter; the onboarding "
+                          f"ended{when} and the worker asks WhatsApp for no more QR codes or "
+                          f"pairing codes: renew it (POST /v1/sessions/<company>/link/renew)")
         elif self.logged_out:
             why = self.reason or "logged_out"
             linked = Cond("False", "LoggedOut" if why == "logged_out" else condition_reason(why),
@@ -524,6 +546,8 @@ class SessionModel:
             "phone": self.phone if self.linked else None,
             "lastConnectedAt": rfc3339(self.last_connected_at) if self.last_connected_at
             else None,
+            "linkExpiresAt": rfc3339(self.link_expires_at)
+            if self.link_expires_at and not self.linked else None,
             "lastEventAt": rfc3339(self.last_event_at) if self.last_event_at else None,
             "lastEventSeq": self.last_event_seq or None,
             "podName": pod_name if self.applied and not self.suspended else None,

@@ -13,7 +13,7 @@ import json
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from salon_sessions.core.resource import API_VERSION, KIND, DriverName
+from salon_sessions.core.resource import API_VERSION, KIND, DriverName, expire_after_seconds
 from salon_sessions.core.settings import OperatorSettings
 
 NAME_LABEL: Final = "app.kubernetes.io/name"
@@ -103,10 +103,24 @@ def resources(spec: dict[str, Any], settings: OperatorSettings) -> dict[str, dic
     return out
 
 
+LINK_EXPIRE_AFTER_DEFAULT_S: Final = expire_after_seconds(None)
+
+
+def link_expire_after_s(spec: dict[str, Any]) -> int:
+    """`spec.link.expireAfter` in seconds (the CRD validated it; absent: 30 minutes, which
+    is also the worker's default: the pod gets `SALON_LINK_EXPIRE_AFTER_S` only for another
+    value)."""
+    value = (spec.get("link") or {}).get("expireAfter")
+    try:
+        return expire_after_seconds(None if value is None else str(value))
+    except ValueError:
+        return expire_after_seconds(None)  # the CRD refuses it; never a crash here
+
+
 def config_hash(spec: dict[str, Any], settings: OperatorSettings) -> str:
-    """Hash of the inputs whose change must roll the pod: image, driver, proxy, resources
-    (plus the operator-wide worker settings)."""
-    inputs = {
+    """Hash of the inputs whose change must roll the pod: image, driver, proxy, resources,
+    the onboarding bound (plus the operator-wide worker settings)."""
+    inputs: dict[str, Any] = {
         "image": _image(spec, settings),
         "driver": _driver(spec),
         "proxy": spec.get("proxy") or None,
@@ -117,6 +131,10 @@ def config_hash(spec: dict[str, Any], settings: OperatorSettings) -> str:
         "heartbeat": settings.worker_heartbeat_ttl_s,
         "credentials": _credentials_inputs(settings),
     }
+    if (expire := link_expire_after_s(spec)) != LINK_EXPIRE_AFTER_DEFAULT_S:
+        # only then, like the pooler: an operator upgrade restarts no session that keeps
+        # the default bound
+        inputs["expire_after_s"] = expire
     raw = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -184,6 +202,8 @@ def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[st
         {"name": "SALON_LOG_JSON", "value": "true" if settings.worker_log_json else "false"},
         *go_env(settings),
     ]
+    if (expire := link_expire_after_s(spec)) != LINK_EXPIRE_AFTER_DEFAULT_S:
+        env.append({"name": "SALON_LINK_EXPIRE_AFTER_S", "value": str(expire)})
     proxy = (spec.get("proxy") or {}).get("secretRef")
     if proxy:
         env.append(_secret_env("SALON_PROXY_URL", str(proxy["name"]),

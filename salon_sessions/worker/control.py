@@ -10,7 +10,9 @@ own replies):
     {"v": 1, "id": "r1", "ok": true, "result": {"code": "ABCD1234", "expires_at": "..."}}
     {"v": 1, "id": "r1", "ok": false, "error": {"code": "pairing_code_pending", "message": ...}}
 
-Commands: `pairing_code` (phone), `restart` (force), `logout`, `state`.
+Commands: `pairing_code` (phone: as typed, or the API's `+<E.164>`; the worker reads it with
+`core.phone.parse_phone` and its `SALON_DEFAULT_REGION`), `cancel_pairing_code` (the
+pending code ends; a no-op when none is pending), `restart` (force), `logout`, `state`, `renew_link`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from redis.asyncio import Redis
 
 from salon_sessions.core.channels import control_channel, control_reply_channel
 from salon_sessions.core.company import CompanyId, canonical_company_id
-from salon_sessions.core.phone import Phone
+from salon_sessions.core.phone import MAX_INPUT_CHARS
 
 MAX_REQUEST_BYTES = 8 * 1024
 RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -37,8 +39,8 @@ class ControlRequest(BaseModel):
     v: Literal[1] = 1
     id: RequestId
     company_id: CompanyId
-    cmd: Literal["pairing_code", "restart", "logout", "state"]
-    phone: Phone | None = None
+    cmd: Literal["pairing_code", "cancel_pairing_code", "restart", "logout", "state", "renew_link"]
+    phone: str | None = Field(default=None, min_length=1, max_length=MAX_INPUT_CHARS)
     force: bool = False
 
 

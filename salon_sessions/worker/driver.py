@@ -180,6 +180,11 @@ class Driver(abc.ABC):
         """Ask WhatsApp for an 8-character code to link `phone` (digits-only E.164)."""
 
     @abc.abstractmethod
+    async def cancel_pairing_code(self) -> None:
+        """The pending pairing code is given up (a mistyped number): the driver drops it as
+        far as WhatsApp lets it, so that it no longer links. Idempotent."""
+
+    @abc.abstractmethod
     async def send_text(self, to_jid: str, text: str) -> str:
         """Send a text message; returns WhatsApp's message id. Raises `DriverError`."""
 

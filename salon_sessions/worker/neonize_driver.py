@@ -366,6 +366,14 @@ class NeonizeDriver(Driver):
         self._log.info("pairing code issued; valid until the login socket closes")
         return IssuedCode(code=code, expires_at=opened + timedelta(seconds=LOGIN_WINDOW_S))
 
+    async def cancel_pairing_code(self) -> None:
+        """whatsmeow keeps one pending code per login socket and has no call to drop it: the
+        next `request_pairing_code` on that socket replaces it (`PairPhone` sends a new
+        pairing reference, and the phone's answer to the old one is refused), and closing the
+        socket ends it. Nothing is restarted here: each login socket closed early parks a
+        neonize thread for good (`max_parked`)."""
+        self._log.info("pairing code cancelled; the next code on this login socket replaces it")
+
     async def send_text(self, to_jid: str, text: str) -> str:
         attempt = self._attempt
         if not self._connected or attempt is None or attempt.phase is not Phase.RUNNING:

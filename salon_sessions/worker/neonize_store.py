@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from salon_sessions.core.phone import InvalidPhone, parse_phone
+from salon_sessions.core.phone import InvalidPhone, e164_digits
 from salon_sessions.db.connections import behind_transaction_pooler, create_pool
 
 DSN_SCHEMES: Final = ("postgres", "postgresql")
@@ -119,7 +119,7 @@ class NeonizeStore:
         if not isinstance(value, str):
             return None
         try:
-            return parse_phone(value)
+            return e164_digits(value)
         except InvalidPhone:
             return None
 

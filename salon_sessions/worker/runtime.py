@@ -6,6 +6,12 @@
 Loop: wait for the session's lock (standby while another worker holds it), start the
 driver, run until SIGTERM, a lost lock or a restart request, close the driver, release.
 
+An onboarding is bounded (`spec.link.expireAfter`, `worker.link_window`): when it passes
+without a link the driver is closed (no more QR codes or pairing codes are asked of
+WhatsApp), the phase is `LinkExpired`, and the worker keeps the lock, its heartbeat and its
+control channel, without a driver, until a renewal (`renew_link`) starts the driver again. A
+worker that starts for an expired onboarding does not start its driver at all.
+
 Only the proven holder (`SessionLock.held`: PostgreSQL confirmed the lock within the proof
 deadline) writes the session's state hash and answers its pings and control requests; a
 standby writes only its own `whatsapp:standby:<company>:<pod>`. A fence watchdog ticks every
@@ -35,13 +41,14 @@ from salon_sessions.core.events import (
     EventData,
     EventSource,
     LinkedData,
+    LinkExpiredData,
     LoggedOutData,
     PingEvent,
     PongData,
     QrData,
 )
 from salon_sessions.core.metrics import PublisherMetrics, SubscriberMetrics
-from salon_sessions.core.phone import InvalidPhone, phone_from_user_jid
+from salon_sessions.core.phone import InvalidPhone, parse_phone, phone_from_user_jid
 from salon_sessions.core.publisher import Publisher, PublishFailed
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.resource import DriverName
@@ -58,8 +65,10 @@ from salon_sessions.worker.driver import (
     DriverEvent,
     InboundMessage,
     PairSuccess,
+    QrCode,
 )
 from salon_sessions.worker.hook import PostConnectHook
+from salon_sessions.worker.link_window import LinkWindow
 from salon_sessions.worker.lock import SessionLock
 from salon_sessions.worker.metrics import WorkerMetrics
 from salon_sessions.worker.outbound import OutboundSender
@@ -122,6 +131,11 @@ class Worker:
         self.connected = asyncio.Event()
         self.stopping = asyncio.Event()
         self._restart = asyncio.Event()
+        self._expire_now = asyncio.Event()
+        """The onboarding's bound passed: close the driver, keep the lock."""
+        self._renewed = asyncio.Event()
+        self._driver_started = False
+        self._link_verified_at = 0.0
         self._events_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._hook_task: asyncio.Task[None] | None = None
@@ -145,6 +159,7 @@ class Worker:
         self.inbound: InboundWriter
         self.outbound: OutboundSender
         self.stream_keepers: list[StreamKeeper]
+        self.link: LinkWindow
 
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -166,6 +181,7 @@ class Worker:
             watchdog.cancel()
             raise
         self.publisher = Publisher(self.redis, self.publisher_metrics)
+        self.link = LinkWindow(self.redis, self.company, s.link_expire_after_s)
         self.inbound = InboundWriter(self.redis, self.company, self.metrics)
         pacer = Pacer(self.redis, self.company, PacingPolicy(
             enabled=s.send_pacing, rate_per_minute=s.send_rate_per_minute,
@@ -198,16 +214,25 @@ class Worker:
             self.holding_since = time.monotonic()
             self.metrics.lock_held.set(1)
             self.lock_note = "holding the session lock"
-            outbound = asyncio.create_task(self.outbound.run(self._driver(), self.connected),
-                                           name="outbound")
-            keeper = asyncio.create_task(keep_streams(
-                self.stream_keepers, self.settings.stream_trim_s, lambda: self.lock.held),
-                name="stream-retention")
-            try:
-                await self._run_driver()
-            finally:
-                await _cancel(outbound)
-                await _cancel(keeper)
+            while True:
+                outbound = asyncio.create_task(
+                    self.outbound.run(self._driver(), self.connected), name="outbound")
+                keeper = asyncio.create_task(keep_streams(
+                    self.stream_keepers, self.settings.stream_trim_s, lambda: self.lock.held),
+                    name="stream-retention")
+                try:
+                    await self._run_driver()
+                finally:
+                    await _cancel(outbound)
+                    await _cancel(keeper)
+                expired = self._expire_now.is_set()
+                self._expire_now.clear()
+                if (not expired or self.stopping.is_set() or self.lock.lost_at is not None):
+                    break
+                # the onboarding ended: WhatsApp is asked for nothing more; still the holder
+                await self._close_driver("link expired")
+                self.state.restarted()
+                await self._write_state()
             lost = self.lock.lost_at is not None
             if self.stopping.is_set() and not lost:
                 return  # _shutdown closes the driver, writes the final state and releases
@@ -233,7 +258,7 @@ class Worker:
         whichever comes first - even while the driver is still starting."""
         start = asyncio.create_task(self._start_driver(), name="driver-start")
         waits = {asyncio.create_task(e.wait()) for e in
-                 (self.stopping, self.lock.lost, self._restart)}
+                 (self.stopping, self.lock.lost, self._restart, self._expire_now)}
         pending: set[asyncio.Task[Any]] = {start, *waits}
         try:
             while not pending.isdisjoint(waits):
@@ -257,11 +282,45 @@ class Worker:
             except InvalidPhone:
                 phone = None  # a LID device JID: the phone is learnt on connect
             self.state.resume_linked(stored, phone)
+            await self.link.clear()  # linked: no onboarding to bound
+        else:
+            await self._until_link_window()
         await driver.start(self.on_driver_event)
+        self._driver_started = True
         await self._write_state()
+
+    async def _until_link_window(self) -> None:
+        """Return once linking may go on: at once while the onboarding's window is open
+        (opening it if none is), else after a renewal. An expired onboarding is reported
+        (phase `LinkExpired`, `link_expired` once per expiry) and its driver never
+        started: a restarted worker asks WhatsApp for nothing."""
+        await self.link.load()
+        now = datetime.now(UTC)
+        if self.link.started_at is None:
+            await self.link.open(now)
+        async with self._events_lock:
+            if self.link.expired(now):
+                await self._expire_link(now)
+            else:
+                self.state.link_window(self.link.expires_at())
+            await self._write_state()
+        while self.state.link_expired:
+            self._renewed.clear()
+            await self._renewed.wait()
+
+    async def _expire_link(self, now: datetime) -> None:
+        """Under `_events_lock`: the onboarding ends now (the caller stops the driver)."""
+        self.state.link_window(self.link.expires_at())
+        out = self.state.expire_link(self.link.expire_after_s, now)
+        if out:
+            log.info("no link within %d s: no more QR codes or pairing codes until the "
+                     "onboarding is renewed", self.link.expire_after_s,
+                     extra={"company_id": self.company})
+        await self._publish(out)
 
     async def _close_driver(self, reason: str) -> None:
         driver, self.driver = self.driver, None
+        self._driver_started = False
         if driver is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(10):
@@ -315,9 +374,18 @@ class Worker:
             self.outbound.nudge()  # its bot is likely to answer
             return
         async with self._events_lock:
+            if isinstance(event, QrCode) and not self.state.linked:
+                if self.link.started_at is None:
+                    # a new login after a logout: a new onboarding, with its own bound
+                    await self.link.open(datetime.now(UTC))
+                    self.state.link_window(self.link.expires_at())
+                elif await self._end_if_due():
+                    return  # a QR after the bound is never shown
             out = self.state.apply(event)
             if isinstance(event, PairSuccess):
                 await self._record_link(out)
+                if self.state.linked:
+                    await self.link.clear()
             for data in out:
                 if isinstance(data, LoggedOutData):
                     await self._record_logout(data.reason)
@@ -338,7 +406,7 @@ class Worker:
                 if isinstance(data, QrData):
                     await self.redis.set(channels.latest_qr_key(self.company), data.code,
                                          ex=max(data.timeout_s, 5))
-                elif isinstance(data, LinkedData | LoggedOutData):
+                elif isinstance(data, LinkedData | LoggedOutData | LinkExpiredData):
                     await self.redis.delete(channels.latest_qr_key(self.company))
             try:
                 await self.publisher.publish(self.source.event(data))
@@ -478,10 +546,41 @@ class Worker:
             await asyncio.sleep(1)
             if self.state.expire():
                 await self._write_state()
+            if self.lock.held:
+                await self._link_clock()
+
+    async def _link_clock(self) -> None:
+        """Once a second as the holder: write the onboarding's window to Redis if Redis
+        missed it (expired too: a successor must find it), and, while the driver runs, end
+        the onboarding when its bound passed without a link."""
+        async with self._events_lock:
+            if self.state.linked or self.link.started_at is None:
+                return
+            now = time.monotonic()
+            if now - self._link_verified_at >= max(1.0, self.settings.heartbeat_ttl_s / 3):
+                self._link_verified_at = now
+                await self.link.verify()  # Redis lost it (no persistence, FLUSHALL)?
+            else:
+                await self.link.persist()
+            await self._end_if_due()
+
+    async def _end_if_due(self) -> bool:
+        """Under `_events_lock`: end the onboarding if its bound passed while the driver
+        runs (the driver is then closed by `_sessions`). True when it has ended."""
+        if self.state.link_expired:
+            return True
+        now = datetime.now(UTC)
+        if self.state.linked or not self._driver_started or not self.link.expired(now):
+            return False
+        await self._expire_link(now)
+        await self._write_state()
+        self._expire_now.set()
+        return True
 
     async def _on_gap(self, gap: Gap) -> None:
         """Redis came back: whatever we published meanwhile was lost; restate it, now and
         again a little later for consumers that resubscribe after us."""
+        self.link.forget_saved()  # written again by the link clock, if Redis lost it
         for delay in RESTATE_AFTER_GAP_S:
             await asyncio.sleep(delay)
             if not self.lock.held:
@@ -549,15 +648,39 @@ class Worker:
             case "pairing_code":
                 assert req.phone is not None
                 return await self._pairing_code(req.phone)
+            case "cancel_pairing_code":
+                return await self._cancel_pairing_code()
             case "restart":
                 self.state.check_restart(req.force)
                 self._restart.set()
                 return {"restarting": True}
+            case "renew_link":
+                return await self._renew_link()
             case "logout":
+                if self.state.link_expired:
+                    raise control.ControlError("link_expired", "no device is linked: the "
+                                               "onboarding expired")
                 driver = self._require_driver()
                 await driver.logout()
                 return {"logged_out": True}
         raise control.ControlError("unknown_command", req.cmd)  # pragma: no cover
+
+    async def _renew_link(self) -> dict[str, Any]:
+        """Linking goes on for another `expire_after_s` from now; an expired onboarding
+        starts its driver again (QR codes resume)."""
+        async with self._events_lock:
+            if self.state.linked:
+                raise RefusedError("already_linked", "the session is already linked")
+            await self.link.renew(datetime.now(UTC))
+            expires = self.link.expires_at()
+            assert expires is not None
+            self.state.renew_link(expires)
+            await self._write_state()
+            self._renewed.set()
+            log.info("onboarding renewed for %d s", self.link.expire_after_s,
+                     extra={"company_id": self.company})
+            return {"phase": self.state.phase.value, "expires_at": expires.isoformat(),
+                    "expire_after_s": self.link.expire_after_s}
 
     def _require_driver(self) -> Driver:
         if self.driver is None or not self.lock.held:
@@ -565,8 +688,13 @@ class Worker:
                                        "(standing by or starting)")
         return self.driver
 
-    async def _pairing_code(self, phone: str) -> dict[str, Any]:
+    async def _pairing_code(self, typed: str) -> dict[str, Any]:
+        try:
+            phone = parse_phone(typed, self.settings.default_region)
+        except InvalidPhone as exc:
+            raise control.ControlError("invalid", f"phone: {exc.why}") from None
         async with self._events_lock:
+            await self._end_if_due()  # a request after the bound gets `link_expired`
             pending = self.state.current_code(phone)
             if pending is None:
                 issued = await self._require_driver().request_pairing_code(phone)
@@ -577,6 +705,19 @@ class Worker:
                 assert pending is not None
             return {"code": pending.code, "phone": pending.phone,
                     "expires_at": pending.expires_at.isoformat()}
+
+    async def _cancel_pairing_code(self) -> dict[str, Any]:
+        """End the pending code (idempotent): the driver drops it, the state forgets it,
+        and a code for another number may be requested at once."""
+        async with self._events_lock:
+            if self.state.linked:
+                return {"cancelled": False}
+            pending = self.state.cancel_code()
+            if self.driver is not None:
+                await self.driver.cancel_pairing_code()
+            if pending is not None:
+                await self._write_state()
+            return {"cancelled": pending is not None}
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

@@ -204,6 +204,9 @@ class SimulatorDriver(Driver):
         self._code = (code, phone, expires)
         return IssuedCode(code=code, expires_at=expires)
 
+    async def cancel_pairing_code(self) -> None:
+        self._code = None  # typing it on the phone is refused from now on
+
     async def send_text(self, to_jid: str, text: str) -> str:
         if not self._connected:
             raise DriverError("not_connected", "the session is not connected")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from salon_sessions.core.events import PasskeyStage
-from salon_sessions.core.phone import InvalidPhone, parse_phone
+from salon_sessions.core.phone import InvalidPhone, e164_digits
 
 MAX_ACTION_BYTES: Final = 16 * 1024
 MAX_CODE: Final = 999_999
@@ -146,7 +146,7 @@ def parse_action(raw: bytes) -> PhoneAction:
     match action["action"]:
         case "scan":
             try:
-                phone = parse_phone(str(action.get("phone", "")))
+                phone = e164_digits(str(action.get("phone", "")))
             except InvalidPhone as exc:
                 raise BadAction(f"scan with a bad phone: {exc.why}") from None
             return Scan(qr=str(action.get("qr", "")), phone=phone)

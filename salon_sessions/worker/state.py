@@ -8,6 +8,9 @@ Rules (the seed system got both wrong):
   `StreamReplaced`, `TemporaryBan` or `ConnectFailure`.
 - A pending pairing code survives QR rotation and repeated requests (the same code comes
   back until it expires); restart is refused while it is pending unless forced.
+- An onboarding ends (`expire_link`) when `spec.link.expireAfter` passes without a link:
+  phase `LinkExpired`, no QR, no pending code, pairing codes refused (`link_expired`) until
+  it is renewed (`renew_link`); a link ends the onboarding for good.
 
 `SessionState` does no I/O: it returns the event payloads to publish, and the worker
 publishes them.
@@ -24,6 +27,7 @@ from salon_sessions.core.events import (
     ErrorData,
     EventData,
     LinkedData,
+    LinkExpiredData,
     LinkMethod,
     LoggedOutData,
     PairingCodeData,
@@ -31,7 +35,7 @@ from salon_sessions.core.events import (
     PasskeyStage,
     QrData,
 )
-from salon_sessions.core.phone import InvalidPhone, parse_phone
+from salon_sessions.core.phone import InvalidPhone, e164_digits
 from salon_sessions.core.resource import Phase
 from salon_sessions.core.whatsapp_reasons import describe, is_name
 from salon_sessions.worker.driver import (
@@ -95,12 +99,17 @@ class SessionState:
     """WhatsApp waits for the account's passkey on the open login socket."""
     passkey_code: str | None = None
     last_connected_at: datetime | None = None
+    link_expires_at: datetime | None = None
+    """While unlinked: when the current onboarding ends (or ended, once `link_expired`)."""
+    link_expired: bool = False
+    """The onboarding ended without a link: the driver is stopped until a renewal."""
     updated_at: datetime = field(default_factory=utcnow)
 
     # ---- facts from the store -------------------------------------------------------
     def resume_linked(self, jid: str, phone: str | None) -> None:
         """The store holds a registered device: linked, not (yet) connected."""
         self.linked, self.jid, self.phone = True, jid, phone or self.phone
+        self.link_expires_at, self.link_expired = None, False
         self._touch()
 
     def restarted(self) -> None:
@@ -109,8 +118,39 @@ class SessionState:
         self.last_qr = None
         self.passkey = self.passkey_code = None
         self.connected = False
-        self.phase = Phase.STARTING
+        self.phase = Phase.LINK_EXPIRED if self.link_expired else Phase.STARTING
         self._touch()
+
+    # ---- the onboarding's bound ------------------------------------------------------
+    def link_window(self, expires_at: datetime | None) -> None:
+        """The current onboarding ends at `expires_at` (None: no onboarding, linked)."""
+        if not self.linked:
+            self.link_expires_at = expires_at
+            self._touch()
+
+    def expire_link(self, expire_after_s: int, now: datetime | None = None
+                    ) -> list[EventData]:
+        """The onboarding's bound passed without a link: the driver is being stopped, the
+        QR and a pending code end with it. Published once per expiry."""
+        if self.linked or self.link_expired:
+            return []
+        self.link_expired = True
+        self.pending_code = None
+        self.last_qr = None
+        self.passkey = self.passkey_code = None
+        self.phase = Phase.LINK_EXPIRED
+        self._touch(now)
+        return [LinkExpiredData(expire_after_s=max(1, expire_after_s))]
+
+    def renew_link(self, expires_at: datetime, now: datetime | None = None) -> None:
+        """Linking resumes until `expires_at` (`POST .../link/renew`)."""
+        if self.linked:
+            raise RefusedError("already_linked", "the session is already linked")
+        if self.link_expired:
+            self.link_expired = False
+            self.phase = Phase.STARTING
+        self.link_expires_at = expires_at
+        self._touch(now)
 
     # ---- facts from the driver ------------------------------------------------------
     def apply(self, event: DriverEvent, now: datetime | None = None) -> list[EventData]:
@@ -195,13 +235,16 @@ class SessionState:
         return out
 
     def _on_qr(self, code: str, timeout: int) -> list[EventData]:
+        if self.link_expired:
+            return []  # the driver is being stopped: a late QR is never shown
         self.last_qr = QrCode(code, timeout)
         if self.linked:
             return []  # a linked device gets no QR; ignore a stray one
         if self.pending_code is None and self.passkey is None:
             self.phase = Phase.AWAITING_LINK
         # a pending pairing code is left alone: QR rotation never invalidates it
-        return [QrData(code=code, timeout_s=max(1, min(timeout, 600)))]
+        return [QrData(code=code, timeout_s=max(1, min(timeout, 600)),
+                       link_expires_at=self.link_expires_at)]
 
     def _on_passkey(self, stage: str, code: str | None) -> list[EventData]:
         if self.linked:
@@ -219,7 +262,7 @@ class SessionState:
         phone = event.phone
         if phone is not None:
             try:
-                phone = parse_phone(phone)
+                phone = e164_digits(phone)
             except InvalidPhone:
                 phone = None
         if self.pending_code is not None:
@@ -228,6 +271,7 @@ class SessionState:
         else:
             self.link_method = LinkMethod.QR
         self.linked, self.jid, self.phone = True, event.jid, phone
+        self.link_expires_at, self.link_expired = None, False
         self.pending_code = None
         self.last_qr = None
         self.passkey = self.passkey_code = None
@@ -241,6 +285,8 @@ class SessionState:
         self.reason, self.will_retry, self.retry_at = reason, will_retry, retry_at
 
     def _unlinked_phase(self) -> Phase:
+        if self.link_expired:
+            return Phase.LINK_EXPIRED
         if self.passkey is not None:
             return Phase.PASSKEY_REQUIRED
         if self.pending_code is not None:
@@ -255,6 +301,9 @@ class SessionState:
         self._expire_code(now)
         if self.linked:
             raise RefusedError("already_linked", "the session is already linked")
+        if self.link_expired:
+            raise RefusedError("link_expired", "the onboarding expired without a link; renew "
+                               "it first (POST /v1/sessions/{company_id}/link/renew)")
         pending = self.pending_code
         if pending is None:
             return None
@@ -266,10 +315,25 @@ class SessionState:
         return pending
 
     def code_issued(self, phone: str, issued: IssuedCode) -> list[EventData]:
-        self.pending_code = PendingCode(issued.code, phone, issued.expires_at)
+        # the code ends with the onboarding at the latest (the driver stops then)
+        expires = (issued.expires_at if self.link_expires_at is None
+                   else min(issued.expires_at, self.link_expires_at))
+        self.pending_code = PendingCode(issued.code, phone, expires)
         self.phase = Phase.PAIRING_CODE_ISSUED
         self._touch()
-        return [PairingCodeData(code=issued.code, phone=phone, expires_at=issued.expires_at)]
+        return [PairingCodeData(code=issued.code, phone=phone, expires_at=expires)]
+
+    def cancel_code(self, now: datetime | None = None) -> PendingCode | None:
+        """End the pending code (a mistyped number): a code for another number may be
+        requested at once. Returns the code that was pending, if one was."""
+        now = now or utcnow()
+        self._expire_code(now)
+        pending, self.pending_code = self.pending_code, None
+        if pending is not None:
+            if self.phase is Phase.PAIRING_CODE_ISSUED:
+                self.phase = Phase.AWAITING_LINK  # as when a code expires
+            self._touch(now)
+        return pending
 
     def check_restart(self, force: bool, now: datetime | None = None) -> None:
         self._expire_code(now or utcnow())
@@ -308,6 +372,7 @@ class SessionState:
             "pairing_code_pending": "true" if self.pending_code else "false",
             "pairing_code_expires_at": (self.pending_code.expires_at.isoformat()
                                         if self.pending_code else ""),
+            "pairing_code_phone": self.pending_code.phone if self.pending_code else "",
             "last_error": self.last_error or "",
             "reason": self.reason or "",
             "will_retry": "" if self.will_retry is None else str(self.will_retry).lower(),
@@ -316,6 +381,8 @@ class SessionState:
             "passkey_code": self.passkey_code or "",
             "last_connected_at": (self.last_connected_at.isoformat()
                                   if self.last_connected_at else ""),
+            "link_expires_at": (self.link_expires_at.isoformat()
+                                if self.link_expires_at and not self.linked else ""),
             "updated_at": self.updated_at.isoformat(),
         }
 

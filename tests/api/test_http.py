@@ -152,11 +152,131 @@ async def test_pairing_code_repeat_conflict_and_restart(api: ApiServer, workers:
         await obs.wait_state(lambda s: s["pairing_code_pending"] == "false")
 
 
-async def test_pairing_codes_are_rate_limited(api: ApiServer) -> None:
+async def test_a_pending_code_can_be_cancelled_and_another_number_gets_one(
+        api: ApiServer, workers: WorkerFactory, redis_url: str, company: str) -> None:
+    """A mistyped number: DELETE ends the code on the worker (the simulated phone can no
+    longer type it in), the state says which number a pending code belongs to, and a code
+    for the right number is issued at once."""
+    async with (observing(redis_url, company) as obs,
+                api.client(headers=api.bearer(company)) as http):
+        url = f"/v1/sessions/{company}/pairing-code"
+        nobody = await http.delete(url)
+        assert nobody.status_code == 503
+        assert _error(nobody)["code"] == "no_worker"
+        workers()
+        await obs.wait_event("qr")
+        idle = await http.delete(url)
+        assert idle.status_code == 204, idle.text  # nothing pending: idempotent
+        wrong = await http.post(url, json={"phone": "+7 968 648-44-88"})
+        assert wrong.status_code == 200, wrong.text
+        api.secrets_seen.add(wrong.json()["code"])
+        live = (await http.get(f"/v1/sessions/{company}")).json()["live"]
+        assert (live["pairing_code_pending"], live["pairing_code_phone"]) == (
+            True, "79686484488")
+        assert (await http.post(url, json={"phone": "79001234567"})).status_code == 409
+
+        cancelled = await http.delete(url)
+        assert cancelled.status_code == 204
+        assert cancelled.content == b""
+        assert "no-store" in cancelled.headers["cache-control"]
+        live = (await http.get(f"/v1/sessions/{company}")).json()["live"]
+        assert (live["pairing_code_pending"], live["pairing_code_phone"]) == (False, None)
+        assert live["phase"] == "AwaitingLink"
+        assert (await http.delete(url)).status_code == 204  # again: still 204
+
+        right = await http.post(url, json={"phone": "+7 900 123-45-67"})
+        assert right.status_code == 200, right.text
+        assert right.json()["phone"] == "79001234567"
+        assert right.json()["code"] != wrong.json()["code"]
+        api.secrets_seen.add(right.json()["code"])
+        await obs.act({"action": "enter_code", "code": wrong.json()["code"]})  # refused
+        await obs.act({"action": "enter_code", "code": right.json()["code"]})
+        linked = await obs.wait_event("linked")
+        assert linked["data"]["phone"] == "79001234567"
+        assert len(obs.of("linked")) == 1
+        await obs.wait_state(lambda s: s["linked"] == "true")
+        assert (await http.delete(url)).status_code == 204  # linked: nothing to cancel
+
+
+async def test_typed_numbers_are_valid_numbers_read_with_the_default_region(
+        tmp_path: Path, stack: StackInfo, api: ApiServer, api_namespace: str,
+        api_database: str, workers: WorkerFactory, redis_url: str, company: str) -> None:
+    """`89161234567` is how Russians write their numbers: refused with the expected form
+    when no region is set, read as +7 916 ... with SALON_DEFAULT_REGION=RU."""
+    from tests.api.server import start_api
+
+    async with api.client(headers=api.admin()) as http:
+        for typed in ("89161234567", "8 (916) 123-45-67", "+7 000 000-00-00"):
+            refused = await http.post(f"/v1/sessions/{company}/pairing-code",
+                                      json={"phone": typed})
+            assert refused.status_code == 422, typed
+            error = _error(refused)
+            assert error["field"] == "body.phone"
+            assert "like +7 912 345-67-89" in str(error["message"]), error
+            assert typed not in str(error["message"])
+            created = await http.post("/v1/sessions", json={
+                "company_id": new_company(), "link_method": "pairingCode",
+                "phone_number": typed})
+            assert created.status_code == 422
+            assert _error(created)["field"] == "body.phone_number"
+
+    server = await asyncio.to_thread(start_api, tmp_path, database=api_database,
+                                     redis_url=stack.redis_api_url,
+                                     kubeconfig=stack.kubeconfig, namespace=api_namespace,
+                                     env={"SALON_DEFAULT_REGION": "RU"})
+    try:
+        async with (observing(redis_url, company) as obs,
+                    server.client(headers=server.admin()) as http):
+            created = await http.post("/v1/sessions", json={
+                "company_id": new_company(), "link_method": "pairingCode",
+                "phone_number": "8 916 123-45-67"})
+            assert created.status_code == 201, created.text
+            assert created.json()["spec"]["phone_number"] == "79161234567"
+            workers()
+            await obs.wait_event("qr")
+            url = f"/v1/sessions/{company}/pairing-code"
+            code = await http.post(url, json={"phone": "89161234567"})
+            assert code.status_code == 200, code.text
+            assert code.json()["phone"] == "79161234567"
+            server.secrets_seen.add(code.json()["code"])
+            same = await http.post(url, json={"phone": "+7 916 123-45-67"})
+            assert same.json()["code"] == code.json()["code"]
+            refused = await http.post(url, json={"phone": "8 916 123"})
+            assert refused.status_code == 422
+            assert "a number of RU or one with its country code, like +7 912 345-67-89" in \
+                str(_error(refused)["message"])
+            assert (await http.delete(url)).status_code == 204
+            abroad = await http.post(url, json={"phone": "55 11 98765-4321"})
+            assert abroad.status_code == 200, abroad.text
+            assert abroad.json()["phone"] == "5511987654321"
+            server.secrets_seen.add(abroad.json()["code"])
+    finally:
+        await asyncio.to_thread(server.stop)
+    for secret in server.secrets_seen:
+        assert secret not in server.log()
+
+
+async def test_tokens_only_for_sessions_that_exist(api: ApiServer) -> None:
     company = new_company()
+    async with api.client(headers=api.admin()) as http:
+        missing = await http.post(f"/v1/sessions/{company}/tokens", json={"ttl_s": 3600})
+        assert missing.status_code == 404
+        assert _error(missing) | {"message": ""} == {
+            "code": "not_found", "message": "", "field": "path.company_id", "fields": []}
+        assert (await http.post("/v1/sessions", json={"company_id": company})).status_code \
+            == 201
+        issued = await http.post(f"/v1/sessions/{company}/tokens", json={"ttl_s": 3600})
+        assert issued.status_code == 201, issued.text
+        api.secrets_seen.add(issued.json()["token"])
+
+
+async def test_pairing_codes_are_rate_limited(api: ApiServer) -> None:
+    """Requests and cancellations count together."""
+    company = new_company()
+    url = f"/v1/sessions/{company}/pairing-code"
     async with api.client(headers=api.bearer(company)) as http:
-        statuses = [(await http.post(f"/v1/sessions/{company}/pairing-code",
-                                     json={"phone": "79686484488"})) for _ in range(31)]
+        statuses = [(await (http.post(url, json={"phone": "79686484488"}) if i % 2
+                            else http.delete(url))) for i in range(31)]
     assert {r.status_code for r in statuses[:30]} == {503}  # no worker, but counted
     limited = statuses[30]
     assert limited.status_code == 429
@@ -169,6 +289,7 @@ COMPANY_ENDPOINTS = [
     ("GET", "/v1/sessions/{c}/qr.png", None),
     ("GET", "/v1/sessions/{c}/qr.svg", None),
     ("POST", "/v1/sessions/{c}/pairing-code", {"phone": "79686484488"}),
+    ("DELETE", "/v1/sessions/{c}/pairing-code", None),
     ("GET", "/health/pubsub?company_id={c}", None),
 ]
 ADMIN_ENDPOINTS = [

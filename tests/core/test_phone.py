@@ -12,10 +12,13 @@ from salon_sessions.core.phone import (
     NotAPhone,
     Resolved,
     Unresolved,
+    e164_digits,
     parse_jid,
     parse_phone,
+    phone_example,
     phone_from_user_jid,
     phone_of,
+    valid_region,
 )
 
 
@@ -40,23 +43,135 @@ def test_parses_human_phone_input(raw: str) -> None:
 @pytest.mark.parametrize(("raw", "why"), [
     ("", "empty"),
     ("+", "empty"),
-    ("1234567", "7 digits"),
-    ("1234567890123456", "16 digits"),
+    ("1234567", "not a valid international number"),
+    ("1234567890123456", "not a valid international number"),
     ("0079686484488", "never with 0"),
     ("+7 968 CALL-ME", "only digits"),
     ("٧٩٦٨٦٤٨٤٤٨٨", "only digits"),
     ("79686484488@s.whatsapp.net", "JID"),
     ("7968648448#8", "only digits"),
+    ("+7 968 648-44-88 " + "0" * 40, "too long"),
 ])
 def test_rejects_non_phones(raw: str, why: str) -> None:
-    with pytest.raises(InvalidPhone, match=why):
+    with pytest.raises(InvalidPhone, match=why) as refused:
         parse_phone(raw)
+    assert "+7 912 345-67-89" in refused.value.why, "the error shows the expected form"
+    if len(raw) > 4:
+        assert raw.strip() not in refused.value.why, "the reason never quotes the input"
+
+
+# ---- national formats with a default region (SALON_DEFAULT_REGION) -------------------
+
+@pytest.mark.parametrize(("typed", "region", "e164"), [
+    # Russia: the trunk prefix 8, or +7 / 7
+    ("89161234567", "RU", "79161234567"),
+    ("8 (916) 123-45-67", "RU", "79161234567"),
+    ("+7 916 123-45-67", "RU", "79161234567"),
+    ("79161234567", "RU", "79161234567"),
+    # Kazakhstan: +7 as well, 7xx ranges, trunk prefix 8
+    ("8 701 234 5678", "KZ", "77012345678"),
+    ("8 (771) 000-99-98", "KZ", "77710009998"),
+    ("+7 701 234 56 78", "KZ", "77012345678"),
+    # Brazil: area code and the mobile 9, with or without the trunk 0
+    ("(11) 98765-4321", "BR", "5511987654321"),
+    ("011 98765-4321", "BR", "5511987654321"),
+    ("21 99876-5432", "BR", "5521998765432"),
+    ("+55 11 98765-4321", "BR", "5511987654321"),
+    # India: ten digits, with or without the trunk 0
+    ("0 98765 43210", "IN", "919876543210"),
+    ("98765 43210", "IN", "919876543210"),
+    ("09876543210", "IN", "919876543210"),
+    ("+91 98765 43210", "IN", "919876543210"),
+    # another country's number with its code, typed without '+', under a region
+    ("5511987654321", "RU", "5511987654321"),
+    ("+7 968 648-44-88", "IN", "79686484488"),
+])
+def test_reads_national_formats_with_a_default_region(typed: str, region: str,
+                                                       e164: str) -> None:
+    assert parse_phone(typed, region) == e164
+    assert parse_phone(typed, region.lower()) == e164
+
+
+@pytest.mark.parametrize("typed", ["89161234567", "8 916 123-45-67", "8 701 234 5678",
+                                   "(11) 98765-4321", "09876543210", "98765 43210"])
+def test_national_formats_are_refused_without_a_region(typed: str) -> None:
+    """`89161234567` is not an international number (there is no country code 89...), even
+    though it has 11 digits: validity is phonenumbers', not a digit count."""
+    with pytest.raises(InvalidPhone, match="no default region is set") as refused:
+        parse_phone(typed)
+    assert "country code, like +7 912 345-67-89" in refused.value.why
+
+
+@pytest.mark.parametrize("typed", [
+    "+7 000 000-00-00",      # no such range in Russia
+    "+7 912 345 67",         # too short
+    "+7 912 345 67 890",     # too long
+    "+999 1234 5678",        # no country 999
+    "+1 555 0100",           # too short for NANP
+    "+44 20 1234",           # too short for the UK
+    "+55 11 1234-567",       # too short for Brazil
+    "+91 98765 4321",        # nine digits: too short for India
+    "00000000",
+])
+@pytest.mark.parametrize("region", [None, "RU", "KZ", "BR", "IN"])
+def test_numbers_invalid_anywhere(typed: str, region: str | None) -> None:
+    with pytest.raises(InvalidPhone, match=r"not a valid|never with 0") as refused:
+        parse_phone(typed, region)
+    assert phone_example(region) in refused.value.why
+
+
+def test_the_error_names_the_region_and_its_form() -> None:
+    with pytest.raises(InvalidPhone) as refused:
+        parse_phone("8 916 123", "RU")
+    assert refused.value.why == ("not a valid phone number; expected a number of RU or one "
+                                 "with its country code, like +7 912 345-67-89")
+
+
+@pytest.mark.parametrize(("region", "example"), [
+    (None, "+7 912 345-67-89"), ("", "+7 912 345-67-89"), ("RU", "+7 912 345-67-89"),
+    ("ru", "+7 912 345-67-89"), ("KZ", "+7 771 000 9998"), ("BR", "+55 11 96123-4567"),
+    ("IN", "+91 81234 56789"),
+])
+def test_phone_example_is_a_valid_number_of_its_region(region: str | None,
+                                                       example: str) -> None:
+    assert phone_example(region) == example
+    assert parse_phone(example) == parse_phone(example, region)
+
+
+@pytest.mark.parametrize("bad", ["XX", "RUS", "Russia", "7"])
+def test_unknown_regions_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="unknown region"):
+        valid_region(bad)
+    with pytest.raises(ValueError, match="unknown region"):
+        parse_phone("79686484488", bad)
 
 
 @given(st.integers(min_value=10**7, max_value=10**15 - 1))
 def test_e164_digits_round_trip(n: int) -> None:
-    assert parse_phone(str(n)) == str(n)
-    assert parse_phone(f"+{n}") == str(n)
+    """Stored numbers and JIDs are read by shape only: a number accepted once is never
+    re-judged by newer phone-number metadata."""
+    assert e164_digits(str(n)) == str(n)
+    assert e164_digits(f"+{n}") == str(n)
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    ("", "empty"), ("1234567", "7 digits"), ("1234567890123456", "16 digits"),
+    ("0079686484488", "never with 0"), ("+7 968 CALL-ME", "only digits"),
+    ("79686484488@s.whatsapp.net", "JID"),
+])
+def test_e164_digits_rejects_non_phones(raw: str, why: str) -> None:
+    with pytest.raises(InvalidPhone, match=why):
+        e164_digits(raw)
+
+
+async def test_a_stored_number_that_phonenumbers_calls_invalid_still_reads() -> None:
+    """`70000000000` is no valid number, but a JID or status that carries it still parses:
+    only typed input is judged."""
+    with pytest.raises(InvalidPhone):
+        parse_phone("70000000000")
+    assert phone_from_user_jid("70000000000@s.whatsapp.net") == "70000000000"
+    assert await phone_of("70000000000:3@s.whatsapp.net", NoLidResolver()) == \
+        Resolved("70000000000")
 
 
 @pytest.mark.parametrize(("jid", "kind", "user", "device"), [

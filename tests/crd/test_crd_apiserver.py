@@ -69,7 +69,7 @@ def test_examples_are_accepted(crd: StackInfo, namespace: str, path: Any) -> Non
 def test_defaults_are_filled_in(crd: StackInfo, namespace: str) -> None:
     assert _apply(crd, namespace, BASE).returncode == 0
     spec = _get(crd, namespace, "company-962302")["spec"]
-    assert spec == {"companyId": "company_962302", "link": {"method": "qr"},
+    assert spec == {"companyId": "company_962302", "link": {"method": "qr", "expireAfter": "30m"},
                     "driver": "neonize", "suspend": False, "deletionPolicy": "Delete"}
     assert _apply(crd, namespace, _with("spec.proxy", {"secretRef": {"name": "p"}})
                   ).returncode == 0
@@ -96,6 +96,18 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "spec.link.phoneNumber: Invalid value"),
     ("phone too short", _with("spec.link", {"method": "qr", "phoneNumber": "1234567"}),
      "spec.link.phoneNumber: Invalid value"),
+    ("expireAfter not a duration", _with("spec.link", {"method": "qr", "expireAfter": "1d"}),
+     "spec.link.expireAfter: Invalid value: \"1d\": expireAfter must be a duration in "
+     "hours, minutes and seconds, in that order, such as 30m, 2h, 1h30m or 90s"),
+    ("expireAfter empty", _with("spec.link", {"method": "qr", "expireAfter": ""}),
+     "spec.link.expireAfter: Invalid value"),
+    ("expireAfter too short", _with("spec.link", {"method": "qr", "expireAfter": "4s"}),
+     "spec.link.expireAfter: Invalid value: \"4s\": expireAfter must be from 5s to 168h "
+     "(7 days)"),
+    ("expireAfter too long", _with("spec.link", {"method": "qr", "expireAfter": "169h"}),
+     "expireAfter must be from 5s to 168h (7 days)"),
+    ("expireAfter a number", _with("spec.link", {"method": "qr", "expireAfter": 1800}),
+     "spec.link.expireAfter: Invalid value"),
     ("driver", _with("spec.driver", "baileys"), 'spec.driver: Unsupported value: "baileys"'),
     ("deletion policy", _with("spec.deletionPolicy", "Orphan"),
      'spec.deletionPolicy: Unsupported value: "Orphan"'),
@@ -135,6 +147,17 @@ def test_invalid_manifests_are_rejected_naming_the_field(
     assert message in out.stderr, out.stderr
     listed = crd.kubectl("get", "salonsessions", "-n", namespace, "-o", "name")
     assert listed.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("90s", 90), ("2h", 7200), ("1h30m", 5400),
+                                               ("5s", 5), ("168h", 604800)])
+def test_expire_after_durations_are_accepted(crd: StackInfo, namespace: str, value: str,
+                                             seconds: int) -> None:
+    out = _apply(crd, namespace, _with("spec.link", {"method": "qr", "expireAfter": value}))
+    assert out.returncode == 0, out.stderr
+    link = _get(crd, namespace, "company-962302")["spec"]["link"]
+    assert link == {"method": "qr", "expireAfter": value}
+    assert resource.expire_after_seconds(link["expireAfter"]) == seconds
 
 
 @pytest.mark.parametrize("name", ["Salon Aurora", "Салон «Аврора»", "صالون", "👩\u200d🎤 Studio",

@@ -95,3 +95,31 @@ def test_examples_are_canonical(path: Any) -> None:
 
 def test_examples_exist() -> None:
     assert {p.name for p in EXAMPLES} >= {"qr.yaml", "pairing-code.yaml", "simulator.yaml"}
+
+
+def test_expire_after_rules_are_the_core_rules() -> None:
+    """The CRD's CEL rules use the core's pattern and bounds, so the operator never gets a
+    value `resource.expire_after_seconds` refuses."""
+    node = dict(_fields(schema(), ""))["spec.link.expireAfter"]
+    rules = " ".join(r["rule"] for r in node["x-kubernetes-validations"])
+    assert f"self.matches('{resource.EXPIRE_AFTER_PATTERN}')" in rules
+    assert f"duration('{resource.LINK_EXPIRE_AFTER_MIN_S}s')" in rules
+    assert f"duration('{resource.LINK_EXPIRE_AFTER_MAX_S // 3600}h')" in rules
+    assert node["default"] == resource.LINK_EXPIRE_AFTER_DEFAULT
+    assert schema()["properties"]["spec"]["properties"]["link"]["default"]["expireAfter"] \
+        == resource.LINK_EXPIRE_AFTER_DEFAULT
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    (None, 1800), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("90s", 90), ("5s", 5),
+    ("168h", 604800), ("1h0m1s", 3601), ("0h10m", 600),
+])
+def test_expire_after_seconds(text: str | None, seconds: int) -> None:
+    assert resource.expire_after_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "30", "4s", "169h", "1d", "30M", "m30", "1m1h",
+                                  " 30m", "1.5h", "-5m", "1234567s"])
+def test_expire_after_seconds_refuses_what_the_crd_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="expireAfter must be"):
+        resource.expire_after_seconds(text)

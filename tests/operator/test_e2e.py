@@ -55,7 +55,8 @@ def check_statefulset(env: OperatorEnv, name: str, company: str, uid: str) -> No
         "name": f"{name}-credentials", "key": "redis-url"}
     assert env_vars["SALON_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     optional = {"SALON_PROXY_URL", "SALON_POST_CONNECT_URL",  # only behind a PgBouncer:
-                "SALON_LOCK_DATABASE_URL", "SALON_DATABASE_POOLER"}
+                "SALON_LOCK_DATABASE_URL", "SALON_DATABASE_POOLER",
+                "SALON_LINK_EXPIRE_AFTER_S"}  # only for a bound other than the default
     assert set(MANAGED_WORKER_ENV) - optional <= \
         set(env_vars)
     text = json.dumps(sts)

@@ -11,6 +11,7 @@ from salon_sessions.core.events import (
     ErrorData,
     EventSource,
     LinkedData,
+    LinkExpiredData,
     LoggedOutData,
     PairingCodeData,
     PasskeyRequiredData,
@@ -354,3 +355,74 @@ def test_a_paused_sender_is_a_warning_and_leaves_the_connection_alone() -> None:
         ("SendingPaused",
          "WhatsApp refused a send (rate_limited); no message is sent until 11:00")]
     assert conds(model)["Connected"][0] == "True"  # still connected: only sending waits
+
+
+def test_an_onboarding_that_ends_shows_link_expired_until_renewed() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    ends = T0 + timedelta(minutes=30)
+    model.apply_event(src.event(QrData(code="q", timeout_s=60, link_expires_at=ends)), T0)
+    model.refresh(T0)
+    assert model.phase is Phase.AWAITING_LINK
+    assert model.render("company-1-0")["linkExpiresAt"] == "2025-11-25T10:30:00Z"
+
+    model.apply_event(src.event(LinkExpiredData(expire_after_s=1800)), ends)
+    model.refresh(ends)
+    assert model.phase is Phase.LINK_EXPIRED
+    assert model.transitions[-1].reason == "LinkExpired"
+    assert conds(model)["Linked"] == ("False", "LinkExpired")
+    assert "10:30:00Z" in model.conditions["Linked"]["message"]
+    assert conds(model)["Ready"] == ("False", "LinkExpired")
+    assert conds(model)["Connected"] == ("False", "NotLinked")
+    status = model.render("company-1-0")
+    assert (status["phase"], status["linked"], status["linkExpiresAt"]) == (
+        "LinkExpired", False, "2025-11-25T10:30:00Z")
+
+    # an operator restart keeps it (rebuilt from the written status)
+    again = SessionModel.from_status(status, generation=1, suspended=False)
+    again.refresh(ends)
+    assert again.phase is Phase.LINK_EXPIRED
+    assert again.render("company-1-0")["linkExpiresAt"] == "2025-11-25T10:30:00Z"
+
+    # renewed: the worker's hash says Starting with the new end, then QR codes come again
+    later = ends + timedelta(minutes=5)
+    assert model.apply_heartbeat({"phase": "Starting", "linked": "false",
+                                  "connected": "false", "seq": str(src.next_seq()),
+                                  "link_expires_at": (later + timedelta(minutes=30))
+                                  .isoformat(), "updated_at": later.isoformat()}, later)
+    model.refresh(later)
+    assert model.phase is Phase.STARTING
+    assert conds(model)["Linked"] == ("False", "NotLinked")
+    model.apply_event(src.event(QrData(code="q2", timeout_s=60,
+                                       link_expires_at=later + timedelta(minutes=30))), later)
+    model.refresh(later)
+    assert model.phase is Phase.AWAITING_LINK
+    assert model.render("company-1-0")["linkExpiresAt"] == "2025-11-25T11:05:00Z"
+
+    # a link ends the onboarding: no expiry shown any more
+    model.apply_event(src.event(LinkedData(jid=JID, phone="79686484488")), later)
+    model.apply_event(src.event(ConnectedData(jid=JID)), later)
+    model.refresh(later)
+    assert model.phase is Phase.CONNECTED
+    assert "linkExpiresAt" not in model.render("company-1-0")
+
+
+def test_link_expired_from_a_heartbeat_and_never_for_a_linked_session() -> None:
+    src = EventSource("company_1", "company-1")
+    model = started()
+    assert model.apply_heartbeat({"phase": "LinkExpired", "linked": "false",
+                                  "connected": "false", "seq": str(src.next_seq()),
+                                  "link_expires_at": T0.isoformat(),
+                                  "reason": "banned", "updated_at": T0.isoformat()}, T0)
+    model.refresh(T0)
+    assert model.phase is Phase.LINK_EXPIRED
+    # a device logged out (banned) earlier, then the new onboarding ended: the phase's
+    # reason comes first
+    assert conds(model)["Linked"] == ("False", "LinkExpired")
+
+    linked = started()
+    linked.apply_event(src.event(LinkedData(jid=JID, phone="79686484488")), T0)
+    linked.apply_event(src.event(LinkExpiredData(expire_after_s=60)), T0)  # a late one
+    linked.refresh(T0)
+    assert linked.phase is Phase.STARTING
+    assert conds(linked)["Linked"] == ("True", "Linked")

@@ -61,6 +61,7 @@ def test_pod_template_is_locked_down_and_references_secrets() -> None:
 def test_inputs_that_roll_the_pod_change_the_hash() -> None:
     base = template_hash(build_statefulset(body(), settings()))
     for change in ({"image": "x:2"}, {"driver": "simulator"},
+                   {"link": {"method": "qr", "expireAfter": "2h"}},
                    {"proxy": {"secretRef": {"name": "p"}}},
                    {"resources": {"limits": {"memory": "1Gi"}}}):
         assert template_hash(build_statefulset(body(**change), settings())) != base, change
@@ -186,3 +187,27 @@ def test_the_pooler_rolls_the_pods_and_no_pooler_keeps_the_old_hash() -> None:
 def test_the_pooler_url_must_be_postgresql() -> None:
     with pytest.raises(ValidationError):
         settings(worker_database_pooler_url="redis://pgbouncer:6432/0")
+
+
+def test_the_onboarding_bound_reaches_the_worker_only_when_not_the_default() -> None:
+    """`spec.link.expireAfter` is the worker's `SALON_LINK_EXPIRE_AFTER_S`; the default (30m,
+    what the CRD fills in) is the worker's own, so an operator upgrade rolls no session that
+    keeps it (the hash of a default session is what it was before the field existed)."""
+    def env_of(spec: dict[str, Any]) -> dict[str, Any]:
+        sts = build_statefulset(body(**spec), settings())
+        return {e["name"]: e.get("value") for e in
+                sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    base = template_hash(build_statefulset(body(), settings()))
+    for default in ({}, {"link": {"method": "qr"}},
+                    {"link": {"method": "qr", "expireAfter": "30m"}},
+                    {"link": {"method": "pairingCode", "phoneNumber": "79686484488",
+                              "expireAfter": "0h30m"}}):
+        assert "SALON_LINK_EXPIRE_AFTER_S" not in env_of(default), default
+        assert template_hash(build_statefulset(body(**default), settings())) == base
+    assert env_of({"link": {"method": "qr", "expireAfter": "1h30m"}})[
+        "SALON_LINK_EXPIRE_AFTER_S"] == "5400"
+    assert env_of({"link": {"method": "qr", "expireAfter": "8s"}})[
+        "SALON_LINK_EXPIRE_AFTER_S"] == "8"
+    # a value the CRD would have refused never breaks the reconcile: the default
+    assert "SALON_LINK_EXPIRE_AFTER_S" not in env_of({"link": {"expireAfter": "1d"}})

@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from salon_sessions.core import channels
+from salon_sessions.worker.control import ControlError
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import observing
 from tests.worker.test_lock import link
@@ -128,7 +129,7 @@ async def test_bad_control_requests_are_rejected_and_the_worker_keeps_running(
             json.dumps({"v": 1, "id": "x1", "company_id": "company_1", "cmd": "state"}).encode(),
             json.dumps({"v": 1, "id": "x2", "company_id": company, "cmd": "format_disk"}).encode(),
             json.dumps({"v": 1, "id": "x3", "company_id": company, "cmd": "pairing_code",
-                        "phone": "12"}).encode(),
+                        "phone": "1" * 80}).encode(),
             b"{" + b" " * 20000 + b"}",
             json.dumps({"v": 2, "id": "x4", "company_id": company, "cmd": "state"}).encode(),
         ]
@@ -141,6 +142,12 @@ async def test_bad_control_requests_are_rejected_and_the_worker_keeps_running(
         messages = " ".join(e["data"]["message"] for e in obs.of("error"))
         assert "another company" in messages
         assert "oversized" in messages or "limit" in messages
+        # a number that is no valid phone is answered to the caller (the API's 422)
+        for typed in ("12", "89161234567", "+7 000 000-00-00"):
+            with pytest.raises(ControlError) as invalid:
+                await obs.control("pairing_code", phone=typed)
+            assert invalid.value.code == "invalid"
+            assert "like +7 912 345-67-89" in str(invalid.value)
         # garbage on the ping channel is dropped too
         await obs.redis.publish(channels.health_ping_channel(company), b"\xff\xfe garbage")
         assert (await obs.ping())["data"]["phase"] == "AwaitingLink"

@@ -11,6 +11,7 @@ from salon_sessions.core.events import (
     DisconnectedData,
     ErrorData,
     LinkedData,
+    LinkExpiredData,
     LoggedOutData,
     PairingCodeData,
     PasskeyRequiredData,
@@ -188,6 +189,24 @@ def test_pending_code_survives_qr_rotation_and_is_returned_again() -> None:
     assert s.phase is Phase.AWAITING_LINK
 
 
+def test_a_cancelled_code_lets_another_number_have_one_at_once() -> None:
+    s = SessionState()
+    s.apply(QrCode("2@one", 20), T0)
+    assert s.cancel_code(T0) is None, "nothing pending: a no-op"
+    s.code_issued("79686484488", IssuedCode("ABCD1234", T0 + timedelta(minutes=3)))
+    assert s.snapshot()["pairing_code_phone"] == "79686484488"
+    with pytest.raises(RefusedError):
+        s.current_code("79001234567", T0 + timedelta(seconds=5))
+    cancelled = s.cancel_code(T0 + timedelta(seconds=5))
+    assert cancelled is not None
+    assert cancelled.phone == "79686484488"
+    assert s.phase is Phase.AWAITING_LINK
+    snap = s.snapshot()
+    assert (snap["pairing_code_pending"], snap["pairing_code_phone"]) == ("false", "")
+    assert s.current_code("79001234567", T0 + timedelta(seconds=6)) is None
+    assert s.cancel_code(T0 + timedelta(seconds=7)) is None, "idempotent"
+
+
 def test_code_pair_success_records_method_and_phone() -> None:
     s = SessionState()
     s.code_issued("79686484488", IssuedCode("ABCD1234", T0 + timedelta(minutes=3)))
@@ -226,4 +245,65 @@ def test_control_request_accepts_legacy_company_id_and_human_phone() -> None:
         b'{"v":1,"id":"a","company_id":"7","cmd":"pairing_code","phone":"+7 968 648-44-88"}',
         "company_7")
     assert req.company_id == "company_7"
-    assert req.phone == "79686484488"
+    assert req.phone == "+7 968 648-44-88", "read by the worker with its default region"
+    cancel = control.parse_request(
+        b'{"v":1,"id":"b","company_id":"company_7","cmd":"cancel_pairing_code"}', "company_7")
+    assert cancel.cmd == "cancel_pairing_code"
+
+
+def test_an_onboarding_ends_without_a_link_and_resumes_when_renewed() -> None:
+    s = SessionState()
+    ends = T0 + timedelta(minutes=30)
+    s.link_window(ends)
+    out = s.apply(QrCode("2@abc", 60), T0)
+    assert out == [QrData(code="2@abc", timeout_s=60, link_expires_at=ends)]
+    # a code issued near the end ends with the onboarding, not 3 minutes later
+    s.code_issued("79686484488", IssuedCode("ABCD1234", ends + timedelta(minutes=2)))
+    assert s.snapshot()["pairing_code_expires_at"] == ends.isoformat()
+
+    out = s.expire_link(1800, ends)
+    assert out == [LinkExpiredData(expire_after_s=1800)]
+    assert (s.phase, s.pending_code, s.last_qr) == (Phase.LINK_EXPIRED, None, None)
+    assert s.expire_link(1800, ends) == []  # said once
+    snap = s.snapshot()
+    assert (snap["phase"], snap["link_expires_at"], snap["pairing_code_pending"]) == (
+        "LinkExpired", ends.isoformat(), "false")
+    with pytest.raises(RefusedError) as refused:
+        s.current_code("79686484488")
+    assert refused.value.code == "link_expired"
+    assert s.apply(QrCode("2@late", 20), ends) == []  # a QR racing the stop is not shown
+    s.apply(Disconnected("closing"), ends)
+    assert s.phase is Phase.LINK_EXPIRED
+    s.restarted()  # the driver closed: still expired
+    assert s.phase is Phase.LINK_EXPIRED
+
+    later = ends + timedelta(minutes=30)
+    s.renew_link(later)
+    assert (s.phase, s.link_expired, s.link_expires_at) == (Phase.STARTING, False, later)
+    assert s.current_code("79686484488") is None  # codes may be asked for again
+    out = s.apply(QrCode("2@new", 60), ends)
+    assert out == [QrData(code="2@new", timeout_s=60, link_expires_at=later)]
+    s.apply(PairSuccess("79686484488:5@s.whatsapp.net", "79686484488"), ends)
+    assert (s.link_expires_at, s.snapshot()["link_expires_at"]) == (None, "")
+    assert s.expire_link(1800, later) == []  # a linked session never expires
+    with pytest.raises(RefusedError) as linked:
+        s.renew_link(later)
+    assert linked.value.code == "already_linked"
+
+
+def test_a_race_lost_to_the_phone_links_anyway() -> None:
+    """The phone scanned as the bound passed: the link is WhatsApp's fact and wins."""
+    s = SessionState()
+    s.link_window(T0)
+    s.apply(QrCode("2@abc", 60), T0)
+    s.expire_link(60, T0)
+    out = s.apply(PairSuccess("79686484488:5@s.whatsapp.net", "79686484488"), T0)
+    assert isinstance(out[0], LinkedData)
+    assert (s.linked, s.link_expired, s.phase) == (True, False, Phase.STARTING)
+    s.restarted()
+    assert s.phase is Phase.STARTING
+
+
+def test_control_accepts_renew_link() -> None:
+    raw = b'{"v": 1, "id": "r1", "company_id": "company_962302", "cmd": "renew_link"}'
+    assert control.parse_request(raw, "company_962302").cmd == "renew_link"

@@ -25,7 +25,7 @@ from salon_sessions.api.context import Context
 from salon_sessions.api.deps import COMPANY_PATH_PATTERN, Company, CompanyAuth, Ctx
 from salon_sessions.api.errors import ApiError, responses
 from salon_sessions.api.hub import CLOSE_INTERNAL, CLOSE_TRY_AGAIN, Client
-from salon_sessions.api.models import PairingCodeRequest, PairingCodeView
+from salon_sessions.api.models import PairingCodeRequest, PairingCodeView, read_phone
 from salon_sessions.api.views import live_view, snapshot_message
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
 
@@ -70,23 +70,32 @@ async def qr_svg(ctx: Ctx, company: Company, _: CompanyAuth) -> Response:
     return _qr_response(await _current_qr(ctx, company), "svg")
 
 
+async def _rate_limited(ctx: Context, company: str) -> None:
+    """Pairing-code requests and cancellations share one limit per company (429)."""
+    try:
+        await ctx.rate.check(company)
+    except ApiError:
+        ctx.metrics.pairing_codes.labels("rate_limited").inc()
+        raise
+
+
 @router.post("/{company_id}/pairing-code", response_model=PairingCodeView,
              responses=responses(401, 403, 409, 413, 415, 422, 429, 503, 504),
              summary="Request an 8-character pairing code for a phone number")
 async def pairing_code(ctx: Ctx, company: Company, _: CompanyAuth,
                        body: PairingCodeRequest) -> PairingCodeView:
     """While a code is pending, the same request returns the same code and expiry; a
-    request for another number is refused (409 `pairing_code_pending`) until it expires or
-    the session is restarted with `force=true`. Rate limited per company (429)."""
-    try:
-        await ctx.rate.check(company)
-    except ApiError:
-        ctx.metrics.pairing_codes.labels("rate_limited").inc()
-        raise
+    request for another number is refused (409 `pairing_code_pending`) until it expires, is
+    cancelled (`DELETE .../pairing-code`) or the session is restarted with `force=true`.
+    The number must be valid (`phonenumbers`); national formats are read with the server's
+    `SALON_DEFAULT_REGION`, else the error (422 `body.phone`) shows the international form.
+    Rate limited per company (429), together with cancellations."""
+    phone = read_phone(body.phone, ctx.settings.default_region, "body.phone")  # not counted
+    await _rate_limited(ctx, company)
     try:
         result = await live.command(ctx.redis, company, "pairing_code",
                                     ctx.settings.control_timeout_s, conflict_field="body.phone",
-                                    phone=body.phone)
+                                    phone=f"+{phone}")
     except ApiError as exc:
         ctx.metrics.pairing_codes.labels(exc.code).inc()
         raise
@@ -96,6 +105,24 @@ async def pairing_code(ctx: Ctx, company: Company, _: CompanyAuth,
     left = max(0, int((expires - datetime.now(UTC)).total_seconds()))
     return PairingCodeView(code=code, display=f"{code[:4]}-{code[4:]}",
                            phone=str(result["phone"]), expires_at=expires, expires_in_s=left)
+
+
+@router.delete("/{company_id}/pairing-code", status_code=204, response_class=Response,
+               responses=responses(401, 403, 422, 429, 503, 504),
+               summary="Cancel the pending pairing code (a mistyped number)")
+async def cancel_pairing_code(ctx: Ctx, company: Company, _: CompanyAuth) -> Response:
+    """Ends the pending code on the worker, so that a code for another number can be
+    requested at once. 204 also when no code is pending (or the session is linked).
+    Counted in the pairing-code rate limit (429)."""
+    await _rate_limited(ctx, company)
+    try:
+        await live.command(ctx.redis, company, "cancel_pairing_code",
+                           ctx.settings.control_timeout_s)
+    except ApiError as exc:
+        ctx.metrics.pairing_codes.labels(exc.code).inc()
+        raise
+    ctx.metrics.pairing_codes.labels("cancelled").inc()
+    return Response(status_code=204, headers=NO_STORE)
 
 
 # ---- WebSocket ------------------------------------------------------------------------

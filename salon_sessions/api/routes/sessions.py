@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
@@ -11,14 +12,17 @@ from salon_sessions.api.deps import AdminAuth, Company, CompanyAuth, Ctx, Kube
 from salon_sessions.api.errors import ApiError, responses
 from salon_sessions.api.models import (
     LogoutView,
+    RenewView,
     RestartView,
     SessionCreate,
     SessionView,
     TokenRequest,
     TokenView,
+    read_phone,
 )
 from salon_sessions.api.views import live_view
 from salon_sessions.core.events import LinkMethod
+from salon_sessions.core.resource import Phase
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -40,7 +44,8 @@ async def create_session(ctx: Ctx, _: AdminAuth, kube: Kube, response: Response,
         "driver": (body.driver or ctx.settings.default_driver).value,
     }
     if body.phone_number is not None:
-        spec["link"]["phoneNumber"] = body.phone_number
+        spec["link"]["phoneNumber"] = read_phone(body.phone_number, ctx.settings.default_region,
+                                                 "body.phone_number")
     if body.display_name is not None:
         spec["displayName"] = body.display_name
     obj, created = await kube.create(body.company_id, spec)
@@ -93,16 +98,39 @@ async def logout_session(ctx: Ctx, company: Company, _: AdminAuth) -> LogoutView
     return LogoutView(logged_out=bool(result.get("logged_out")))
 
 
+@router.post("/{company_id}/link/renew", status_code=202, response_model=RenewView,
+             responses=responses(401, 403, 404, 409, 422, 429, 503, 504),
+             summary="Renew the onboarding: linking goes on for another expireAfter")
+async def renew_link(ctx: Ctx, company: Company, _: CompanyAuth) -> RenewView:
+    """An onboarding ends when `spec.link.expireAfter` (default 30 minutes) passes without
+    a link: the worker stops asking WhatsApp for QR codes and pairing codes and the phase
+    is `LinkExpired`. This resumes it: QR codes come again (a new `qr` event) and it ends
+    `expireAfter` from now; called before the end, it moves the end. **409**
+    `already_linked` when a device is linked, **404** `not_found` without a SalonSession,
+    **503** `no_worker` when no worker runs for it (suspended, starting). Counts against the
+    company's pairing-code rate limit (**429** with `Retry-After`)."""
+    if ctx.kube is not None and await ctx.kube.get(company) is None:
+        raise ApiError(404, "not_found", f"no session for {company}", field="path.company_id")
+    await ctx.rate.check(company)
+    result = await live.command(ctx.redis, company, "renew_link",
+                                ctx.settings.control_timeout_s)
+    return RenewView(phase=Phase(str(result["phase"])),
+                     expires_at=datetime.fromisoformat(str(result["expires_at"])))
+
+
 @router.post("/{company_id}/tokens", status_code=201, response_model=TokenView,
-             responses=responses(401, 403, 413, 415, 422, 503),
+             responses=responses(401, 403, 404, 413, 415, 422, 503),
              summary="Issue an onboarding token and link for a company")
-async def issue_token(request: Request, ctx: Ctx, company: Company, _: AdminAuth,
+async def issue_token(request: Request, ctx: Ctx, company: Company, _: AdminAuth, kube: Kube,
                       body: Annotated[TokenRequest | None, Body()] = None) -> TokenView:
     """A company-scoped token (valid for this company only, until it expires) and the
-    onboarding link that carries it in its fragment."""
+    onboarding link that carries it in its fragment. 404 `not_found` when the company has
+    no SalonSession: a link is only issued for a session that exists."""
     signer = ctx.auth.signer
     if signer is None:
         raise ApiError(503, "auth_unconfigured", "onboarding tokens are not configured")
+    if await kube.get(company) is None:
+        raise ApiError(404, "not_found", f"no session for {company}", field="path.company_id")
     ttl = (body.ttl_s if body is not None else None) or ctx.settings.token_ttl_s
     token, expires = signer.issue(company, ttl)
     base = (ctx.settings.public_url or str(request.base_url)).rstrip("/")
