@@ -16,15 +16,13 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
 from salon_sessions.api.deps import COMPANY_PATH_PATTERN, Ctx
-from salon_sessions.core import phone
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
+from salon_sessions.core.phone import phone_example
 
 router = APIRouter(tags=["page"])
 PAGE_DIR = Path(__file__).resolve().parent.parent / "page"
 PAGE = PAGE_DIR / "index.html"
 FAVICON = PAGE_DIR / "favicon.svg"
-INTERNATIONAL_EXAMPLE = "+7 912 345-67-89"
-"""The placeholder when no default region is configured (international form only)."""
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -43,20 +41,12 @@ def _html() -> str:
     return PAGE.read_text(encoding="utf-8")
 
 
-def phone_hints(region: str | None) -> tuple[str, str]:
-    """The region (`""` when unset: international numbers only) and an example number in
-    the form the API accepts for it."""
-    if not region:
-        return "", INTERNATIONAL_EXAMPLE
-    example = getattr(phone, "phone_example", None)  # core.phone (issue 13, H1)
-    return region, str(example(region)) if callable(example) else INTERNATIONAL_EXAMPLE
-
-
 def render_page(company: str, region: str | None) -> str:
-    """index.html with its `salon-*` meta tags filled in (HTML-escaped)."""
-    region_code, example = phone_hints(region)
-    values = {"salon-company": company, "salon-phone-region": region_code,
-              "salon-phone-example": example}
+    """index.html with its `salon-*` meta tags filled in (HTML-escaped): the company, the
+    default region (`""` when unset: international numbers only) and an example number in
+    the form the API accepts with it."""
+    values = {"salon-company": company, "salon-phone-region": region or "",
+              "salon-phone-example": phone_example(region)}
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -82,9 +72,8 @@ async def onboarding_page(ctx: Ctx, company_id: str) -> HTMLResponse:
     (`/onboarding/company_962302#token=...`). The page itself needs no token; everything
     it loads does. `?lang=ru|en` picks the language (default: the browser's)."""
     company = _company_or_empty(company_id)
-    region = getattr(ctx.settings, "default_region", None)  # ApiSettings (issue 13, H1)
-    return HTMLResponse(render_page(company, region), status_code=200 if company else 404,
-                        headers=SECURITY_HEADERS)
+    return HTMLResponse(render_page(company, ctx.settings.default_region),
+                        status_code=200 if company else 404, headers=SECURITY_HEADERS)
 
 
 @router.get("/favicon.ico", include_in_schema=False)
