@@ -15,6 +15,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-quic"]
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "onboarding"
 PHONE_VIEWPORT = {"width": 390, "height": 844}
+DEVICES: dict[str, dict[str, Any]] = {
+    # Playwright's emulation of a phone: a touch screen, a mobile viewport (the page's own
+    # device test reads `pointer: coarse` and the width), as on the salon's own phone
+    "phone": {"viewport": PHONE_VIEWPORT, "is_mobile": True, "has_touch": True},
+    "phone320": {"viewport": {"width": 320, "height": 568}, "is_mobile": True,
+                 "has_touch": True},
+    "desktop": {"viewport": {"width": 1280, "height": 800}},
+}
 
 
 class Shots:
@@ -71,6 +79,12 @@ def done_only_after_connected(entries: list[str]) -> bool:
     if "step:done" not in entries or "event:connected" not in entries:
         return False
     return entries.index("event:connected") < entries.index("step:done")
+
+
+async def fits_the_width(page: Page) -> bool:
+    """No sideways scrolling (a 320 px phone is the narrowest tested)."""
+    return bool(await page.evaluate(
+        "document.documentElement.scrollWidth <= window.innerWidth"))
 
 
 def json_of(value: Any) -> str:

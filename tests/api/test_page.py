@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,16 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page, WebSocketRoute, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    WebSocketRoute,
+    async_playwright,
+)
 from redis.asyncio import Redis
 
+from salon_sessions.api.routes.page import render_page
 from salon_sessions.core.channels import events_channel
 from salon_sessions.core.codec import encode
 from salon_sessions.core.events import (
@@ -33,9 +42,10 @@ from salon_sessions.core.events import (
 from tests.api.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    PHONE_VIEWPORT,
+    DEVICES,
     Shots,
     done_only_after_connected,
+    fits_the_width,
     step,
     trace,
     wait_for,
@@ -50,40 +60,68 @@ from tests.worker.harness import FAST_SIMULATOR, Observer, new_company, observin
 pytestmark = pytest.mark.slow
 # QR rotation slow enough to screenshot, decode and "scan" one QR before it rotates
 READABLE_QR = {"SALON_SIMULATOR_FIRST_QR_S": "8", "SALON_SIMULATOR_QR_PERIOD_S": "5"}
+# national numbers in the page's hints and the API's parsing (docs/API.md, Configuration)
+API_EXTRA_ENV = {"SALON_DEFAULT_REGION": "RU"}
+SALON = "Салон «Аврора»"
+OpenPage = Callable[..., Awaitable[Page]]
 
 
 @pytest.fixture(scope="module")
-async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
-    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user data dir
+async def chromium() -> AsyncIterator[Browser]:
+    """One Chromium per module; each page gets a context of its own (device, language)."""
     async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport=PHONE_VIEWPORT, locale="en-US")
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                           args=CHROMIUM_ARGS)
         try:
-            yield context
+            yield browser
         finally:
-            await context.close()
+            await browser.close()
 
 
 @pytest.fixture
-async def page(browser: BrowserContext) -> AsyncIterator[Page]:
-    page = await browser.new_page()
+async def open_page(chromium: Browser) -> AsyncIterator[OpenPage]:
+    """`await open_page(device, lang)`: a page in a fresh context emulating `device` (see
+    `DEVICES`), with the browser's language `lang`; no JavaScript error on any of them."""
+    contexts: list[BrowserContext] = []
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    async def open_(device: str = "desktop", lang: str = "en") -> Page:
+        context = await chromium.new_context(
+            **DEVICES[device], locale="ru-RU" if lang == "ru" else "en-US")
+        contexts.append(context)
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        return page
+
     try:
-        yield page
+        yield open_
     finally:
-        with contextlib.suppress(Exception):  # a language clicked stays for the next test
-            await page.evaluate("localStorage.removeItem('salon.lang')")
-        await page.close()
+        for context in contexts:
+            await context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-async def _link(api: ApiServer, company: str) -> str:
-    """The onboarding link, as the platform gets it from the API."""
+@pytest.fixture
+async def page(open_page: OpenPage) -> Page:
+    """A desktop page (the QR leads there)."""
+    return await open_page("desktop")
+
+
+async def _salon(api: ApiServer, company: str, name: str | None = SALON) -> None:
+    """The SalonSession, created through the API as a platform does (no operator runs in
+    these tests: the worker is started directly)."""
+    body: dict[str, Any] = {"company_id": company}
+    if name is not None:
+        body["display_name"] = name
     async with api.client(headers=api.admin()) as http:
-        created = await http.post("/v1/sessions", json={"company_id": company})
-        assert created.status_code in (200, 201), created.text  # tokens need a session
+        resp = await http.post("/v1/sessions", json=body)
+    assert resp.status_code in (200, 201), resp.text
+
+
+async def _link(api: ApiServer, company: str, name: str | None = SALON) -> str:
+    """The onboarding link, as the platform gets it from the API (for a salon it created)."""
+    await _salon(api, company, name)
+    async with api.client(headers=api.admin()) as http:
         resp = await http.post(f"/v1/sessions/{company}/tokens", json={"ttl_s": 3600})
     assert resp.status_code == 201, resp.text
     body = resp.json()
@@ -91,6 +129,10 @@ async def _link(api: ApiServer, company: str) -> str:
     url: str = body["onboarding_url"]
     assert url.startswith(f"{api.base_url}/onboarding/{company}#token=")
     return url
+
+
+def _in(link: str, lang: str) -> str:
+    return link.replace("#", f"?lang={lang}#")
 
 
 async def _decode_qr(page: Page, path: Path) -> list[str]:
@@ -126,6 +168,7 @@ async def test_qr_flow(api: ApiServer, workers: WorkerFactory, redis_url: str, c
         assert "event:linked" in entries
         assert entries.index("event:linked") < entries.index("step:done")
         assert (await page.text_content("#step-done h2")) == "Done"
+        assert (await page.text_content("#done-phone")) == "+7 ••• ••• 44 88"
 
 
 async def _scan_what_the_page_shows(page: Page, obs: Observer, where: Path) -> dict[str, object]:
@@ -143,15 +186,19 @@ async def _scan_what_the_page_shows(page: Page, obs: Observer, where: Path) -> d
 
 async def test_pairing_code_flow_outlives_qr_rotations(
         api: ApiServer, workers: WorkerFactory, redis_url: str, company: str,
-        page: Page) -> None:
+        open_page: OpenPage) -> None:
+    """On a phone (the salon's own, which cannot scan its screen) the code comes first."""
     shots = Shots("pairing-code-flow")
     period = float(FAST_SIMULATOR["SALON_SIMULATOR_QR_PERIOD_S"])
+    page = await open_page("phone")
     async with observing(redis_url, company) as obs:
         workers()  # fast QR rotation
         await page.goto(await _link(api, company))
-        await wait_trace(page, "qr:shown")
-        await shots.take(page, "qr")
-        await page.click("#to-code")
+        await wait_step(page, "link")
+        assert await page.locator("#phone-form").is_visible()  # no tap needed
+        assert await page.locator("#qr-mode").is_hidden()
+        await obs.wait_event("qr")  # the worker is up (a code before that: 503 no_worker)
+        await shots.take(page, "phone-leads-with-the-code")
         await page.fill("#phone", "+7 968 648-44-88")
         await shots.take(page, "phone-entered")
         await page.click("#get-code")
@@ -162,6 +209,8 @@ async def test_pairing_code_flow_outlives_qr_rotations(
         assert issued["data"]["code"] == shown.replace("-", "")
         api.secrets_seen.add(issued["data"]["code"])
         assert re.search(r"Valid for [23]:\d\d", await page.text_content("#code-ttl") or "")
+        assert (await page.text_content("#code-phone")) == "+7 968 648 44 88"
+        assert await page.locator("#phone-form").is_hidden()  # the number is with its code
         await shots.take(page, "code")
 
         # the salon takes its time: more than two QR rotations pass before the code is typed
@@ -182,6 +231,7 @@ async def test_pairing_code_flow_outlives_qr_rotations(
         entries = await trace(page)
         assert done_only_after_connected(entries), entries
         assert entries.index("event:pairing_code") < entries.index("event:linked")
+        assert (await page.text_content("#done-phone")) == "+7 ••• ••• 44 88"
 
 
 async def _publish(redis: Redis, source: EventSource, data: EventData) -> None:
@@ -223,30 +273,28 @@ async def test_done_only_on_connected_not_on_linked_or_a_code(
 
 
 async def test_russian_texts_phone_layout_and_plain_errors(
-        api: ApiServer, redis_url: str, browser: BrowserContext) -> None:
+        api: ApiServer, redis_url: str, open_page: OpenPage) -> None:
     shots = Shots("russian-small-phone")
     company = new_company()
     source = EventSource(company, company.replace("_", "-"))
-    page = await browser.new_page()
-    await page.set_viewport_size({"width": 320, "height": 568})
+    page = await open_page("phone320", "ru")
     redis = Redis.from_url(redis_url)
     try:
         link = await _link(api, company)
-        await page.goto(link.replace("#", "?lang=ru#"))
+        await page.goto(link)  # the browser's language
         await wait_step(page, "link")
         assert await page.text_content("h1") == "Подключение WhatsApp"
         assert await page.evaluate("document.documentElement.lang") == "ru"
-        await shots.take(page, "ru-qr-waiting")
-        fits = await page.evaluate(
-            "document.documentElement.scrollWidth <= window.innerWidth")
-        assert fits, "the page scrolls sideways on a 320 px phone"
+        await shots.take(page, "ru-code-first")
+        assert await fits_the_width(page), "the page scrolls sideways on a 320 px phone"
 
-        await page.click("#to-code")
         await page.fill("#phone", "12345")
         await page.click("#get-code")
         error = page.locator("#code-error")
         await error.wait_for(state="visible")
-        assert "от 8 до 15 цифр" in (await error.text_content() or "")
+        text = await error.text_content() or ""
+        assert "Проверьте номер" in text, text
+        assert "например +7" in text, text
         await shots.take(page, "ru-bad-phone")
 
         await _publish(redis, source, ErrorData(code="temporary_ban", message="ban 101",
@@ -260,7 +308,6 @@ async def test_russian_texts_phone_layout_and_plain_errors(
         await page.click("button[data-lang=en]")
         assert await page.text_content("h1") == "Connect WhatsApp"
     finally:
-        await page.close()
         await redis.aclose()
 
 
@@ -268,7 +315,8 @@ async def test_falls_back_to_polling_when_the_websocket_fails(
         api: ApiServer, workers: WorkerFactory, redis_url: str, company: str,
         page: Page) -> None:
     """Every WebSocket is cut at once: the page reconnects with backoff, polls the status
-    meanwhile, shows the QR from polling and still reaches "done" after the link."""
+    meanwhile, shows the QR from polling and still reaches "done" after the link; a logout
+    seen by polling is explained as one seen live."""
     shots = Shots("polling-fallback")
     cut = 0
 
@@ -293,6 +341,23 @@ async def test_falls_back_to_polling_when_the_websocket_fails(
         assert cut >= 2
         assert "poll:Connected" in await trace(page)
 
+        old_qrs = {e["data"]["code"] for e in obs.of("qr")}
+        seen = len(await trace(page))
+        await obs.act({"action": "logout", "code": 403})
+        text = await banner_says(page, "loggedOutLocked")
+        assert "Unlock it in WhatsApp on the phone first" in text, text
+        assert await step(page) == "link"
+        assert (await page.text_content("#conn") or "").startswith("Connection lost, checking")
+        await shots.take(page, "polling-logged-out")
+        await in_language(page, "ru")
+        assert "разблокируйте его" in await banner_says(page, "loggedOutLocked")  # noqa: RUF001
+        # a new QR to link again, from polling; never one of the old link's
+        await wait_for(page, f"window.__salon.trace.slice({seen}).includes('qr:shown')")
+        [payload] = await _decode_qr(page, shots.dir / "qr-element-after-logout.png")
+        await obs.wait_published_qr(payload)
+        assert payload not in old_qrs
+        api.secrets_seen |= {e["data"]["code"] for e in obs.of("qr")}
+
 
 @pytest.mark.parametrize("fragment", ["", "#token=v1.bm9wZQ.c2lnbmF0dXJl"])
 async def test_missing_or_invalid_token(api: ApiServer, page: Page, fragment: str) -> None:
@@ -309,8 +374,32 @@ async def test_page_is_served_with_strict_headers(api: ApiServer) -> None:
         assert resp.status_code == 200
         assert "script-src 'self'" in resp.headers["content-security-policy"]
         assert resp.headers["referrer-policy"] == "no-referrer"
-        assert (await http.get("/onboarding/not-a-company")).status_code == 422
         assert (await http.get("/static/app.js")).status_code == 200
+        # the phone hints of SALON_DEFAULT_REGION (API_EXTRA_ENV), for the page's script
+        assert '<meta name="salon-phone-region" content="RU">' in resp.text
+        assert re.search(r'<meta name="salon-phone-example" content="\+7 9[0-9 -]+">',
+                         resp.text), resp.text[:800]
+        # a malformed link: the same page (it says the link is not valid), never raw JSON
+        bad = await http.get("/onboarding/not-a-company")
+        assert bad.status_code == 404
+        assert bad.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in bad.headers["content-security-policy"]
+        assert '<meta name="salon-company" content="">' in bad.text
+        # the icon, at the address browsers try by themselves too
+        for path in ("/static/favicon.svg", "/favicon.ico"):
+            icon = await http.get(path)
+            assert icon.status_code == 200, path
+            assert icon.headers["content-type"].startswith("image/svg+xml"), path
+        assert "/onboarding/{company_id}" not in (await http.get("/openapi.json")).text
+
+
+def test_page_meta_without_a_default_region() -> None:
+    """Unset SALON_DEFAULT_REGION: international numbers only, and the hint says so."""
+    html = render_page("company_1001", None)
+    assert '<meta name="salon-company" content="company_1001">' in html
+    assert '<meta name="salon-phone-region" content="">' in html
+    assert '<meta name="salon-phone-example" content="+7 912 345-67-89">' in html
+    assert '<meta name="salon-company" content="&lt;x&gt;">' in render_page("<x>", None)
 
 
 # ---- WhatsApp's harder states, played through the simulator (docs/API.md, The page) -----
@@ -330,18 +419,15 @@ async def in_language(page: Page, lang: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def opened_later(browser: BrowserContext, link: str,
+async def opened_later(open_page: OpenPage, link: str,
                        lang: str) -> AsyncIterator[Page]:
     """Another tab opened on the link after the event: it knows only the current state."""
-    page = await browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page = await open_page("desktop", lang)
     try:
-        await page.goto(link.replace("#", f"?lang={lang}#"))
+        await page.goto(_in(link, lang))
         yield page
     finally:
         await page.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 async def _connected(page: Page, obs: Observer, count: int) -> None:
@@ -361,7 +447,7 @@ async def _relink(api: ApiServer, page: Page, obs: Observer) -> None:
 
 async def test_passkey_request_is_explained_and_the_qr_still_links(
         api: ApiServer, workers: WorkerFactory, redis_url: str, company: str, page: Page,
-        browser: BrowserContext) -> None:
+        open_page: OpenPage) -> None:
     shots = Shots("passkey")
     async with observing(redis_url, company) as obs:
         workers(env=SLOW_LOGIN)
@@ -396,7 +482,7 @@ async def test_passkey_request_is_explained_and_the_qr_still_links(
         assert await card.is_visible()
 
         # a page opened now learns it from the state
-        async with opened_later(browser, link, "en") as later:
+        async with opened_later(open_page, link, "en") as later:
             await wait_trace(later, "passkey:request")
             assert "works only on WhatsApp's own site" in await later.locator(
                 "#passkey").inner_text()
@@ -408,7 +494,7 @@ async def test_passkey_request_is_explained_and_the_qr_still_links(
         await shots.take(page, "confirmation-ru")
         await in_language(page, "en")
         assert "must show the same code" in await card.inner_text()
-        async with opened_later(browser, link, "en") as later:  # from the state alone
+        async with opened_later(open_page, link, "en") as later:  # from the state alone
             await wait_trace(later, "passkey:confirmation")
             assert (await later.text_content("#passkey-code") or "").strip() == "ABCD-2345"
 
@@ -442,7 +528,7 @@ LOGOUTS = [  # the phone's action, the page's text in English and in Russian
 
 async def test_logout_reasons_in_plain_words_also_on_a_page_opened_later(
         api: ApiServer, workers: WorkerFactory, redis_url: str, company: str, page: Page,
-        browser: BrowserContext) -> None:
+        open_page: OpenPage) -> None:
     shots = Shots("logout-reasons")
     async with observing(redis_url, company) as obs:
         workers(env=READABLE_QR)
@@ -456,7 +542,7 @@ async def test_logout_reasons_in_plain_words_also_on_a_page_opened_later(
             await obs.act(action)
             assert english in await banner_says(page, key)
             await shots.take(page, f"{key}-en")
-            async with opened_later(browser, link, "ru") as later:
+            async with opened_later(open_page, link, "ru") as later:
                 assert russian in await banner_says(later, key)
                 await shots.take(later, f"{key}-ru-opened-later")
             if action["action"] == "connect_failure":
@@ -470,7 +556,7 @@ async def test_logout_reasons_in_plain_words_also_on_a_page_opened_later(
 
 async def test_bans_replaced_streams_and_refusals_in_plain_words(
         api: ApiServer, workers: WorkerFactory, redis_url: str, company: str, page: Page,
-        browser: BrowserContext) -> None:
+        open_page: OpenPage) -> None:
     shots = Shots("bans-and-refusals")
     async with observing(redis_url, company) as obs:
         workers(env=READABLE_QR)
@@ -495,7 +581,7 @@ async def test_bans_replaced_streams_and_refusals_in_plain_words(
         assert f"временно заблокировал номер до {until:%H:%M}" in text, text
         assert "(сообщения слишком многим людям)" in text
         await in_language(page, "en")
-        async with opened_later(browser, link, "en") as later:  # the state has the end
+        async with opened_later(open_page, link, "en") as later:  # the state has the end
             text = await banner_says(later, "errTemporaryBanUntil")
             assert f"temporarily blocked this number until {until:%H:%M}" in text, text
             assert "(messages to too many people)" in text
@@ -515,7 +601,7 @@ async def test_bans_replaced_streams_and_refusals_in_plain_words(
         assert "not connected" in (await page.text_content("#linked-text") or "")
         assert await page.locator("#linked-spinner").is_hidden()  # nothing comes by itself
         await shots.take(page, "replaced-en")
-        async with opened_later(browser, link, "ru") as later:
+        async with opened_later(open_page, link, "ru") as later:
             assert "перехватила подключение" in await banner_says(later,
                                                                   "errStreamReplacedStop")
             assert "не подключён" in (await later.text_content("#linked-text") or "")
@@ -529,3 +615,266 @@ async def test_bans_replaced_streams_and_refusals_in_plain_words(
         text = await banner_says(page, "errConnectFailureStop")
         assert "(this app version is outdated). It will not retry by itself" in text
         await shots.take(page, "refused-en")
+
+
+# ---- issue 13: the phone's own path, trust cues, an honest label, links that end -------
+# every item at 320 px and at desktop size, in Russian and in English
+WORDS = {
+    "en": {"title": "Connect WhatsApp", "brand": "Salon admin",
+           "toQr": "Link with a QR code instead", "toCode": "Link with phone number instead",
+           "codeFor": "Code for", "wrong": "Wrong number?", "done": "Done",
+           "unknown": "This link is not valid any more", "ask": "Ask for a new one.",
+           "expired": "This code expired", "renew": "Get a new code",
+           "lost": "Connection lost"},
+    "ru": {"title": "Подключение WhatsApp", "brand": "Салон-админ",
+           "toQr": "Привязать по QR-коду", "toCode": "Связать по номеру телефона",
+           "codeFor": "Код для номера", "wrong": "Не тот номер?",  # noqa: RUF001
+           "done": "Готово",
+           "unknown": "Эта ссылка больше не действует", "ask": "Попросите прислать новую.",
+           "expired": "Срок действия кода истёк", "renew": "Получить новый код",
+           "lost": "Связь потеряна"},
+}
+EVERY_VIEW = [("phone320", "ru"), ("phone320", "en"), ("desktop", "ru"), ("desktop", "en")]
+TWO_VIEWS = [("phone320", "ru"), ("desktop", "en")]  # the flows that need a worker
+JID = "79686484488:7@s.whatsapp.net"
+
+
+async def _text(page: Page, selector: str) -> str:
+    return (await page.text_content(selector) or "").strip()
+
+
+async def _trusted(page: Page, lang: str, name: str | None = SALON) -> None:
+    """What every state shows: the brand, the icon, a real title (with the salon's name once
+    known), and no sideways scrolling."""
+    assert await page.locator(".brand").is_visible()
+    assert await _text(page, ".brand") == WORDS[lang]["brand"]
+    title = WORDS[lang]["title"] + (f" — {name}" if name else "")
+    await wait_for(page, f"document.title === {title!r}")
+    icon = await page.evaluate(
+        "fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)")
+    assert icon == 200
+    assert await fits_the_width(page), "the page scrolls sideways"
+
+
+@pytest.mark.parametrize(("device", "lang"), EVERY_VIEW)
+async def test_lead_path_follows_the_device_and_every_state_is_trusted(
+        api: ApiServer, redis_url: str, open_page: OpenPage, device: str, lang: str) -> None:
+    """On a phone the pairing code leads (it cannot scan its own screen), on a desktop the
+    QR; the other is one tap away. The salon's name, the brand and the icon on every state;
+    a code shows its number; "Done" the linked number, masked. Events published by hand."""
+    shots = Shots(f"lead-and-trust-{device}-{lang}")
+    words = WORDS[lang]
+    company = new_company()
+    source = EventSource(company, company.replace("_", "-"))
+    page = await open_page(device, lang)
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
+            if r.status >= 400 and "/v1/" not in r.url else None)
+    redis = Redis.from_url(redis_url)
+    try:
+        await page.goto(await _link(api, company))
+        await wait_step(page, "link")
+        await _trusted(page, lang)
+        assert await _text(page, "#salon") == SALON
+        lead = "code" if device.startswith("phone") else "qr"
+        assert await page.evaluate("document.getElementById('app').dataset.lead") == lead
+        if lead == "code":
+            assert await page.locator("#phone-form").is_visible()
+            assert await page.locator("#qr-mode").is_hidden()
+            assert await _text(page, "#to-qr") == words["toQr"]
+            assert "+7\xa0912" in await _text(page, "#phone-hint")  # never broken
+            assert (await page.get_attribute("#phone", "placeholder") or "").startswith("+7 9")
+        else:
+            assert await page.locator("#qr-box").is_visible()
+            assert await page.locator("#code-mode").is_hidden()
+            assert await _text(page, "#to-code") == words["toCode"]
+        await shots.take(page, f"lead-{lead}")
+        await page.click("#to-qr" if lead == "code" else "#to-code")  # the other path
+        other = "qr" if lead == "code" else "code"
+        assert await page.evaluate("document.getElementById('app').dataset.mode") == other
+        await shots.take(page, f"other-{other}")
+        await page.click("#to-code" if lead == "code" else "#to-qr")
+
+        await _publish(redis, source, PairingCodeData(code="ABCD2345", phone="79686484488"))
+        await wait_trace(page, "code:shown")
+        assert await _text(page, "#code") == "ABCD-2345"
+        assert await _text(page, ".code-for") == f"{words['codeFor']} +7 968 648 44 88"
+        assert (await _text(page, "#cancel-code")).startswith(words["wrong"])
+        await _trusted(page, lang)
+        await shots.take(page, "code-with-its-number")
+
+        await _publish(redis, source, LinkedData(jid=JID, phone="79686484488"))
+        await wait_step(page, "linked")
+        await _trusted(page, lang)
+        await _publish(redis, source, ConnectedData(jid=JID))
+        await wait_step(page, "done")
+        assert await _text(page, "#step-done h2") == words["done"]
+        assert await _text(page, "#done-phone") == "+7 ••• ••• 44 88"
+        await _trusted(page, lang)
+        await shots.take(page, "done")
+        assert not failed, failed
+    finally:
+        await redis.aclose()
+
+
+async def _says_not_valid(page: Page, lang: str) -> None:
+    await wait_step(page, "error")
+    assert await _text(page, "#error-title") == WORDS[lang]["unknown"]
+    assert await _text(page, "#error-text") == WORDS[lang]["ask"]
+    assert await _text(page, "#conn") == ""  # nothing is checked any more: no claim it is
+    assert await page.locator("#banner").is_hidden()
+    await _trusted(page, lang, name=None)
+    assert "#token" not in page.url
+
+
+async def test_a_link_for_a_salon_that_is_gone_or_mangled_says_so(
+        api: ApiServer, open_page: OpenPage) -> None:
+    """The salon deleted while its page is open: the page says so after a bounded wait (it
+    asks every 15 s while nothing shows the salon); a page opened later at once (the API's
+    404); a mangled id in the link gets the same page, not JSON."""
+    shots = Shots("unknown-salon")
+    company = new_company()
+    link = await _link(api, company)
+    waiting = await open_page("desktop", "en")
+    await waiting.goto(link)
+    await wait_step(waiting, "link")
+    await wait_for(waiting, "document.title.endsWith(' — ' + " + repr(SALON) + ")")
+    async with api.client(headers=api.admin()) as http:
+        assert (await http.delete(f"/v1/sessions/{company}")).status_code == 204
+    await _says_not_valid(waiting, "en")  # wait_step: 30 s, the bound is 15
+    await shots.take(waiting, "deleted-while-open-desktop-en")
+
+    for device, lang in EVERY_VIEW:
+        page = await open_page(device, lang)
+        await page.goto(link)
+        await _says_not_valid(page, lang)
+        assert "session:unknown" in await trace(page)
+        await shots.take(page, f"gone-{device}-{lang}")
+    token = link.split("#token=")[1]
+    for device, lang in TWO_VIEWS:
+        page = await open_page(device, lang)
+        response = await page.goto(f"{api.base_url}/onboarding/company_12x4#token={token}")
+        assert response is not None
+        assert response.status == 404
+        await _says_not_valid(page, lang)
+        await shots.take(page, f"mangled-{device}-{lang}")
+
+
+async def test_a_frozen_api_is_reported_within_the_heartbeat_bound(
+        api: ApiServer, open_page: OpenPage) -> None:
+    """The API stops answering (SIGSTOP): the socket gets no heartbeat, and the page drops it
+    and says so after 2.5 heartbeats (1 s here) instead of waiting for a close handshake
+    that never ends; "Live" again once the API answers."""
+    shots = Shots("frozen-api")
+    page = await open_page("phone320", "en")
+    await page.goto(await _link(api, new_company()))
+    await wait_step(page, "link")
+    await wait_for(page, "document.getElementById('app').dataset.conn === 'live'")
+    assert await _text(page, "#conn") == "Live"
+    loop = asyncio.get_running_loop()
+    os.kill(api.proc.pid, signal.SIGSTOP)
+    frozen_at = loop.time()
+    try:
+        await wait_for(page, "document.getElementById('app').dataset.conn !== 'live'",
+                       timeout_s=15)
+        print(f"frozen API: the page left 'Live' after {loop.time() - frozen_at:.1f} s "
+              "(heartbeat 1 s, bound 2.5 heartbeats + the 1 s watchdog tick)")
+        assert "ws:stale" in await trace(page)
+        assert (await _text(page, "#conn")).startswith(WORDS["en"]["lost"])
+        await shots.take(page, "frozen-en")
+        await in_language(page, "ru")
+        assert (await _text(page, "#conn")).startswith(WORDS["ru"]["lost"])
+        await shots.take(page, "frozen-ru")
+        await asyncio.sleep(3)  # several more heartbeats: it never claims "Live" meanwhile
+        assert await page.evaluate("document.getElementById('app').dataset.conn") != "live"
+    finally:
+        os.kill(api.proc.pid, signal.SIGCONT)
+    await wait_for(page, "document.getElementById('app').dataset.conn === 'live'",
+                   timeout_s=45)
+    assert await _text(page, "#conn") == "На связи"  # noqa: RUF001
+    await shots.take(page, "live-again-ru")
+
+
+@pytest.mark.parametrize(("device", "lang"), TWO_VIEWS)
+async def test_a_wrong_number_is_cancelled_and_the_right_one_entered_at_once(
+        api: ApiServer, workers: WorkerFactory, redis_url: str, company: str,
+        open_page: OpenPage, device: str, lang: str) -> None:
+    """The code shows the number it belongs to; "wrong number?" ends it on the worker
+    (`DELETE .../pairing-code`) and a code for another number follows at once (no 409)."""
+    shots = Shots(f"wrong-number-{device}-{lang}")
+    page = await open_page(device, lang)
+    async with observing(redis_url, company) as obs:
+        workers()
+        await page.goto(await _link(api, company))
+        await wait_step(page, "link")
+        if device == "desktop":
+            await page.click("#to-code")
+        await obs.wait_event("qr")  # the worker is up
+        await page.fill("#phone", "+7 968 648-44-88")  # a mistyped number
+        await page.click("#get-code")
+        await wait_trace(page, "code:shown")
+        first = await obs.wait_event("pairing_code")
+        api.secrets_seen.add(first["data"]["code"])
+        assert await _text(page, "#code-phone") == "+7 968 648 44 88"
+        await shots.take(page, "code-for-the-wrong-number")
+
+        await page.click("#cancel-code")
+        await wait_trace(page, "code:cancelled")
+        assert await page.locator("#code-box").is_hidden()
+        assert await page.locator("#phone-form").is_visible()
+        assert await page.evaluate("document.activeElement.id") == "phone"
+        assert (await obs.state()).get("pairing_code_pending") in ("0", "false", "", None)
+        await shots.take(page, "cancelled")
+
+        await page.fill("#phone", "8 916 123-45-67")  # the national way: SALON_DEFAULT_REGION
+        await page.click("#get-code")
+        second = await obs.wait_event("pairing_code", count=2)
+        api.secrets_seen.add(second["data"]["code"])
+        assert second["data"]["phone"] == "79161234567"
+        await wait_for(page, "document.getElementById('code-phone').textContent"
+                             " === '+7 916 123 45 67'")
+        shown = await _text(page, "#code")
+        assert shown.replace("-", "") == second["data"]["code"]
+        assert await page.locator("#code-error").is_hidden()
+        await shots.take(page, "code-for-the-right-number")
+
+        await obs.act({"action": "enter_code", "code": shown})
+        await wait_step(page, "done")
+        assert await _text(page, "#done-phone") == "+7 ••• ••• 45 67"
+        await shots.take(page, "done")
+
+
+@pytest.mark.parametrize(("device", "lang"), TWO_VIEWS)
+async def test_an_expired_onboarding_is_renewed_from_the_page(
+        api: ApiServer, workers: WorkerFactory, redis_url: str, company: str,
+        open_page: OpenPage, device: str, lang: str) -> None:
+    """`spec.link.expireAfter` passes without a link (6 s here): the page says the code
+    expired (also one opened later, from the state) and its button renews the onboarding
+    (`POST .../link/renew`): new QR codes come again."""
+    shots = Shots(f"link-expired-{device}-{lang}")
+    words = WORDS[lang]
+    page = await open_page(device, lang)
+    async with observing(redis_url, company) as obs:
+        workers(env={"SALON_LINK_EXPIRE_AFTER_S": "6"})
+        link = await _link(api, company)
+        await page.goto(link)
+        await obs.wait_event("link_expired")
+        await wait_step(page, "expired")
+        assert await _text(page, "#step-expired h2") == words["expired"]
+        assert await _text(page, "#renew") == words["renew"]
+        await _trusted(page, lang)
+        await shots.take(page, "expired")
+        async with opened_later(open_page, link, lang) as later:
+            await wait_step(later, "expired")
+
+        qrs = len(obs.of("qr"))
+        await page.click("#renew")
+        await wait_trace(page, "link:renewed")
+        await wait_step(page, "link")
+        await obs.wait_event("qr", count=qrs + 1)
+        if device == "desktop":
+            await wait_trace(page, "qr:shown")
+        else:
+            assert await page.locator("#phone-form").is_visible()
+        await shots.take(page, "renewed")
+        api.secrets_seen |= {e["data"]["code"] for e in obs.of("qr")}

@@ -10,31 +10,44 @@
   const TEXTS = {
     en: {
       title: "Connect WhatsApp",
+      brand: "Salon admin",
       loading: "Loading…",
       how1: "Open WhatsApp on the salon's phone.",
+      how1here: "Open WhatsApp on this phone (the salon's).",
       how2: "Go to Settings → Linked devices → Link a device.",
       how3qr: "Point the phone at this QR code.",
       how3code: "Tap “Link with phone number instead” and enter the code below.",
       qrWait: "Waiting for the QR code…",
       qrNote: "The code refreshes by itself.",
       toCode: "Link with phone number instead",
-      toQr: "Scan a QR code instead",
+      toQr: "Link with a QR code instead",
       phoneLabel: "Salon's phone number",
+      phoneHint: "Country code first, for example {ex}.",
+      phoneHintRegion: "For example {ex}. A number of {country} may also be written the local way; another country's starts with + and its code.",
       getCode: "Get code",
+      codeFor: "Code for",
       codeIntro: "On the phone tap “Link with phone number instead” and enter:",
       codeValid: "Valid for {t}",
       codeExpired: "The code has expired. Request a new one.",
+      wrongNumber: "Wrong number? Enter another one",
       linkedWait: "The phone is linked. Connecting to WhatsApp…",
       linkedStopped: "The phone is linked, but WhatsApp is not connected: see the message above.",
       doneTitle: "Done",
       doneText: "WhatsApp is connected. You can close this page.",
+      donePhone: "Linked number:",
+      expiredTitle: "This code expired",
+      expiredText: "The time to link the phone ran out. Get a new one to continue.",
+      renew: "Get a new code",
       errTitle: "This link does not work",
+      errUnknownTitle: "This link is not valid any more",
+      errUnknown: "Ask for a new one.",
       errNoToken: "The link is incomplete. Open the full link you received.",
       errExpired: "The link has expired or is not valid. Ask for a new link.",
       errForbidden: "This link belongs to another salon.",
       connLive: "Live",
       connReconnecting: "Connection lost, reconnecting…",
       connPolling: "Connection lost, checking every few seconds…",
+      connConnecting: "Connecting…",
       disconnected: "The connection to WhatsApp was interrupted. It reconnects by itself.",
       loggedOut: "The phone removed this device. Link it again.",
       loggedOutLocked: "WhatsApp has locked this account. Unlock it in WhatsApp on the phone first, then link again.",
@@ -66,40 +79,56 @@
       why_client_unknown: "this app is not accepted",
       why_code: "code {c}",
       errGeneric: "Something went wrong on our side. We are retrying.",
-      badPhone: "Check the number: country code first, 8 to 15 digits.",
-      codePending: "A code for another number is still valid. Wait until it expires.",
+      badPhone: "Check the number: country code first, 8 to 15 digits, for example {ex}.",
+      badPhoneRegion: "Check the number, for example {ex}.",
+      codePending: "A code for another number is still valid. Cancel it to get one for this number.",
       alreadyLinked: "This salon's phone is already linked.",
       rateLimited: "Too many requests. Try again in {s} s.",
       noWorker: "The service is starting. Try again in a minute.",
       failed: "Could not get a code. Try again.",
+      cancelFailed: "Could not cancel the code. Try again.",
+      cancelOther: "Cancel that code",
     },
     ru: {
       title: "Подключение WhatsApp",
+      brand: "Салон-админ",
       loading: "Загрузка…",
       how1: "Откройте WhatsApp на телефоне салона.",
+      how1here: "Откройте WhatsApp на этом телефоне (телефоне салона).",
       how2: "Откройте Настройки → Связанные устройства → Привязка устройства.",
       how3qr: "Наведите камеру телефона на этот QR-код.",
       how3code: "Нажмите «Связать по номеру телефона» и введите код ниже.",
       qrWait: "Ждём QR-код…",
       qrNote: "Код обновляется сам.",
       toCode: "Связать по номеру телефона",
-      toQr: "Отсканировать QR-код",
+      toQr: "Привязать по QR-коду",
       phoneLabel: "Номер телефона салона",
+      phoneHint: "Сначала код страны, например {ex}.",
+      phoneHintRegion: "Например, {ex}. Номер из страны «{country}» можно записать и в местном формате; номер другой страны — с + и её кодом.",
       getCode: "Получить код",
+      codeFor: "Код для номера",
       codeIntro: "На телефоне нажмите «Связать по номеру телефона» и введите:",
       codeValid: "Действует ещё {t}",
       codeExpired: "Срок действия кода истёк. Запросите новый.",
+      wrongNumber: "Не тот номер? Ввести другой",
       linkedWait: "Телефон привязан. Подключаемся к WhatsApp…",
       linkedStopped: "Телефон привязан, но WhatsApp не подключён: см. сообщение выше.",
       doneTitle: "Готово",
       doneText: "WhatsApp подключён. Страницу можно закрыть.",
+      donePhone: "Привязан номер:",
+      expiredTitle: "Срок действия кода истёк",
+      expiredText: "Время на привязку телефона вышло. Получите новый код, чтобы продолжить.",
+      renew: "Получить новый код",
       errTitle: "Ссылка не работает",
+      errUnknownTitle: "Эта ссылка больше не действует",
+      errUnknown: "Попросите прислать новую.",
       errNoToken: "Ссылка неполная. Откройте ссылку целиком.",
       errExpired: "Срок действия ссылки истёк или она неверна. Запросите новую.",
       errForbidden: "Эта ссылка принадлежит другому салону.",
       connLive: "На связи",
       connReconnecting: "Связь потеряна, переподключаемся…",
       connPolling: "Связь потеряна, проверяем каждые несколько секунд…",
+      connConnecting: "Подключаемся…",
       disconnected: "Связь с WhatsApp прервалась. Она восстановится сама.",
       loggedOut: "Телефон отвязал это устройство. Привяжите его снова.",
       loggedOutLocked: "WhatsApp закрыл доступ к этому аккаунту. Сначала разблокируйте его в WhatsApp на телефоне, затем привяжите снова.",
@@ -131,12 +160,15 @@
       why_client_unknown: "приложение не принято",
       why_code: "код {c}",
       errGeneric: "У нас что-то пошло не так. Повторяем попытку.",
-      badPhone: "Проверьте номер: сначала код страны, от 8 до 15 цифр.",
-      codePending: "Код для другого номера ещё действует. Дождитесь окончания срока.",
+      badPhone: "Проверьте номер: сначала код страны, от 8 до 15 цифр, например {ex}.",
+      badPhoneRegion: "Проверьте номер, например {ex}.",
+      codePending: "Код для другого номера ещё действует. Отмените его, чтобы получить код для этого номера.",
       alreadyLinked: "Телефон салона уже привязан.",
       rateLimited: "Слишком много запросов. Повторите через {s} с.",
       noWorker: "Сервис запускается. Повторите через минуту.",
       failed: "Не удалось получить код. Попробуйте ещё раз.",
+      cancelFailed: "Не удалось отменить код. Попробуйте ещё раз.",
+      cancelOther: "Отменить тот код",
     },
   };
   // core/whatsapp_reasons.py: the logout names (whether a ban or refusal is retried comes
@@ -149,13 +181,25 @@
 
   const $ = (id) => document.getElementById(id);
   const app = $("app");
-  const company = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
+  const meta = (name) => {
+    const el = document.querySelector(`meta[name="${name}"]`);
+    return (el && el.content) || "";
+  };
+  // filled in by the server (routes/page.py): the canonical company id ("" for a malformed
+  // link) and the phone hints of the configured default region ("" = international only)
+  const company = meta("salon-company");
+  const REGION = meta("salon-phone-region");
+  const EXAMPLE = meta("salon-phone-example") || "+7 912 345-67-89";
+  const FETCH_TIMEOUT_MS = 10000;  // a request to a server that does not answer is given up
+  const OPEN_TIMEOUT_MS = 10000;  // likewise a WebSocket that never opens
+  const EXISTENCE_CHECK_MS = 15000;  // while nothing shows that the salon exists
   const S = {
-    lang: "en", token: null, step: "loading", mode: "qr", linked: false, connected: false,
-    ws: null, attempts: 0, reconnectTimer: null, pollTimer: null, lastMessageAt: 0,
-    heartbeatS: 15, qrUrl: null, qrLoading: false, qrAgain: false, code: null,
-    codeTimer: null, closed: false, trace: [], banner: null, passkey: null,
-    willReconnect: true, banUntil: null,
+    lang: "en", token: null, step: "loading", mode: "qr", lead: "qr", linked: false,
+    connected: false, ws: null, attempts: 0, reconnectTimer: null, pollTimer: null,
+    polling: false, lastMessageAt: 0, heartbeatS: 15, qrUrl: null, qrLoading: false,
+    qrAgain: false, qrShown: false, code: null, codeTimer: null, codeErr: null, closed: false,
+    trace: [], banner: null, passkey: null, willReconnect: true, banUntil: null, name: null,
+    phone: null, failure: null, existenceTimer: null,
   };
   window.__salon = S;  // read by the browser tests
   const trace = (what) => { S.trace.push(what); };
@@ -182,9 +226,45 @@
       b.setAttribute("aria-pressed", String(b.dataset.lang === S.lang));
     });
     $("how3").textContent = t(S.mode === "code" ? "how3code" : "how3qr");
+    renderTitle();
+    renderPhoneHint();
     renderConn();
     renderCodeTtl();
+    renderCodeError();
     renderBanner();
+    renderFailure();
+  }
+
+  // ---- phones: shown as typed back, and masked once linked ----------------------------
+  // calling codes of two digits (one: 1 and 7; every other: three), enough to group a number
+  const CC2 = new Set(("20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 "
+    + "56 57 58 60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98").split(" "));
+  function formatPhone(digits, masked) {  // "+7 968 648 44 88", masked "+7 ••• ••• 44 88"
+    if (!/^[1-9][0-9]{5,14}$/.test(digits || "")) return "";
+    const ccLen = "17".includes(digits[0]) ? 1 : CC2.has(digits.slice(0, 2)) ? 2 : 3;
+    const rest = digits.slice(ccLen);
+    const head = rest.slice(0, -4), tail = rest.slice(-4);
+    const parts = [];
+    for (let i = 0; i < head.length; i += 3) parts.push(head.slice(i, i + 3));
+    parts.push(tail.slice(0, 2), tail.slice(2));
+    const shown = parts.filter(Boolean).map((p, i, all) => (
+      masked && i < all.length - 2 ? "•".repeat(p.length) : p));
+    return `+${digits.slice(0, ccLen)} ${shown.join(" ")}`;
+  }
+  function phoneOfJid(jid) {  // "79686484488:7@s.whatsapp.net" → "79686484488" (never a LID)
+    const m = /^([0-9]{6,15})(?::[0-9]+)?@s\.whatsapp\.net$/.exec(jid || "");
+    return m ? m[1] : null;
+  }
+  function regionName(code) {
+    try { return new Intl.DisplayNames([S.lang], { type: "region" }).of(code) || code; } catch (e) { return code; }
+  }
+  // the example number as text that never breaks across lines (no-break spaces and hyphens)
+  const example = () => EXAMPLE.replace(/ /g, "\u00a0").replace(/-/g, "\u2011");
+  function renderPhoneHint() {
+    const ex = example();
+    $("phone-hint").textContent = REGION
+      ? t("phoneHintRegion", { ex, country: regionName(REGION) })
+      : t("phoneHint", { ex });
   }
 
   // ---- views -----------------------------------------------------------------------
@@ -192,9 +272,16 @@
     if (S.step === step) return;
     S.step = step;
     app.dataset.step = step;
-    for (const s of ["loading", "link", "linked", "done", "error"]) $(`step-${s}`).hidden = s !== step;
+    for (const s of ["loading", "link", "linked", "done", "expired", "error"]) {
+      $(`step-${s}`).hidden = s !== step;
+    }
     if (step !== "link") hidePasskey();
     trace(`step:${step}`);
+  }
+  function renderTitle() {
+    document.title = S.name ? `${t("title")} — ${S.name}` : t("title");
+    $("salon").textContent = S.name || "";
+    $("salon").hidden = !S.name;
   }
   // linked and not connected: "connecting…" while the worker reconnects by itself, else a
   // pointer to the banner that says why it does not (never a spinner that waits forever)
@@ -204,6 +291,14 @@
     el.dataset.i18n = again ? "linkedWait" : "linkedStopped";
     el.textContent = t(el.dataset.i18n);
     $("linked-spinner").hidden = !again;
+  }
+  // a phone cannot scan its own screen: on a small or touch-first screen the pairing code
+  // leads, on a desktop the QR; the other path is one tap away on both
+  function leadMode() {
+    const m = (q) => !!(window.matchMedia && window.matchMedia(q).matches);
+    const phoneSized = m("(max-width: 640px)");
+    const touchFirst = m("(pointer: coarse)") || (navigator.maxTouchPoints > 0 && m("(hover: none)"));
+    return phoneSized || touchFirst ? "code" : "qr";
   }
   function setMode(mode) {
     S.mode = mode;
@@ -228,18 +323,45 @@
     el.dataset.level = b.level;
     el.textContent = t(b.key, b.vars);
   }
-  function fail(key) {
+  // the page stops here: nothing is checked any more, so the label says nothing either
+  function fail(key, titleKey) {
+    if (S.closed && S.failure) return;
     S.closed = true;
-    $("error-text").textContent = t(key);
+    S.failure = { key, title: titleKey || "errTitle" };
+    trace(`fail:${key}`);
+    renderFailure();
     setStep("error");
+    banner(null);
     stopPolling();
-    if (S.ws) S.ws.close();
+    clearTimeout(S.reconnectTimer);
+    clearInterval(S.existenceTimer);
+    clearInterval(S.codeTimer);
+    setConn("off");
+    const ws = S.ws;
+    S.ws = null;
+    if (ws) { ws.onclose = null; ws.close(); }
+  }
+  function unknownSalon() {  // the salon is gone (or never was): its name goes too
+    S.name = null;
+    renderTitle();
+    fail("errUnknown", "errUnknownTitle");
+  }
+  function renderFailure() {
+    if (!S.failure) return;
+    const title = $("error-title");
+    title.dataset.i18n = S.failure.title;
+    title.textContent = t(S.failure.title);
+    $("error-text").textContent = t(S.failure.key);
   }
   function renderConn() {
-    const key = { live: "connLive", reconnecting: "connReconnecting", polling: "connPolling" }[app.dataset.conn];
+    const key = {
+      live: "connLive", reconnecting: "connReconnecting", polling: "connPolling",
+      connecting: "connConnecting",
+    }[app.dataset.conn];
     $("conn").textContent = key ? t(key) : "";
   }
   function setConn(state) {
+    if (app.dataset.conn !== state) trace(`conn:${state}`);
     app.dataset.conn = state;
     renderConn();
   }
@@ -248,13 +370,54 @@
   async function api(path, options) {
     const opts = Object.assign({ cache: "no-store" }, options || {});
     opts.headers = Object.assign({ Authorization: `Bearer ${S.token}` }, opts.headers || {});
-    const resp = await fetch(`/v1/sessions/${encodeURIComponent(company)}${path}`, opts);
-    if (resp.status === 401) fail("errExpired");
-    if (resp.status === 403) fail("errForbidden");
-    return resp;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), FETCH_TIMEOUT_MS);
+    opts.signal = abort.signal;
+    try {
+      const resp = await fetch(`/v1/sessions/${encodeURIComponent(company)}${path}`, opts);
+      if (resp.status === 401) fail("errExpired");
+      if (resp.status === 403) fail("errForbidden");
+      return resp;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  // what a refused call says, the same for every button; `say(key, vars)` shows it (401 and
+  // 403 stopped the page already, in `api`)
+  function refused(resp, code, say, otherwise) {
+    if (code === "already_linked") say("alreadyLinked");
+    else if (resp.status === 429) say("rateLimited", { s: resp.headers.get("Retry-After") || "60" });
+    else if (resp.status === 503) say("noWorker");
+    else if (resp.status === 404 && code === "not_found") unknownSalon();
+    else if (resp.status !== 401 && resp.status !== 403) say(otherwise);
+  }
+  async function errorCode(resp) {
+    const body = await resp.json().catch(() => ({}));
+    return (body && body.error && body.error.code) || null;
+  }
+  // The salon's name and whether it exists at all (the WebSocket's snapshot has neither):
+  // on load, then while nothing else shows the salon is there; 404 is a link for a salon
+  // that is gone (or never was).
+  async function loadSession() {
+    if (S.closed) return;
+    let resp;
+    try { resp = await api(""); } catch (e) { return; }  // offline: asked again later
+    if (resp.status === 404) { trace("session:unknown"); unknownSalon(); return; }
+    if (!resp.ok) return;
+    const st = await resp.json().catch(() => null);
+    if (st) learn(st);
+  }
+  function learn(st) {
+    const name = (st.spec && st.spec.display_name) || null;
+    if (name !== S.name) { S.name = name; renderTitle(); }
+    if (st.phone) S.phone = st.phone;
+  }
+  function checkExistence() {
+    if (S.closed || S.qrShown || S.code || S.linked || S.connected) return;
+    loadSession();
   }
   async function loadQr() {
-    if (S.linked || S.connected || S.mode !== "qr" || S.closed) return;
+    if (S.linked || S.connected || S.mode !== "qr" || S.closed || !S.token) return;
     if (S.qrLoading) { S.qrAgain = true; return; }
     S.qrLoading = true;
     try {
@@ -265,17 +428,18 @@
         await new Promise((resolve) => { img.onload = resolve; img.onerror = resolve; img.src = url; });
         if (S.qrUrl) URL.revokeObjectURL(S.qrUrl);
         S.qrUrl = url;
+        if (S.linked || S.connected || S.step !== "link") return;
         img.hidden = false;
         img.alt = "QR";
         $("qr-wait").hidden = true;
+        S.qrShown = true;
         img.dataset.shownAt = String(Date.now());
         trace("qr:shown");
       } else if (resp.status === 409) {
         S.linked = true;
         setStep("linked");
       } else if (resp.status === 404) {
-        $("qr").hidden = true;
-        $("qr-wait").hidden = false;
+        hideQr();
       }
     } catch (e) {
       // the network is down: the WebSocket reconnect or the polling brings the next QR
@@ -284,14 +448,24 @@
       if (S.qrAgain) { S.qrAgain = false; loadQr(); }
     }
   }
+  function hideQr() {
+    S.qrShown = false;
+    $("qr").hidden = true;
+    $("qr-wait").hidden = false;
+  }
 
   // ---- state -----------------------------------------------------------------------
   function applyState(st, source) {
+    if (S.closed) return;
     trace(`${source}:${st.phase || "unknown"}`);
+    if (st.phone) S.phone = st.phone;
     if (st.connected) { done(); return; }  // the worker's live state: the socket is open
+    const wasLinked = S.linked || S.connected;
     S.connected = false;
     S.linked = !!st.linked;
     if (S.linked) { setStep("linked"); setReconnecting(true); explainState(st); return; }
+    if (wasLinked) forgetLink();  // unlinked since the page last heard: explained below
+    if (st.phase === "LinkExpired") { showExpired(); explainState(st); return; }
     setStep("link");
     explainState(st);
     if (st.qr_available) loadQr();
@@ -306,10 +480,31 @@
     setReconnecting(true);
     S.banUntil = null;
     banner(null);
-    clearInterval(S.codeTimer);
+    clearCode();
+    const shown = formatPhone(S.phone, true);
+    $("done-phone").textContent = shown;
+    $("done-phone-line").hidden = !shown;
     setStep("done");
   }
+  // the device is gone (a logout, seen live or in a later state): back to linking, with
+  // nothing of the old link left on the screen
+  function forgetLink() {
+    S.linked = false;
+    S.connected = false;
+    S.phone = null;
+    clearCode();
+    hideQr();
+    hidePasskey();
+  }
+  function showExpired() {
+    clearCode();
+    hideQr();
+    hidePasskey();
+    $("renew-error").hidden = true;
+    setStep("expired");
+  }
   function applyEvent(ev) {
+    if (S.closed) return;
     trace(`event:${ev.type}`);
     const d = ev.data || {};
     switch (ev.type) {
@@ -317,16 +512,22 @@
         if (!S.linked && !S.connected) { if (S.step !== "link") setStep("link"); loadQr(); }
         break;
       case "pairing_code":
+        if (S.step !== "link" && !S.linked) setStep("link");
         if (S.mode !== "code") setMode("code");
-        showCode({ code: d.code, display: `${d.code.slice(0, 4)}-${d.code.slice(4)}`, expires_at: d.expires_at });
+        showCode({
+          code: d.code, display: `${d.code.slice(0, 4)}-${d.code.slice(4)}`,
+          expires_at: d.expires_at, phone: d.phone || null,
+        });
         break;
       case "linked":  // WhatsApp accepted the device; not connected yet
         S.linked = true;
-        clearInterval(S.codeTimer);
+        if (d.phone) S.phone = d.phone;
+        clearCode();
         hidePasskey();
         if (!S.connected) setStep("linked");
         break;
       case "connected":
+        S.phone = S.phone || phoneOfJid(d.jid);
         done();
         break;
       case "disconnected":
@@ -341,11 +542,12 @@
         }  // else the QR codes ran out and new ones come: nothing to tell the salon
         break;
       case "logged_out":
-        S.linked = false; S.connected = false; S.code = null;
-        $("qr").hidden = true; $("qr-wait").hidden = false; $("code-box").hidden = true;
-        hidePasskey();
+        forgetLink();
         setStep("link");
         explainLogout(d.reason);
+        break;
+      case "link_expired":
+        if (!S.linked && !S.connected) showExpired();
         break;
       case "passkey_required":
         if (S.linked || S.connected) break;
@@ -443,60 +645,137 @@
   }
 
   // ---- pairing code ------------------------------------------------------------------
+  // c: {code, display, expires_at, phone (E.164 digits)}; the number it belongs to is
+  // shown with it, and "wrong number?" cancels it
   function showCode(c) {
     if (!c || !c.code) return;
     S.code = c;
     try { sessionStorage.setItem(`salon.code.${company}`, JSON.stringify(c)); } catch (e) { /* private mode */ }
     $("code").textContent = c.display;
+    const phone = formatPhone(c.phone, false);
+    $("code-phone").textContent = phone;
+    $("code-phone").parentElement.hidden = !phone;
     $("code-box").hidden = false;
-    $("code-error").hidden = true;
+    $("phone-form").hidden = true;
+    codeError(null);
     clearInterval(S.codeTimer);
     S.codeTimer = setInterval(renderCodeTtl, 1000);
     renderCodeTtl();
+    trace("code:shown");
+  }
+  function clearCode() {
+    clearInterval(S.codeTimer);
+    S.code = null;
+    try { sessionStorage.removeItem(`salon.code.${company}`); } catch (e) { /* private mode */ }
+    $("code-box").hidden = true;
+    $("phone-form").hidden = false;
   }
   function renderCodeTtl() {
     if (!S.code || !S.code.expires_at) return;
     const left = Math.max(0, Math.round((Date.parse(S.code.expires_at) - Date.now()) / 1000));
     if (left <= 0) {
-      clearInterval(S.codeTimer);
-      $("code-box").hidden = true;
-      S.code = null;
+      clearCode();
       codeError("codeExpired");
       return;
     }
     const mm = Math.floor(left / 60), ss = String(left % 60).padStart(2, "0");
     $("code-ttl").textContent = t("codeValid", { t: `${mm}:${ss}` });
   }
-  function codeError(key, vars) {
+  function codeError(key, vars, canCancel) {
+    S.codeErr = key ? { key, vars: vars || {}, canCancel: !!canCancel } : null;
+    renderCodeError();
+  }
+  function renderCodeError() {
     const el = $("code-error");
-    el.textContent = t(key, vars);
-    el.dataset.key = key;
+    const e = S.codeErr;
+    $("cancel-other").hidden = !(e && e.canCancel);
+    if (!e) { el.hidden = true; el.textContent = ""; delete el.dataset.key; return; }
+    el.textContent = t(e.key, e.vars);
+    el.dataset.key = e.key;
     el.hidden = false;
+  }
+  function badPhone() {
+    codeError(REGION ? "badPhoneRegion" : "badPhone", { ex: example });
   }
   async function requestCode(ev) {
     ev.preventDefault();
     const phone = $("phone").value.trim();
     const digits = phone.replace(/[\s().+-]/g, "");
-    if (!/^[1-9][0-9]{7,14}$/.test(digits)) { codeError("badPhone"); return; }
+    // the server parses it (with the default region's national forms); this only catches
+    // what no region would take
+    const plausible = REGION ? /^[0-9]{5,17}$/ : /^[1-9][0-9]{7,14}$/;
+    if (!plausible.test(digits)) { badPhone(); return; }
     $("get-code").disabled = true;
     try {
       const resp = await api("/pairing-code", {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ phone }),
       });
-      const body = await resp.json().catch(() => ({}));
-      if (resp.ok) { showCode(body); return; }
-      const code = body.error && body.error.code;
-      if (resp.status === 422) codeError("badPhone");
-      else if (code === "pairing_code_pending") codeError("codePending");
-      else if (code === "already_linked") codeError("alreadyLinked");
-      else if (resp.status === 429) codeError("rateLimited", { s: resp.headers.get("Retry-After") || "60" });
-      else if (resp.status === 503) codeError("noWorker");
-      else if (resp.status !== 401 && resp.status !== 403) codeError("failed");
+      if (resp.ok) {
+        const body = await resp.json();
+        showCode(body);
+        return;
+      }
+      const code = await errorCode(resp);
+      if (resp.status === 422) badPhone();
+      else if (code === "pairing_code_pending") codeError("codePending", {}, true);
+      else if (code === "link_expired") showExpired();  // the onboarding ran out meanwhile
+      else refused(resp, code, codeError, "failed");
     } catch (e) {
       codeError("failed");
     } finally {
       $("get-code").disabled = false;
+    }
+  }
+  // "Wrong number?": the code ends on the worker (DELETE, idempotent) and the number can
+  // be entered again at once
+  async function cancelCode(ev) {
+    const button = ev.currentTarget;
+    button.disabled = true;
+    try {
+      const resp = await api("/pairing-code", { method: "DELETE" });
+      if (resp.ok) {
+        trace("code:cancelled");
+        clearCode();
+        codeError(null);
+        const input = $("phone");
+        input.focus();
+        input.select();
+        return;
+      }
+      refused(resp, await errorCode(resp), codeError, "cancelFailed");
+    } catch (e) {
+      codeError("cancelFailed");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---- an onboarding that ran out of time (phase LinkExpired) ---------------------------
+  async function renew() {
+    const button = $("renew");
+    const error = (key, vars) => {
+      const el = $("renew-error");
+      el.textContent = t(key, vars);
+      el.dataset.key = key;
+      el.hidden = false;
+    };
+    button.disabled = true;
+    $("renew-error").hidden = true;
+    try {
+      const resp = await api("/link/renew", { method: "POST" });
+      if (resp.ok) {
+        trace("link:renewed");
+        if (S.step === "expired") { setStep("link"); loadQr(); }
+        return;
+      }
+      const code = await errorCode(resp);
+      if (code === "already_linked") { S.linked = true; setStep("linked"); }
+      else refused(resp, code, error, "failed");
+    } catch (e) {
+      error("failed");
+    } finally {
+      button.disabled = false;
     }
   }
 
@@ -513,6 +792,8 @@
       return;
     }
     S.ws = ws;
+    setTimeout(() => { if (ws.readyState === WebSocket.CONNECTING) drop(ws, "ws:open-timeout"); },
+      OPEN_TIMEOUT_MS);
     ws.onopen = () => {
       S.attempts = 0;
       S.lastMessageAt = Date.now();
@@ -538,6 +819,20 @@
       if (!S.closed) scheduleReconnect();
     };
   }
+  // A socket whose server stopped answering: its close handshake would wait for that same
+  // silent server (the browser fires `close` only when the TCP connection dies, minutes
+  // later), so the page lets it go, says so and reconnects now.
+  function drop(ws, why) {
+    if (S.ws !== ws) return;
+    trace(why);
+    S.ws = null;
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onclose = null;
+    try { ws.close(); } catch (e) { /* already closing */ }
+    trace("ws:closed");
+    if (!S.closed) scheduleReconnect();
+  }
   function scheduleReconnect() {
     clearTimeout(S.reconnectTimer);
     S.attempts += 1;
@@ -551,10 +846,17 @@
     if (S.pollTimer || S.closed) return;
     trace("poll:start");
     const poll = async () => {
+      if (S.polling || S.closed) return;  // one request at a time, also to a silent server
+      S.polling = true;
       try {
         const resp = await api("");
-        if (resp.ok) applyState(await resp.json(), "poll");
-      } catch (e) { /* offline: try again at the next tick */ }
+        if (resp.status === 404) { trace("session:unknown"); unknownSalon(); return; }
+        if (resp.ok) {
+          const st = await resp.json();
+          learn(st);
+          applyState(st, "poll");
+        }
+      } catch (e) { /* offline: try again at the next tick */ } finally { S.polling = false; }
     };
     poll();
     S.pollTimer = setInterval(poll, 3000);
@@ -565,11 +867,12 @@
     S.pollTimer = null;
     trace("poll:stop");
   }
-  function watchdog() {  // no heartbeat for a while: the socket is dead without knowing it
+  // no message (heartbeats come every heartbeat_s) for 2.5 heartbeats: the socket is dead
+  // without knowing it
+  function watchdog() {
     if (S.ws && S.ws.readyState === WebSocket.OPEN
         && Date.now() - S.lastMessageAt > S.heartbeatS * 2500) {
-      trace("ws:stale");
-      S.ws.close();
+      drop(S.ws, "ws:stale");
     }
   }
 
@@ -578,9 +881,10 @@
     const hash = new URLSearchParams(location.hash.replace(/^#/, ""));
     const key = `salon.token.${company}`;
     let token = hash.get("token");
+    if (location.hash) history.replaceState(null, "", location.pathname + location.search);  // keep it out of view
+    if (!company) return null;
     if (token) {
       try { sessionStorage.setItem(key, token); } catch (e) { /* private mode */ }
-      history.replaceState(null, "", location.pathname + location.search);  // keep it out of view
     } else {
       try { token = sessionStorage.getItem(key); } catch (e) { token = null; }
     }
@@ -596,16 +900,27 @@
     $("to-code").addEventListener("click", () => setMode("code"));
     $("to-qr").addEventListener("click", () => setMode("qr"));
     $("phone-form").addEventListener("submit", requestCode);
+    $("cancel-code").addEventListener("click", cancelCode);
+    $("cancel-other").addEventListener("click", cancelCode);
+    $("renew").addEventListener("click", renew);
+    $("phone").placeholder = EXAMPLE;
+    S.lead = leadMode();
+    app.dataset.lead = S.lead;
+    trace(`lead:${S.lead}`);
+    setMode(S.lead);
+    setConn("connecting");
     applyLang();
-    $("salon").textContent = company;
     S.token = readToken();
+    if (!company) { unknownSalon(); return; }  // a mangled link: the server found no id in it
     if (!S.token) { fail("errNoToken"); return; }
     try {
       const saved = JSON.parse(sessionStorage.getItem(`salon.code.${company}`) || "null");
       if (saved && Date.parse(saved.expires_at) > Date.now()) S.code = saved;
     } catch (e) { /* ignore */ }
     connect();
+    loadSession();
     setInterval(watchdog, 1000);
+    S.existenceTimer = setInterval(checkExistence, EXISTENCE_CHECK_MS);
   }
   start();
 })();
