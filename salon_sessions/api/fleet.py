@@ -80,6 +80,14 @@ def company_of(obj: JSON) -> str | None:
         return None
 
 
+def slim(obj: JSON) -> JSON:
+    """What a row needs of a SalonSession (not its managedFields: 10,000 of those add up)."""
+    meta = obj.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in ("name", "creationTimestamp", "deletionTimestamp")
+                         if k in meta},
+            "spec": obj.get("spec") or {}, "status": obj.get("status") or {}}
+
+
 def make_row(company_id: str, obj: JSON, live: LiveState | None) -> Row:
     """One salon as the console shows it (the live state wins where a worker reports)."""
     spec = obj.get("spec") or {}
@@ -206,7 +214,7 @@ class Fleet:
             page = await self._kube.list_page(PAGE_SIZE, cont)
             for obj in page.get("items") or ():
                 if (company := company_of(obj)) is not None:
-                    seen[company] = obj
+                    seen[company] = slim(obj)
             meta = page.get("metadata") or {}
             cont = meta.get("continue")
             if not cont:
@@ -234,7 +242,7 @@ class Fleet:
                 self._forget(company)
                 self._wake.set()
             else:
-                self._objs[company] = obj
+                self._objs[company] = slim(obj)
                 self._mark([company])
 
     def _forget(self, company: str) -> None:
