@@ -7,12 +7,13 @@ to every admin WebSocket as coalesced changes.
   the spec, the operator's `.status` and its conditions (`WorkerHealthy`).
 - The workers' live state comes from their Redis state hashes (the live state wins where a
   worker reports, as in `GET /v1/sessions/{id}`): an event of a company on the shared
-  subscription, or a change of its SalonSession, marks the company dirty; a flusher wakes,
-  waits `flush_s` so that a burst collects, reads the dirty companies' hashes in one
-  pipeline and recomputes their rows. Only rows that really changed are sent, in one
-  `changes` message per flush, encoded once and offered to every admin client's bounded
-  queue (`Hub.broadcast_admin`): a QR rotation changes nothing and sends nothing; a
-  thousand salons reconnecting at once are a few messages, not a thousand.
+  subscription, or a change of its SalonSession, marks the company dirty; a flusher wakes
+  (at once after a quiet spell, else `flush_s` after its previous flush, so that a burst
+  collects), reads the dirty companies' hashes in one pipeline and recomputes their rows.
+  Only rows that really changed are sent, in one `changes` message per flush, encoded once
+  and offered to every admin client's bounded queue (`Hub.broadcast_admin`): a QR rotation
+  changes nothing and sends nothing; a thousand salons reconnecting at once are a few
+  messages, not a thousand.
 - It starts on first use (the console or `GET /v1/sessions`), not with the process: an API
   nobody opens the console of watches nothing.
 
@@ -255,10 +256,16 @@ class Fleet:
 
     # ---- the Redis side and the fan-out -----------------------------------------------
     async def _flush_forever(self) -> None:
+        """A lone change is sent at once; then at most one flush per `flush_s`, so that
+        what a burst changes meanwhile collects into the next one."""
+        loop = asyncio.get_running_loop()
+        last = float("-inf")
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self._flush_s)  # let a burst collect
+            if (wait := last + self._flush_s - loop.time()) > 0:
+                await asyncio.sleep(wait)
             self._wake.clear()
+            last = loop.time()
             try:
                 await self.flush()
             except asyncio.CancelledError:

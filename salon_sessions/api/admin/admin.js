@@ -87,7 +87,7 @@
   const S = {
     lang: "en", token: null, rows: new Map(), order: [], rev: 0, phase: null, query: "",
     page: 0, ws: null, attempt: 0, heartbeatS: 15, lastMessage: 0, pending: null,
-    renderQueued: false, changedIds: new Set(), trace: [], renders: 0,
+    renderQueued: false, changedIds: new Set(), trace: [], renders: 0, firstRenderMs: null,
   };
   window.__admin = S;  // read by the browser tests and the benchmark
   const trace = (what) => { S.trace.push(what); if (S.trace.length > 500) S.trace.shift(); };
@@ -293,6 +293,7 @@
     $("prev").disabled = S.page === 0;
     $("next").disabled = S.page >= pages - 1;
     S.renders += 1;
+    if (S.firstRenderMs === null && S.rows.size) S.firstRenderMs = performance.now();
     trace(`render:${S.rev}`);
   }
   function renderPhases(counts) {
@@ -415,7 +416,8 @@
       $("link-url").value = r.json.onboarding_url;
       $("link-expires").textContent = t("linkExpires", { t: when(r.json.expires_at) });
       $("link-box").hidden = false;
-      $("confirm-text").textContent = t(DONE.link, { s: salonName(p.company) });
+      $("confirm-title").textContent = t(DONE.link, { s: salonName(p.company) });
+      $("confirm-text").textContent = t("qLinkText");
       $("confirm-ok").hidden = true;
       $("confirm-cancel").textContent = t("close");
       S.pending = null;

@@ -126,10 +126,11 @@ async def list_sessions(
 
 @router.websocket("/v1/admin/ws")
 async def admin_events(websocket: WebSocket) -> None:
-    """First a `snapshot` of every session (`{"kind": "snapshot", "rev", "sessions": [...]}`),
-    then `{"kind": "changes", "rev", "sessions": [changed rows], "removed": [company ids]}`
-    at most every 0.2 s, and `heartbeat`s. Admin token only: the `Authorization` header or
-    the subprotocols `salon.v1, bearer.<token>`."""
+    """First a `snapshot` of every session (`{"kind": "snapshot", "rev", "sessions":
+    [...]}`), then `{"kind": "changes", "rev", "sessions": [changed rows], "removed":
+    [company ids]}` (a lone change at once, then at most every 0.2 s), and `heartbeat`s.
+    Admin token only: the `Authorization` header or the subprotocols `salon.v1,
+    bearer.<token>`."""
     ctx: Context = websocket.app.state.ctx
     metrics = ctx.metrics
     offered = list(websocket.scope.get("subprotocols") or [])
