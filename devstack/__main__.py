@@ -62,6 +62,8 @@ def cmd_up(state_dir: Path) -> int:
     print("[demo] driver: simulator (api.defaultDriver=simulator: there is no WhatsApp "
           "network here; `phone scan` plays the phone)")
     print(f"[demo] onboarding page:  {link}")
+    print(f"[demo] admin console:    {info.api_url}/admin   (every salon live; it asks once "
+          f"for the admin token: .venv/bin/python -m devstack admin-token)")
     print(f"[demo] API docs:         {info.api_url}/docs")
     print(f"[demo]   (the API Service {API_SERVICE} is a NodePort: {DEMO_NODE_PORT} on the "
           f"node address {node_host(info)}, reachable from this machine)")
@@ -238,13 +240,25 @@ def cmd_status(state_dir: Path) -> int:
     return 0 if running else 3
 
 
+def cmd_admin_token(state_dir: Path) -> int:
+    """Print the demo API's admin token (for the console at /admin); it is kept in
+    state.json (mode 0600) and never printed by `up`."""
+    state = state_dir / "state.json"
+    token = json.loads(state.read_text()).get("api_admin_token") if state.exists() else None
+    if not token:
+        print(f"no demo API in {state_dir} (make demo first)", file=sys.stderr)
+        return 3
+    print(token)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--state-dir", type=Path,
                    default=Path(os.environ.get("SALON_STATE_DIR", DEFAULT_STATE)))
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("up", "down", "status"):
+    for name in ("up", "down", "status", "admin-token"):
         sub.add_parser(name).add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     sub.add_parser("images", help="build the node's images that are missing; list them")
     phone = sub.add_parser("phone", help="play the demo salon's phone (simulator driver)")
@@ -263,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_images()
     if args.command == "phone":
         return cmd_phone(state_dir, args.action, args.code, args.company, args.phone)
-    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status}
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status,
+                "admin-token": cmd_admin_token}
     return commands[args.command](state_dir)
 
 

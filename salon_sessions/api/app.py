@@ -26,13 +26,15 @@ from salon_sessions.api import errors
 from salon_sessions.api.auth import Authenticator, TokenSigner
 from salon_sessions.api.bus import Bus
 from salon_sessions.api.context import Context
+from salon_sessions.api.fleet import Fleet
 from salon_sessions.api.hub import Hub
 from salon_sessions.api.kube import SessionResources
 from salon_sessions.api.metrics import ApiMetrics
 from salon_sessions.api.middleware import AccessLog, RequestLimits
 from salon_sessions.api.ratelimit import PairingRateLimit
-from salon_sessions.api.routes import health, onboarding, page, sessions
+from salon_sessions.api.routes import admin, health, onboarding, page, sessions
 from salon_sessions.api.views import live_view, snapshot_message
+from salon_sessions.core.events import Event
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.settings import ApiSettings
 from salon_sessions.core.subscriber import Gap
@@ -57,6 +59,7 @@ DOCS_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+ADMIN_DIR = Path(__file__).resolve().parent / "admin"
 
 DESCRIPTION = """\
 Onboarding API of salon-sessions: create a salon's WhatsApp session, follow it live, link
@@ -92,7 +95,9 @@ def create_app(settings: ApiSettings, *, registry: CollectorRegistry = REGISTRY)
     app.include_router(onboarding.router)
     app.include_router(health.router)
     app.include_router(page.router)
+    app.include_router(admin.router)
     app.mount("/static", StaticFiles(directory=PAGE_DIR), name="static")
+    app.mount("/admin/static", StaticFiles(directory=ADMIN_DIR), name="admin-static")
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog, metrics=metrics)
     return app
@@ -153,15 +158,24 @@ async def _start(settings: ApiSettings, metrics: ApiMetrics) -> Context:
               max_per_company=settings.ws_max_clients_per_company, snapshot=snapshot,
               send_timeout_s=settings.ws_send_timeout_s)
 
+    fleet = Fleet(kube, redis, hub.broadcast_admin) if kube is not None else None
+
+    def on_event(event: Event) -> None:
+        hub.route(event)
+        if fleet is not None:
+            fleet.note(event)
+
     async def on_gap(gap: Gap) -> None:
+        if fleet is not None:
+            fleet.restate()
         await hub.restate()
 
-    bus = Bus(redis, metrics, hub.route, on_gap)
+    bus = Bus(redis, metrics, on_event, on_gap)
     pg = await create_pool(settings.database_url, "salon-api", pooler=settings.database_pooler,
                            max_size=2, idle_s=300.0, timeout=3, command_timeout=3)
     ctx = Context(settings=settings, redis=redis, metrics=metrics, auth=auth, kube=kube,
                   hub=hub, bus=bus, rate=PairingRateLimit(redis, settings.pairing_codes_per_minute),
-                  pg=pg)
+                  pg=pg, fleet=fleet)
     ctx.tasks = [asyncio.create_task(bus.run(), name="bus"),
                  asyncio.create_task(hub.heartbeats(), name="heartbeats"),
                  asyncio.create_task(hub.watch_sends(), name="send-watchdog")]
@@ -172,6 +186,8 @@ async def _start(settings: ApiSettings, metrics: ApiMetrics) -> Context:
 
 async def _stop(ctx: Context) -> None:
     ctx.hub.close_all()
+    if ctx.fleet is not None:
+        await ctx.fleet.stop()
     for task in ctx.tasks:
         task.cancel()
     await asyncio.gather(*ctx.tasks, return_exceptions=True)

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from salon_sessions.api.auth import Authenticator
 from salon_sessions.api.bus import Bus
+from salon_sessions.api.fleet import Fleet
 from salon_sessions.api.hub import Hub
 from salon_sessions.api.kube import SessionResources
 from salon_sessions.api.metrics import ApiMetrics
@@ -28,4 +29,6 @@ class Context:
     bus: Bus
     rate: PairingRateLimit
     pg: asyncpg.Pool | None = None
+    fleet: Fleet | None = None
+    """Every session for the admin console (None without a Kubernetes API)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)

@@ -37,6 +37,9 @@ CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 """After the WebSocket was accepted (e.g. Redis unavailable for the snapshot): reconnect."""
 
+ADMIN = "*admin"
+"""The group of the admin console's clients (`WS /v1/admin/ws`): no company is named so."""
+
 SnapshotFn = Callable[[str], Awaitable[str]]
 Offer = Literal["queued", "dropped", "closed"]
 
@@ -128,6 +131,13 @@ class Hub:
             for client in group:
                 client.close(code, reason)
 
+    def broadcast_admin(self, text: str) -> None:
+        """One message (already encoded: `fleet.Fleet` coalesces changes) to every admin
+        console; a console whose queue is full is dropped like any slow client."""
+        for client in list(self._clients.get(ADMIN, ())):
+            if client.offer(text) == "dropped":
+                self._dropped(client)
+
     # ---- routing (called inline by the bus: never blocks) ----------------------------
     def route(self, event: Event) -> None:
         group = self._clients.get(event.company_id)
@@ -147,6 +157,8 @@ class Hub:
     async def restate(self) -> None:
         """After a gap in the subscription, send every client a fresh snapshot."""
         for company_id, group in list(self._clients.items()):
+            if company_id == ADMIN:  # the fleet restates the consoles itself
+                continue
             try:
                 text = await self._snapshot(company_id)
             except Exception:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -102,6 +103,29 @@ class SessionResources:
         except (OSError, aiohttp.ClientError) as exc:
             raise _unreachable(exc) from None
         return True
+
+    async def list_page(self, limit: int, cont: str | None = None) -> JSON:
+        """One page of the namespace's SalonSessions (`metadata.continue` for the next);
+        errors are raised as they are (the admin feed retries)."""
+        kwargs: dict[str, Any] = {"limit": limit, "_request_timeout": self._timeout}
+        if cont:
+            kwargs["_continue"] = cont
+        page: JSON = await self._api.list_namespaced_custom_object(*self._args(), **kwargs)
+        return page
+
+    async def watch(self, resource_version: str, timeout_s: int) -> AsyncIterator[JSON]:
+        """The watch events (`{"type", "object"}`, bookmarks included) after
+        `resource_version`, until the API server ends the watch (after about `timeout_s`).
+        A 410 Gone arrives as an `ERROR` event; the caller lists again."""
+        response = await self._api.list_namespaced_custom_object(
+            *self._args(), watch=True, resource_version=resource_version,
+            allow_watch_bookmarks=True, timeout_seconds=timeout_s,
+            _preload_content=False, _request_timeout=timeout_s + 30)
+        async with response:
+            while line := await response.content.readline():
+                if line.strip():
+                    event: JSON = json.loads(line)
+                    yield event
 
     async def ping(self) -> None:
         """Raises when the API server (or the CRD, or our RBAC) is not usable."""

@@ -62,6 +62,12 @@ async def _read(op: Callable[[], Awaitable[T]]) -> T:
 async def read_state(redis: Redis, company_id: str,
                      horizon: Horizon | None = None) -> LiveState | None:
     raw = await _read(lambda: redis.hgetall(channels.session_state_key(company_id)))
+    return parse_state(raw, company_id, horizon)
+
+
+def parse_state(raw: dict[Any, Any], company_id: str,
+                horizon: Horizon | None = None) -> LiveState | None:
+    """A state hash as HGETALL returns it; None when empty, out of bounds or unreadable."""
     if not raw:
         return None
     fields = {_text(k): _text(v) for k, v in raw.items()}

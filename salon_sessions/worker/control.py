@@ -12,7 +12,9 @@ own replies):
 
 Commands: `pairing_code` (phone: as typed, or the API's `+<E.164>`; the worker reads it with
 `core.phone.parse_phone` and its `SALON_DEFAULT_REGION`), `cancel_pairing_code` (the
-pending code ends; a no-op when none is pending), `restart` (force), `logout`, `state`, `renew_link`.
+pending code ends; a no-op when none is pending), `restart` (force), `logout`, `state`,
+`renew_link` (the onboarding goes on for another `spec.link.expireAfter`; result `{phase,
+expires_at, expire_after_s}`).
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ def test_api_rbac_is_least_privilege() -> None:
     role = find(docs, "Role", "salon-sessions-api")
     assert role["rules"] == [{"apiGroups": ["wa.salonsessions.io"],
                               "resources": ["salonsessions"],
-                              "verbs": ["get", "list", "create", "delete"]}]
+                              "verbs": ["get", "list", "watch", "create", "delete"]}]
     binding = find(docs, "RoleBinding", "salon-sessions-api")
     assert binding["subjects"][0]["name"] == "salon-sessions-api"
     assert all(b["roleRef"]["name"] != "salon-sessions-api"

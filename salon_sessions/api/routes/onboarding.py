@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -144,16 +145,24 @@ async def events(websocket: WebSocket, company_id: str) -> None:
                            "company", headers={"Retry-After": "5"})
     except ApiError as exc:
         metrics.ws_connections.labels(f"refused_{exc.status}").inc()
-        await _deny(websocket, exc)
+        await deny(websocket, exc)
         return
     client = ctx.hub.register(company)
-    metrics.ws_connections.labels("accepted").inc()
+    await run_client(ctx, websocket, client, offered, _snapshot)
+
+
+async def run_client(ctx: Context, websocket: WebSocket, client: Client, offered: list[str],
+                     opening: Callable[[Context, WebSocket, Client], Awaitable[None]]) -> None:
+    """Accept a registered client, send its `opening` (the snapshot), then stream what the
+    hub queues for it until either side closes; unregister it in all cases."""
+    ctx.metrics.ws_connections.labels("accepted").inc()
     try:
         await websocket.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered
                                else None)
-        await _serve(ctx, websocket, client)
+        await opening(ctx, websocket, client)
+        await _stream(websocket, client)
     except ApiError as exc:  # accepted already: no HTTP error any more, a close code
-        metrics.ws_dropped.labels(exc.code).inc()
+        ctx.metrics.ws_dropped.labels(exc.code).inc()
         client.close(CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_INTERNAL, exc.code)
     except (WebSocketDisconnect, ConnectionError, RuntimeError):
         pass
@@ -174,7 +183,7 @@ def _ws_company(raw: str) -> str:
                        field="path.company_id") from None
 
 
-async def _deny(websocket: WebSocket, exc: ApiError) -> None:
+async def deny(websocket: WebSocket, exc: ApiError) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(
             JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers))
@@ -182,16 +191,19 @@ async def _deny(websocket: WebSocket, exc: ApiError) -> None:
         await websocket.close(code=4000 + exc.status, reason=exc.code)
 
 
-async def _send(ctx: Context, websocket: WebSocket, text: str) -> None:
+async def send_in_time(ctx: Context, websocket: WebSocket, text: str) -> None:
     async with asyncio.timeout(ctx.settings.ws_send_timeout_s):
         await websocket.send_text(text)
 
 
-async def _serve(ctx: Context, websocket: WebSocket, client: Client) -> None:
+async def _snapshot(ctx: Context, websocket: WebSocket, client: Client) -> None:
     view = await live_view(ctx.redis, client.company_id, ctx.settings.namespace, None)
     if view.live is not None and view.live.seq is not None:
         client.floor = view.live.seq
-    await _send(ctx, websocket, snapshot_message(view, ctx.settings.ws_heartbeat_s))
+    await send_in_time(ctx, websocket, snapshot_message(view, ctx.settings.ws_heartbeat_s))
+
+
+async def _stream(websocket: WebSocket, client: Client) -> None:
     writer = asyncio.create_task(_pump(websocket, client))
     reader = asyncio.create_task(_read(websocket, client))
     closed = asyncio.create_task(client.closed.wait())
