@@ -150,7 +150,11 @@ async def test_the_openapi_document_declares_the_bearer_scheme(api: ApiServer) -
                          ("/v1/sessions/{company_id}/pairing-code", "delete"),
                          ("/health/pubsub/simple", "get")):
         assert paths[path][method]["security"] == [{"bearerAuth": []}], (path, method)
-    for path in ("/healthz", "/readyz", "/metrics", "/onboarding/{company_id}"):
+    for path in ("/healthz", "/readyz", "/metrics", "/admin"):
         assert "security" not in paths[path]["get"], path
-    assert "/docs" not in paths
+    for page in ("/docs", "/onboarding/{company_id}"):
+        assert page not in paths
+    for method in ("get", "post"):
+        assert paths["/v1/sessions/{company_id}/link/renew" if method == "post"
+                     else "/v1/sessions"][method]["security"] == [{"bearerAuth": []}]
     assert "/redoc" not in paths
