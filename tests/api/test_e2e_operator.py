@@ -24,7 +24,7 @@ from devstack.stack import StackInfo
 from tests.api.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    PHONE_VIEWPORT,
+    DEVICES,
     Shots,
     done_only_after_connected,
     trace,
@@ -73,7 +73,8 @@ async def test_onboarding_through_the_operator(operator_env: OperatorEnv,  # noq
     async with observing(redis_url, company) as obs, async_playwright() as pw:
         context = await pw.chromium.launch_persistent_context(
             str(shots.dir / "profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport=PHONE_VIEWPORT)
+            # a desktop: its page leads with the QR the phone scans (a phone leads with the code)
+            args=CHROMIUM_ARGS, **DEVICES["desktop"])
         try:
             page = await context.new_page()
             await page.goto(link)
