@@ -311,7 +311,8 @@ class SessionState:
             raise RefusedError(
                 "pairing_code_pending",
                 f"a pairing code for another number is pending until "
-                f"{pending.expires_at.isoformat()}; restart with force to discard it")
+                f"{pending.expires_at.isoformat()}; cancel it first (DELETE "
+                f"/v1/sessions/{{company_id}}/pairing-code, control cancel_pairing_code)")
         return pending
 
     def code_issued(self, phone: str, issued: IssuedCode) -> list[EventData]:

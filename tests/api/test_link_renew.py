@@ -57,7 +57,9 @@ async def test_renew_brings_qr_codes_back_and_the_views_show_the_end(
             "LinkExpired", False, False)
         assert datetime.fromisoformat(view["link_expires_at"]) == ends
         assert view["live"]["link_expires_at"] == view["link_expires_at"]
-        assert (await http.get(f"/v1/sessions/{company}/qr.svg")).status_code == 404
+        qr_svg = await http.get(f"/v1/sessions/{company}/qr.svg")
+        assert qr_svg.status_code == 409
+        assert _error(qr_svg)["code"] == "link_expired"
         code = await http.post(f"/v1/sessions/{company}/pairing-code",
                                json={"phone": "+7 968 648-44-88"})
         assert code.status_code == 409

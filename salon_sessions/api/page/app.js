@@ -436,8 +436,8 @@
         img.dataset.shownAt = String(Date.now());
         trace("qr:shown");
       } else if (resp.status === 409) {
-        S.linked = true;
-        setStep("linked");
+        if (await errorCode(resp) === "link_expired") showExpired();  // ran out meanwhile
+        else { S.linked = true; setStep("linked"); }
       } else if (resp.status === 404) {
         hideQr();
       }

@@ -29,6 +29,7 @@ from salon_sessions.api.hub import CLOSE_INTERNAL, CLOSE_TRY_AGAIN, Client
 from salon_sessions.api.models import PairingCodeRequest, PairingCodeView, read_phone
 from salon_sessions.api.views import live_view, snapshot_message
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
+from salon_sessions.core.resource import Phase
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/sessions", tags=["onboarding"])
@@ -45,6 +46,10 @@ async def _current_qr(ctx: Context, company: str) -> str:
     state = await live.read_state(ctx.redis, company)
     if state is not None and state.linked:
         raise ApiError(409, "already_linked", "the session is already linked: no QR",
+                       field="path.company_id")
+    if state is not None and state.phase is Phase.LINK_EXPIRED:
+        raise ApiError(409, "link_expired", "the onboarding expired without a link: no QR; "
+                       "renew it first (POST /v1/sessions/{company_id}/link/renew)",
                        field="path.company_id")
     payload = await live.read_qr(ctx.redis, company)
     if payload is None:
