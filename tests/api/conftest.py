@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 from devstack.stack import StackInfo
 from salon_sessions.core import resource
+from tests.api.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.api.server import ApiServer, start_api
 from tests.conftest import fresh_database
 from tests.crd.crd_files import CRD_FILE
@@ -96,3 +98,15 @@ async def workers(tmp_path: Path, api_database: str, redis_url: str,
         yield start
         for w in started:
             await w.stop()
+
+
+@pytest.fixture(scope="module")
+async def chromium() -> AsyncIterator[Browser]:
+    """One Chromium per module; each page gets a context of its own (device, language)."""
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                           args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright
+from playwright.async_api import Browser, Page, ViewportSize
 from redis.asyncio import Redis
 
 from salon_sessions.core.channels import events_channel, session_state_key
 from salon_sessions.core.codec import encode
 from salon_sessions.core.events import ErrorData, EventSource
 from salon_sessions.core.resource import Phase
-from tests.api.browser import CHROMIUM, CHROMIUM_ARGS, Shots
+from tests.api.browser import Shots
 from tests.api.conftest import WorkerFactory
 from tests.api.server import ApiServer
 from tests.api.test_admin import create
@@ -38,17 +37,6 @@ class AdminShots(Shots):
         for old in self.dir.glob("*.png"):
             old.unlink()
         self.n = 0
-
-
-@pytest.fixture(scope="module")
-async def chromium() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                           args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def open_console(chromium: Browser, api: ApiServer, *, viewport: ViewportSize = DESKTOP,

@@ -22,7 +22,6 @@ from playwright.async_api import (
     BrowserContext,
     Page,
     WebSocketRoute,
-    async_playwright,
 )
 from redis.asyncio import Redis
 
@@ -40,8 +39,6 @@ from salon_sessions.core.events import (
     PairingCodeData,
 )
 from tests.api.browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DEVICES,
     Shots,
     done_only_after_connected,
@@ -64,18 +61,6 @@ READABLE_QR = {"SALON_SIMULATOR_FIRST_QR_S": "8", "SALON_SIMULATOR_QR_PERIOD_S":
 API_EXTRA_ENV = {"SALON_DEFAULT_REGION": "RU"}
 SALON = "Салон «Аврора»"
 OpenPage = Callable[..., Awaitable[Page]]
-
-
-@pytest.fixture(scope="module")
-async def chromium() -> AsyncIterator[Browser]:
-    """One Chromium per module; each page gets a context of its own (device, language)."""
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                           args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture
