@@ -28,7 +28,7 @@ from salon_sessions.api.bus import Bus
 from salon_sessions.api.context import Context
 from salon_sessions.api.fleet import Fleet
 from salon_sessions.api.hub import Hub
-from salon_sessions.api.kube import SessionResources
+from salon_sessions.api.kube import KubeError, SessionResources
 from salon_sessions.api.metrics import ApiMetrics
 from salon_sessions.api.middleware import AccessLog, RequestLimits
 from salon_sessions.api.ratelimit import PairingRateLimit
@@ -90,6 +90,7 @@ def create_app(settings: ApiSettings, *, registry: CollectorRegistry = REGISTRY)
                   description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None,
                   swagger_ui_oauth2_redirect_url=None)
     errors.install(app)
+    app.add_exception_handler(KubeError, sessions.on_kube_error)
     _install_docs(app)
     app.include_router(sessions.router)
     app.include_router(onboarding.router)
