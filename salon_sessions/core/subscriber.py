@@ -169,6 +169,15 @@ async def iter_events(messages: AsyncIterator[PubSubMessage], metrics: ConsumerM
     """Decode messages to events; count and drop everything the decoder rejects (including
     an event on another company's channel), and the events beyond the horizon
     (`core.bounds`, reason `future`)."""
+    async for _, event in iter_decoded(messages, metrics, consumer, horizon):
+        yield event
+
+
+async def iter_decoded(messages: AsyncIterator[PubSubMessage], metrics: ConsumerMetrics,
+                       consumer: str, horizon: Horizon | None = None
+                       ) -> AsyncIterator[tuple[str, Event]]:
+    """`iter_events` with the channel each event came on (`(channel, event)`), for the
+    consumers that treat a channel's events differently (pongs, events)."""
     horizon = horizon or Horizon()
     async for message in messages:
         result = decode(message.data, channel=message.channel)
@@ -183,4 +192,4 @@ async def iter_events(messages: AsyncIterator[PubSubMessage], metrics: ConsumerM
                         result.type.value, message.channel)
             continue
         metrics.consumed.labels(consumer, result.type.value).inc()
-        yield result
+        yield message.channel, result
