@@ -1,6 +1,6 @@
 """The API's SalonSession adapter without a cluster: the client's failures come out as domain
-errors (`SpecRejected`, `KubeUnavailable`), and the routes' handler turns those into the
-API's error bodies (422 on the body, 503 `kubernetes_unavailable`)."""
+errors (`SpecRejected`, `KubeUnavailable`), and the app turns those (and the Redis reads'
+`RedisUnavailable`) into the API's error bodies (422 on the body, 503)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import json
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
+from fastapi import FastAPI
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from salon_sessions.api.kube import KubeUnavailable, SessionResources, SpecRejected
-from salon_sessions.api.routes.sessions import kube_error, on_kube_error
+from salon_sessions.api import errors
+from salon_sessions.api.kube import KubeError, KubeUnavailable, SessionResources, SpecRejected
+from salon_sessions.api.live import RedisUnavailable, redis_error
+from salon_sessions.api.routes.sessions import kube_error
 
 
 class FakeApi:
@@ -68,12 +72,28 @@ async def test_schema_refusal_is_spec_rejected() -> None:
 
 
 async def test_routes_map_domain_errors_to_the_error_bodies() -> None:
-    rejected = kube_error(SpecRejected("rejected by the SalonSession schema: x"))
-    assert (rejected.status, rejected.code, rejected.field) == (422, "invalid", "body")
-    unavailable = kube_error(KubeUnavailable("the Kubernetes API is unreachable"))
-    assert (unavailable.status, unavailable.code) == (503, "kubernetes_unavailable")
-    response = await on_kube_error(None, KubeUnavailable("the Kubernetes API is unreachable"))  # type: ignore[arg-type]
-    assert response.status_code == 503
-    assert json.loads(bytes(response.body)) == {"error": {
-        "code": "kubernetes_unavailable", "message": "the Kubernetes API is unreachable",
-        "field": None, "fields": []}}
+    app = FastAPI()
+    errors.install(app)
+    errors.translate(app, KubeError, kube_error)
+    errors.translate(app, RedisUnavailable, redis_error)
+    failures: dict[str, Exception] = {
+        "rejected": SpecRejected("rejected by the SalonSession schema: x"),
+        "kube": KubeUnavailable("the Kubernetes API is unreachable"),
+        "redis": RedisUnavailable("Redis is unavailable"),
+    }
+
+    @app.get("/{name}")
+    async def fail(name: str) -> None:
+        raise failures[name]
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        bodies = {name: await http.get(f"/{name}") for name in failures}
+    assert {name: (r.status_code, r.json()["error"]) for name, r in bodies.items()} == {
+        "rejected": (422, {"code": "invalid", "field": "body", "fields": [],
+                           "message": "rejected by the SalonSession schema: x"}),
+        "kube": (503, {"code": "kubernetes_unavailable", "field": None, "fields": [],
+                       "message": "the Kubernetes API is unreachable"}),
+        "redis": (503, {"code": "redis_unavailable", "field": None, "fields": [],
+                        "message": "Redis is unavailable"}),
+    }

@@ -6,11 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 
 from salon_sessions.api import live
 from salon_sessions.api.deps import AdminAuth, Company, CompanyAuth, Ctx, Kube
-from salon_sessions.api.errors import ApiError, error_response, responses
+from salon_sessions.api.errors import ApiError, responses
 from salon_sessions.api.kube import KubeError, SpecRejected
 from salon_sessions.api.models import (
     LogoutView,
@@ -31,16 +30,11 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 def kube_error(exc: KubeError) -> ApiError:
     """What a caller sees of a failed SalonSession call: the schema's refusal is the
-    caller's (422 on the body), anything else the cluster's (503)."""
+    caller's (422 on the body), anything else the cluster's (503). `api.app` has every
+    route answer a `KubeError` with it (`errors.translate`)."""
     if isinstance(exc, SpecRejected):
         return ApiError(422, "invalid", exc.message, field="body")
     return ApiError(503, "kubernetes_unavailable", exc.message)
-
-
-async def on_kube_error(_: Request, exc: Exception) -> JSONResponse:
-    """The app's exception handler for `KubeError` (registered by `api.app`)."""
-    assert isinstance(exc, KubeError)
-    return error_response(kube_error(exc))
 
 
 @router.post("", status_code=201, response_model=SessionView,
