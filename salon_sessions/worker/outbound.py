@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from salon_sessions.core import channels
+from salon_sessions.core.codec import DecodeError, load_json, validate
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.events import SENDING_PAUSED, ErrorData
 from salon_sessions.core.phone import Phone
@@ -306,21 +306,18 @@ class OutboundSender:
         raw = fields.get(b"payload")
         if raw is None:
             raise Rejected("malformed", "the entry has no 'payload' field")
-        if len(raw) > MAX_COMMAND_BYTES:
-            raise Rejected("oversized", f"{len(raw)} bytes, limit {MAX_COMMAND_BYTES}")
         try:
-            obj: Any = json.loads(raw)
-        except ValueError:
-            raise Rejected("malformed", "payload is not JSON") from None
+            obj: Any = load_json(raw, MAX_COMMAND_BYTES, what="payload")
+        except DecodeError as exc:
+            raise Rejected(exc.code, str(exc)) from None
         key = str(obj.get("idempotency_key", ""))[:128] if isinstance(obj, dict) else ""
         if not isinstance(obj, dict) or obj.get("type") != "send_text":
             kind = obj.get("type") if isinstance(obj, dict) else None
             raise Rejected("unknown_type", f"type {str(kind)[:40]!r} is not 'send_text'", key)
         try:
-            cmd = SendText.model_validate(obj)
-        except ValidationError as exc:
-            where = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
-            raise Rejected("invalid", f"invalid fields: {where}", key) from None
+            cmd = validate(SendText, obj)
+        except DecodeError as exc:
+            raise Rejected(exc.code, str(exc), key) from None
         if cmd.company_id != self._company:
             raise Rejected("wrong_company", "the command is for another company", key)
         return cmd
