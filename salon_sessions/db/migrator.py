@@ -13,6 +13,17 @@
   session's own role runs no DDL (`0005_tenancy.sql`): `migrate_or_check` only verifies
   with it that nothing is pending, and a worker waits (`wait_for_migrations`) instead of
   migrating: schema changes belong to the hook, not to every pod start.
+
+Why not a migration library: alembic builds on SQLAlchemy (revision scripts in Python, a
+revision graph, autogenerate from models: none of which a schema of plain SQL files with
+row-level security and `SECURITY DEFINER` functions uses) and has no lock between concurrent
+runners unless its `env.py` adds one; yoyo-migrations applies plain SQL files but through a
+synchronous DB-API driver (psycopg), a second PostgreSQL driver beside asyncpg in every
+image. Neither checks that an applied file was not edited since (our checksum), nor answers
+"may this role migrate, and is anything pending" for a session role (`may_migrate`,
+`pending`, `wait_for_migrations`), which are most of this module. What is left is ~60 lines
+(read files, one transaction each, a version row, an advisory lock): kept by hand; revisit
+if down-migrations or non-transactional statements are ever needed.
 """
 
 from __future__ import annotations

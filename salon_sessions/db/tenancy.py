@@ -49,6 +49,10 @@ def scram_verifier(password: str, *, salt: bytes | None = None,
 
     PostgreSQL SASLpreps passwords; for printable ASCII that is the identity, so other
     passwords are refused rather than hashed differently from what clients send.
+
+    By hand because asyncpg exposes no such function (libpq's `PQencryptPasswordConn`, as
+    psycopg's `encrypt_password`, would bring a second driver for these few lines); the
+    tests log in with the result.
     """
     if not password or not password.isascii() or not password.isprintable():
         raise ValueError("a session role's password must be non-empty printable ASCII")
