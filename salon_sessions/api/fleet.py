@@ -17,7 +17,8 @@ to every admin WebSocket as coalesced changes.
 - It starts on first use (the console or `GET /v1/sessions`), not with the process: an API
   nobody opens the console of watches nothing.
 
-Rows never carry a full phone number: all but its last four digits are masked.
+Rows never carry a full phone number: all but its last four digits are masked
+(`core.phone.mask_phone`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from salon_sessions.api.models import LiveState
 from salon_sessions.core import channels
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
 from salon_sessions.core.events import Event
+from salon_sessions.core.phone import mask_phone
 from salon_sessions.core.resource import ConditionType
 
 log = logging.getLogger(__name__)
@@ -47,17 +49,6 @@ PAGE_SIZE = 500
 WATCH_TIMEOUT_S = 290
 RETRY_S = (1.0, 2.0, 5.0, 10.0)
 PIPELINE_CHUNK = 500
-SHOWN_DIGITS = 4
-
-
-def mask_phone(phone: str | None) -> str | None:
-    """`79686484488` → `•••••••4488`: enough to tell two salons apart, not to call one."""
-    if not phone:
-        return None
-    digits = [c for c in phone if c.isdigit()]
-    if len(digits) <= SHOWN_DIGITS:
-        return "•" * len(digits)
-    return "•" * (len(digits) - SHOWN_DIGITS) + "".join(digits[-SHOWN_DIGITS:])
 
 
 def sort_key(company_id: str) -> tuple[int, str]:

@@ -8,6 +8,7 @@
   `79686484488`; with a default region (`SALON_DEFAULT_REGION`) also that region's national
   formats (`8 916 123-45-67` with `RU`). Without a region only international numbers are
   accepted; the error shows the expected form (`phone_example`).
+- `mask_phone` shows only the last four digits (the admin console's rows).
 - `e164_digits` only checks the stored form's shape: for numbers that were accepted once
   (JIDs, the session store, events, status), never re-judged by a newer metadata version.
 - `parse_jid` splits `user[.agent][:device]@server` and classifies the server:
@@ -104,6 +105,20 @@ def phone_example(region: str | None) -> str:
     if example is None:  # pragma: no cover - every supported region has an example
         return INTERNATIONAL_EXAMPLE
     return phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+SHOWN_DIGITS: Final = 4
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """`79686484488` → `•••••••4488`: enough to tell two salons apart, not to call one
+    (the admin console's rows; the onboarding page groups the number it already has)."""
+    if not phone:
+        return None
+    digits = [c for c in phone if c.isdigit()]
+    if len(digits) <= SHOWN_DIGITS:
+        return "•" * len(digits)
+    return "•" * (len(digits) - SHOWN_DIGITS) + "".join(digits[-SHOWN_DIGITS:])
 
 
 def _parsed(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
