@@ -60,7 +60,7 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
 
     async def rereconcile(session: Session) -> None:
         try:
-            await reconciler.reconcile(session, session_body(session))
+            await reconciler.reconcile(session)
         except RetryLater as exc:  # the next watch event or resync retries
             log.warning("%s", exc)
         except Exception:
@@ -103,7 +103,7 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
         if session is None:
             raise kopf.PermanentError("spec.companyId is not a company id")
         try:
-            await reconciler.reconcile(session, plain(body))
+            await reconciler.reconcile(session)
         except RetryLater as exc:
             raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
 
@@ -114,7 +114,7 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
             return
         session.deleting = True
         try:
-            await reconciler.cleanup(session, plain(body))
+            await reconciler.cleanup(session)
         except RetryLater as exc:
             raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
 
@@ -132,7 +132,7 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
             return
         existing = None if type == "DELETED" else plain(body)
         try:
-            await reconciler.check_statefulset(session, session_body(session), existing)
+            await reconciler.check_statefulset(session, existing)
         except RetryLater as exc:
             log.warning("%s", exc)
 
@@ -149,10 +149,3 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
                     or labels.get(COMPANY_LABEL) != session.company:
                 return
             on_pod(session, body)
-
-
-def session_body(session: Any) -> dict[str, Any]:
-    """A minimal SalonSession body for the StatefulSet builder (from the registry)."""
-    return {"metadata": {"name": session.name, "namespace": session.namespace,
-                         "uid": session.uid, "generation": session.generation},
-            "spec": session.spec}
