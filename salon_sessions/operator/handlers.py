@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from salon_sessions.core.resource import GROUP, PLURAL, VERSION
+from salon_sessions.core.salon_session import SalonSession
 from salon_sessions.core.settings import OperatorSettings
 from salon_sessions.operator.reconciler import Reconciler, RetryLater
 from salon_sessions.operator.registry import Registry, Session
@@ -87,9 +88,8 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
     async def session_event(type: str | None, body: Mapping[str, Any], **_: Any) -> None:
         # async: runs on the loop, like everything else that reads the registry (kopf would
         # run a plain function in a thread)
-        meta = body.get("metadata", {})
         if type == "DELETED":
-            sessions.forget((meta.get("namespace", ""), meta.get("name", "")))
+            sessions.forget(SalonSession.from_body(body).key)
             return
         session = sessions.observe(body)
         if session is not None and on_status is not None and not session.deleting:
