@@ -19,11 +19,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from salon_sessions.core import channels
+from salon_sessions.core import channels, control
 from salon_sessions.core.codec import decode
 from salon_sessions.core.events import PingData, PingEvent
 from salon_sessions.db.migrator import migrate_database
-from salon_sessions.worker import control
 
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
