@@ -42,6 +42,7 @@ from salon_sessions.core.phone import (
     InvalidPhone,
     JidKind,
     LidResolver,
+    parse_device_jid,
     parse_jid,
     parse_phone,
 )
@@ -82,10 +83,10 @@ from salon_sessions.worker.neonize_events import (
 )
 from salon_sessions.worker.neonize_go import (
     MESSAGE_WAIT_S,
+    AttemptPhase,
     GoAttempt,
     GoOps,
     PendingMessage,
-    Phase,
     go_logout,
     go_pair_phone,
     go_send_chat_presence,
@@ -227,7 +228,7 @@ class NeonizeDriver(Driver):
                                  f"(scheme {scheme or 'missing'!r})")
         self._proxy_url = proxy_url or None
         if device_jid is not None:
-            _check_device_jid(device_jid)
+            parse_device_jid(device_jid)
         self._configured_device = device_jid
         base = log or logging.getLogger("salon_sessions.worker.neonize")
         self._log = logging.LoggerAdapter(base, {"company_id": self.company_id})
@@ -331,7 +332,7 @@ class NeonizeDriver(Driver):
             candidates.append(await self._store.linked_device(self.company_id))
         for jid in dict.fromkeys(c for c in candidates if c):
             try:
-                _check_device_jid(jid)
+                parse_device_jid(jid)
             except InvalidJid:
                 self._log.warning("ignoring a stored device JID that is not a user JID")
                 continue
@@ -376,7 +377,7 @@ class NeonizeDriver(Driver):
 
     async def send_text(self, to_jid: str, text: str) -> str:
         attempt = self._attempt
-        if not self._connected or attempt is None or attempt.phase is not Phase.RUNNING:
+        if not self._connected or attempt is None or attempt.phase is not AttemptPhase.RUNNING:
             raise DriverError("not_connected", "the WhatsApp session is not connected")
         try:
             parsed = parse_jid(to_jid)
@@ -400,7 +401,7 @@ class NeonizeDriver(Driver):
         paused, text). Best effort: without an open socket, or on any error, nothing
         happens but a debug line; a Go call slower than `presence_wait_s` is left running."""
         attempt = self._attempt
-        if not self._connected or attempt is None or attempt.phase is not Phase.RUNNING:
+        if not self._connected or attempt is None or attempt.phase is not AttemptPhase.RUNNING:
             self._log.debug("no typing indicator: not connected")
             return
         try:
@@ -439,7 +440,7 @@ class NeonizeDriver(Driver):
         if jid is None and not self._connected:
             self._log.info("logout requested, but no device is linked")
             return
-        if self._connected and attempt is not None and attempt.phase is Phase.RUNNING:
+        if self._connected and attempt is not None and attempt.phase is AttemptPhase.RUNNING:
             async with self._go_call():
                 error = await run_in_daemon("logout", go_logout, attempt.uuid)
             if error:
@@ -935,7 +936,7 @@ class NeonizeDriver(Driver):
         (whatsmeow gives up on a failed reconnect after pairing, and a client can hang)."""
         since = self._unconnected_since
         if (since is None or self._connected or attempt is not self._attempt
-                or attempt.phase is Phase.FINISHED):
+                or attempt.phase is AttemptPhase.FINISHED):
             return
         waited = time.monotonic() - since
         if waited < self._policy.watchdog_s:
@@ -987,12 +988,12 @@ class NeonizeDriver(Driver):
                 await asyncio.wait_for(self._idle.wait(), timeout=p.drain_s)
         attempt.request_stop()
         settled = await asyncio.to_thread(attempt.settled.wait, p.retire_wait_s)
-        if attempt.jid is not None or attempt.phase is Phase.RUNNING:
+        if attempt.jid is not None or attempt.phase is AttemptPhase.RUNNING:
             self._holder = attempt  # it may hold WhatsApp's stream (see `_holder_gone`)
         elif not settled:
             self._log.warning("the WhatsApp client did not stop within %.0f s; it is "
                               "stopped when it gets that far", p.retire_wait_s)
-        elif attempt.phase is Phase.LOGIN:
+        elif attempt.phase is AttemptPhase.LOGIN:
             self._log.debug("login socket closed; its neonize thread stays parked")
         self._retired = [*self._retired[-(RETIRED_KEPT - 1):], attempt]
         await self._terminate_retired()
@@ -1001,7 +1002,7 @@ class NeonizeDriver(Driver):
         """Close the store connections of retired clients that no longer run (a finished
         one's are closed again on its `finished` callback, see `_dispatch`)."""
         names = [a.application_name for a in self._retired
-                 if a.finished.is_set() or a.phase is Phase.LOGIN]
+                 if a.finished.is_set() or a.phase is AttemptPhase.LOGIN]
         if not names:
             return
         try:
@@ -1067,7 +1068,7 @@ class NeonizeDriver(Driver):
         restarted = False
         while True:
             attempt = self._attempt
-            if (attempt is not None and attempt.phase is Phase.LOGIN
+            if (attempt is not None and attempt.phase is AttemptPhase.LOGIN
                     and self._login_ready.is_set() and self._login_opened is not None):
                 left = LOGIN_WINDOW_S - (datetime.now(UTC) - self._login_opened).total_seconds()
                 if left >= min_window or restarted:
@@ -1090,12 +1091,6 @@ def _unqueued(payload: Any) -> None:
     """A callback that will never be handled: release a Go thread waiting on it."""
     if isinstance(payload, PendingMessage):
         payload.settle(False)
-
-
-def _check_device_jid(jid: str) -> None:
-    parsed = parse_jid(jid)
-    if parsed.kind not in (JidKind.USER, JidKind.LID):
-        raise InvalidJid(jid, "a device JID is a user JID")
 
 
 def _secrets_of(*urls: str | None) -> list[str]:

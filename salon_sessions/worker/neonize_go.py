@@ -265,7 +265,10 @@ WHATSAPP_PORT: Final = 443
 """`wss://web.whatsapp.com/ws/chat`, dialled directly when there is no proxy."""
 
 
-class Phase(enum.IntEnum):
+class AttemptPhase(enum.IntEnum):
+    """How far one `GoAttempt` (one `Neonize()` run) got: it decides how the attempt can be
+    stopped (`GoAttempt.request_stop`). Not the session's phase (`core.resource.Phase`)."""
+
     STARTING = 0
     """Opening the store and dialling; only the dial can be cut (`cut_dial`)."""
     LOGIN = 1
@@ -329,7 +332,7 @@ class GoAttempt:
         self._scrub = scrub
         self._ops = ops or GoOps()
         self._lock = threading.Lock()
-        self._phase = Phase.STARTING
+        self._phase = AttemptPhase.STARTING
         self._stop_requested = False
         self._stop_sent = False
         self._disconnect_sent = False
@@ -354,7 +357,7 @@ class GoAttempt:
         """Set when `Neonize()` has returned."""
 
     @property
-    def phase(self) -> Phase:
+    def phase(self) -> AttemptPhase:
         return self._phase
 
     # ---- lifecycle ----------------------------------------------------------------
@@ -415,7 +418,7 @@ class GoAttempt:
             except Exception:
                 self._log.exception("neonize Stop after return failed")
             _RECENT_CALLBACKS.append(self._refs)
-            self._set_phase(Phase.FINISHED)
+            self._set_phase(AttemptPhase.FINISHED)
             self.finished.set()
             self._report_finished(self._timeout_reason() if self._timed_out
                                   else self._scrub(error))
@@ -434,7 +437,7 @@ class GoAttempt:
             self._released.set_result(None)
         self._act(action)
 
-    def _set_phase(self, phase: Phase) -> None:
+    def _set_phase(self, phase: AttemptPhase) -> None:
         with self._lock:
             if phase <= self._phase:
                 return
@@ -445,16 +448,16 @@ class GoAttempt:
     def _pending_locked(self) -> Callable[[str], None] | None:
         if not self._stop_requested:
             return None
-        if self._phase is Phase.FINISHED:
+        if self._phase is AttemptPhase.FINISHED:
             self.settled.set()
             return None
-        if self._phase is Phase.RUNNING and not self._stop_sent:
+        if self._phase is AttemptPhase.RUNNING and not self._stop_sent:
             self._stop_sent = True
             return self._ops.stop
-        if self._phase is Phase.LOGIN and not self._disconnect_sent:
+        if self._phase is AttemptPhase.LOGIN and not self._disconnect_sent:
             self._disconnect_sent = True
             return self._disconnect_and_park
-        if self._phase is Phase.STARTING and not self._cut_sent:
+        if self._phase is AttemptPhase.STARTING and not self._cut_sent:
             self._cut_sent = True
             return self._cut_dial_action
         return None
@@ -486,7 +489,7 @@ class GoAttempt:
         dial without a deadline; cut it, and report the attempt as finished (a failed
         connection) even if Go does not return."""
         with self._lock:
-            if self._phase is not Phase.STARTING or self._stop_requested:
+            if self._phase is not AttemptPhase.STARTING or self._stop_requested:
                 return
             self._timed_out = True
         cut = self.cut_dial()
@@ -509,7 +512,7 @@ class GoAttempt:
     def _disconnect_and_park(self, uuid: str) -> None:
         self._ops.disconnect(uuid)
         with self._lock:
-            if self._phase is Phase.LOGIN:
+            if self._phase is AttemptPhase.LOGIN:
                 _PARKED.add(self)
                 self.settled.set()
 
@@ -553,7 +556,7 @@ class GoAttempt:
             if not data:
                 return
             code = ctypes.string_at(data).decode("utf-8", "replace")
-            self._set_phase(Phase.LOGIN)
+            self._set_phase(AttemptPhase.LOGIN)
             if not self._stop_requested:
                 self._emit("qr", code)
         except Exception:
@@ -574,7 +577,7 @@ class GoAttempt:
                 return
             message = cls.FromString(ctypes.string_at(data, size) if data and size > 0 else b"")
             if code == EV_DEVICE:
-                self._set_phase(Phase.RUNNING)
+                self._set_phase(AttemptPhase.RUNNING)
             elif code == EV_OFFLINE_SYNC_PREVIEW:
                 self._offline_sync = True
             elif code in (EV_OFFLINE_SYNC_COMPLETED, EV_DISCONNECTED):

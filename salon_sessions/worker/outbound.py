@@ -42,7 +42,7 @@ from redis.exceptions import RedisError, ResponseError
 from salon_sessions.core import channels
 from salon_sessions.core.company import CompanyId
 from salon_sessions.core.events import SENDING_PAUSED, ErrorData
-from salon_sessions.core.phone import Phone
+from salon_sessions.core.phone import Phone, user_jid
 from salon_sessions.core.publisher import RETRYABLE
 from salon_sessions.core.redis_client import as_text
 from salon_sessions.worker.driver import NOT_CONNECTED, SEND_RESTRICTIONS, Driver, DriverError
@@ -203,7 +203,7 @@ class OutboundSender:
             return True
         contacts = channels.contacts_key(self._company)
         new_contact = not await self._redis.sismember(contacts, cmd.to)
-        to_jid = f"{cmd.to}@s.whatsapp.net"
+        to_jid = user_jid(cmd.to)
         while True:
             if not await self._wait_for_slot(entry_id, cmd, new_contact, connected):
                 return False

@@ -41,9 +41,9 @@ from salon_sessions.worker.driver import (
 )
 from salon_sessions.worker.neonize_driver import NeonizeDriver, NeonizePolicy
 from salon_sessions.worker.neonize_go import (
+    AttemptPhase,
     GoAttempt,
     GoOps,
-    Phase,
     load_neonize,
 )
 from salon_sessions.worker.neonize_logs import (
@@ -588,7 +588,7 @@ def test_a_login_attempt_is_disconnected_never_stopped() -> None:
     attempt, posted = _attempt(recorder)
     qr = ctypes.create_string_buffer(b"2@qr-payload")
     attempt._on_qr(None, ctypes.addressof(qr))
-    assert attempt.phase is Phase.LOGIN
+    assert attempt.phase is AttemptPhase.LOGIN
     assert posted == [("qr", "2@qr-payload")]
     attempt.request_stop()
     _until(attempt.settled.is_set)
@@ -607,7 +607,7 @@ def test_a_running_attempt_is_stopped() -> None:
                              LID=jid(LID_USER, "lid", 32)).SerializeToString()
     buffer = ctypes.create_string_buffer(device, len(device))
     attempt._on_event(None, ctypes.addressof(buffer), len(device), 0)
-    assert attempt.phase is Phase.RUNNING
+    assert attempt.phase is AttemptPhase.RUNNING
     assert posted[0][0] == "event"
     attempt.request_stop()
     _until(lambda: recorder.names() == ["stop"])
@@ -628,7 +628,7 @@ def test_a_starting_attempt_is_stopped_when_it_gets_far_enough() -> None:
     recorder2 = _Recorder()
     finished, _ = _attempt(recorder2)
     finished.request_stop()
-    finished._set_phase(Phase.FINISHED)  # Neonize() returned (a connect error)
+    finished._set_phase(AttemptPhase.FINISHED)  # Neonize() returned (a connect error)
     assert finished.settled.is_set()
     time.sleep(0.05)
     assert recorder2.names() == []
@@ -850,7 +850,7 @@ async def test_a_stopping_client_lets_a_running_send_finish(
     release.set()
     await sending
     await asyncio.wait_for(retiring, 10)
-    attempt._set_phase(Phase.FINISHED)
+    attempt._set_phase(AttemptPhase.FINISHED)
 
 
 async def test_a_client_that_may_hold_the_stream_must_be_gone_before_the_next(
@@ -864,14 +864,14 @@ async def test_a_client_that_may_hold_the_stream_must_be_gone_before_the_next(
                         jid=DEVICE, proxy_url=None, post=lambda *_: None,
                         log=logging.LoggerAdapter(logging.getLogger("test"), {}),
                         scrub=lambda text: text, ops=recorder.ops())
-    attempt._set_phase(Phase.RUNNING)
+    attempt._set_phase(AttemptPhase.RUNNING)
     driver._attempt = attempt
     await driver._retire(attempt)
     assert recorder.names() == ["stop"]
     refusal = await driver._holder_gone()
     assert refusal is not None
     assert "did not stop" in refusal
-    attempt._set_phase(Phase.FINISHED)  # Neonize() returned after all
+    attempt._set_phase(AttemptPhase.FINISHED)  # Neonize() returned after all
     attempt.finished.set()
     assert await driver._holder_gone() is None
 
