@@ -298,10 +298,25 @@ class PendingMessage:
             self.stored.set_result(stored)
 
 
-AttemptPost = Callable[["GoAttempt", str, Any], None]
-"""Receives `(attempt, kind, payload)` from Go threads; must be thread-safe.
-Kinds: `qr` (str), `login` (str), `event` (protobuf), `message` (`PendingMessage`: the
-receiver must settle it), `marker` (`neonize_logs.LogFact`), `finished` (str)."""
+class GoCallback(enum.StrEnum):
+    """What a Go callback hands the driver (the kind of an `AttemptPost` payload)."""
+
+    QR = "qr"
+    """A (rotated) QR payload of the login socket (str)."""
+    LOGIN = "login"
+    """Another item of the login socket's QR channel: its end or a passkey step (str)."""
+    EVENT = "event"
+    """A neonize event other than a message (a `Neonize_pb2` protobuf)."""
+    MESSAGE = "message"
+    """An inbound message (`PendingMessage`: the receiver must settle it)."""
+    MARKER = "marker"
+    """A fact announced by a whatsmeow log line (`neonize_logs.LogFact`)."""
+    FINISHED = "finished"
+    """`Neonize()` returned, or the attempt gave up dialling (why, str)."""
+
+
+AttemptPost = Callable[["GoAttempt", GoCallback, Any], None]
+"""Receives `(attempt, kind, payload)` from Go threads; must be thread-safe."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,7 +522,7 @@ class GoAttempt:
             if self._finish_reported:
                 return
             self._finish_reported = True
-        self._emit("finished", reason)
+        self._emit(GoCallback.FINISHED, reason)
 
     def _disconnect_and_park(self, uuid: str) -> None:
         self._ops.disconnect(uuid)
@@ -543,7 +558,7 @@ class GoAttempt:
                              daemon=True).start()
 
     # ---- callbacks from Go threads ------------------------------------------------
-    def _emit(self, kind: str, payload: Any) -> bool:
+    def _emit(self, kind: GoCallback, payload: Any) -> bool:
         try:
             self._post(self, kind, payload)
         except Exception:
@@ -558,14 +573,14 @@ class GoAttempt:
             code = ctypes.string_at(data).decode("utf-8", "replace")
             self._set_phase(AttemptPhase.LOGIN)
             if not self._stop_requested:
-                self._emit("qr", code)
+                self._emit(GoCallback.QR, code)
         except Exception:
             self._log.exception("bad QR callback from neonize")
 
     def _on_login(self, _uuid: int | None, data: int | None) -> None:
         try:
             status = ctypes.string_at(data).decode("utf-8", "replace") if data else ""
-            self._emit("login", status)
+            self._emit(GoCallback.LOGIN, status)
         except Exception:
             self._log.exception("bad login callback from neonize")
 
@@ -586,7 +601,7 @@ class GoAttempt:
                 self._wait_stored(PendingMessage(message, self._offline_sync,
                                                  concurrent.futures.Future()))
             else:
-                self._emit("event", message)
+                self._emit(GoCallback.EVENT, message)
         except Exception:
             self._log.exception("bad event callback from neonize (code %s)", code)
 
@@ -595,7 +610,7 @@ class GoAttempt:
         neonize's event channel, see the module docstring) until it is stored, for at most
         `message_wait_s`, or until a stop is requested. Never waits on the event loop
         itself: the loop settles `pending` from its own task."""
-        if not self._emit("message", pending) or self._stop_requested:
+        if not self._emit(GoCallback.MESSAGE, pending) or self._stop_requested:
             return
         waits: list[concurrent.futures.Future[Any]] = [pending.stored, self._released]
         done, _ = concurrent.futures.wait(waits,
@@ -617,7 +632,7 @@ class GoAttempt:
             self._log.log(level, "whatsmeow %s: %s", entry.Name, message)
             fact = parse_log_line(message)
             if fact is not None:
-                self._emit("marker", fact)
+                self._emit(GoCallback.MARKER, fact)
         except Exception:
             self._log.exception("bad log callback from neonize")
 

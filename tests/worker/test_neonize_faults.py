@@ -171,9 +171,9 @@ async def test_a_stalled_proxy_times_out_and_a_client_stuck_connecting_stops_at_
             # stop while the Go client is stuck mid-connect
             await proxy.wait(lambda p: len(p.open_connections()) == 1, timeout=20,
                              what="a stalled connection attempt")
-            assert driver._attempt is not None
-            assert driver._attempt.phase is AttemptPhase.STARTING
-            stuck = driver._attempt
+            assert driver._supervisor.attempt is not None
+            assert driver._supervisor.attempt.phase is AttemptPhase.STARTING
+            stuck = driver._supervisor.attempt
             await driver.disconnect()
             assert stuck.finished.is_set(), "Neonize() returned before disconnect() did"
             assert not attempt_threads()
