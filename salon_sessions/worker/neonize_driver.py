@@ -5,6 +5,7 @@
 
 - `neonize_supervisor.AttemptSupervisor`: one Go client at a time (a `GoAttempt`), its
   retries, halts and watchdog; handlers only ask it for an `Outcome`;
+  `neonize_retire.ClientRetirer`: how a client is stopped safely, and when the next may start;
 - `neonize_inbox.CallbackInbox`: Go callbacks onto the event loop, in order; the driver
   routes each kind (`GoCallback`) to its handler (`_route`);
 - `neonize_link.LinkFlow`: QR codes, pairing codes, passkey steps, the pair status;
@@ -47,6 +48,7 @@ from salon_sessions.worker.neonize_inbox import Callback, CallbackInbox
 from salon_sessions.worker.neonize_link import LinkFlow
 from salon_sessions.worker.neonize_logs import LogFact
 from salon_sessions.worker.neonize_reactions import ConnectionReactions
+from salon_sessions.worker.neonize_retire import ClientRetirer
 from salon_sessions.worker.neonize_sender import NeonizeSender
 from salon_sessions.worker.neonize_state import ClientRun, LoginSocket
 from salon_sessions.worker.neonize_store import NeonizeStore, StoreLidResolver, go_store_dsn
@@ -109,9 +111,10 @@ class NeonizeDriver(Driver):
         self._closed = False
         self._run = ClientRun()
         login = LoginSocket()
+        self._retirer = ClientRetirer(self._ctx, self._store)
         self._inbox = CallbackInbox(self._ctx, note=self._note, route=self._route)
         self._supervisor = AttemptSupervisor(
-            self._ctx, run=self._run, login=login, device=self._device, store=self._store,
+            self._ctx, run=self._run, login=login, device=self._device, retirer=self._retirer,
             go=GoClientSettings(database_url, proxy_url, go_ops), post=self._inbox.post,
             backoff=backoff or Backoff(base=2.0, cap=60.0), max_login_cycles=max_login_cycles,
             lock_held=lock_held or (lambda: True),
@@ -124,7 +127,8 @@ class NeonizeDriver(Driver):
         self._handlers = NeonizeEventHandlers(
             self._ctx, run=self._run, device=self._device, supervisor=self._supervisor,
             reactions=self._reactions, link=self._link, resolver=self._resolver)
-        self._sender = NeonizeSender(self._ctx, run=self._run, supervisor=self._supervisor)
+        self._sender = NeonizeSender(self._ctx, run=self._run, supervisor=self._supervisor,
+                                     retirer=self._retirer)
         self._routes: dict[GoCallback, Callable[[Any], Awaitable[None]]] = {
             GoCallback.QR: self._link.on_qr,
             GoCallback.LOGIN: self._link.on_login_status,
@@ -220,7 +224,7 @@ class NeonizeDriver(Driver):
         await self._supervisor.stop()
         self._closed = True
         await self._inbox.close()
-        await self._supervisor.close()
+        await self._retirer.terminate_retired()
         await self._store.close()
 
     # ------------------------------------------------------------------ handlers

@@ -1,7 +1,7 @@
 """What the `neonize` driver sends on the current client: texts, typing indicators, logout.
 
 Each is a Go call on the client that runs now (`AttemptPhase.RUNNING` and connected), made
-in a daemon thread (`run_in_daemon`) and counted as running (`AttemptSupervisor.go_call`):
+in a daemon thread (`run_in_daemon`) and counted as running (`ClientRetirer.go_call`):
 a send writes Signal sessions into the store, so the client is stopped only after it
 returned. WhatsApp's refusals become `DriverError`s (`neonize_errors`); a typing indicator
 is best effort and never holds up a send. Kept apart from the supervisor and the handlers:
@@ -26,6 +26,7 @@ from salon_sessions.worker.neonize_go import (
     jid_proto,
     run_in_daemon,
 )
+from salon_sessions.worker.neonize_retire import ClientRetirer
 from salon_sessions.worker.neonize_state import ClientRun
 from salon_sessions.worker.neonize_supervisor import AttemptSupervisor
 
@@ -41,11 +42,12 @@ def chat_proto(to_jid: str) -> Any:
 class NeonizeSender:
     """Go calls on the connected client (see the module docstring)."""
 
-    def __init__(self, ctx: DriverContext, *, run: ClientRun,
-                 supervisor: AttemptSupervisor) -> None:
+    def __init__(self, ctx: DriverContext, *, run: ClientRun, supervisor: AttemptSupervisor,
+                 retirer: ClientRetirer) -> None:
         self._ctx = ctx
         self._run = run
         self._supervisor = supervisor
+        self._retirer = retirer
 
     def _running(self) -> GoAttempt | None:
         """The connected, running client, if there is one."""
@@ -65,7 +67,7 @@ class NeonizeSender:
             raise DriverError("invalid_jid", str(exc)) from None
         if not text:
             raise DriverError("empty_text", "refusing to send an empty message")
-        async with self._supervisor.go_call():
+        async with self._retirer.go_call():
             message_id, error = await run_in_daemon("send", go_send_text, attempt.uuid, to,
                                                     text)
         if error:
@@ -88,7 +90,7 @@ class NeonizeSender:
             log.debug("no typing indicator: not a chat JID")
             return
         wait = self._ctx.policy.presence_wait_s
-        async with self._supervisor.go_call():
+        async with self._retirer.go_call():
             call = run_in_daemon("presence", go_send_chat_presence, attempt.uuid, to,
                                  composing)
             try:
@@ -105,7 +107,7 @@ class NeonizeSender:
         attempt = self._running()
         if attempt is None:
             return
-        async with self._supervisor.go_call():
+        async with self._retirer.go_call():
             error = await run_in_daemon("logout", go_logout, attempt.uuid)
         if error:
             self._ctx.log.warning("WhatsApp did not confirm the logout (%s); deleting the "

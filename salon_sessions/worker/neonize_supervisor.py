@@ -3,8 +3,8 @@
 One task runs one Go client at a time (a `GoAttempt`, `neonize_go`). A device found in the
 store (`DeviceRecord.stored_device`) is resumed by its JID; otherwise a new device shows QR
 codes. The handlers never start or stop a client themselves: they ask for an `Outcome`
-(`request`; the first one wins) and the supervisor ends the attempt, retires its client as
-far as its phase allows, waits, and starts the next one:
+(`request`; the first one wins) and the supervisor ends the attempt, retires its client
+(`neonize_retire`), waits, and starts the next one:
 
 - a connect error (the network, a proxy, the store) ends the attempt; it is reported once
   per outage as `Disconnected(will_reconnect=True)` and retried with exponential backoff;
@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
 
 from salon_sessions.core.backoff import Backoff
@@ -38,14 +38,11 @@ from salon_sessions.worker.neonize_go import (
     GoAttempt,
     GoOps,
     load_neonize,
-    parked_count,
 )
+from salon_sessions.worker.neonize_retire import ClientRetirer
 from salon_sessions.worker.neonize_state import ClientRun, LoginSocket
-from salon_sessions.worker.neonize_store import NeonizeStore
 
 LOGGED_OUT_RESTART_DELAY_S: Final = 2.0
-RETIRED_KEPT: Final = 50
-"""Retired clients whose store connections are swept again (each retirement, and close)."""
 WATCHDOG_TICK_S: Final = 5.0
 
 OutcomeKind = Literal["finished", "restart", "halt", "stop"]
@@ -80,7 +77,7 @@ class AttemptSupervisor:
     """Runs the clients of one session, one at a time (see the module docstring)."""
 
     def __init__(self, ctx: DriverContext, *, run: ClientRun, login: LoginSocket,
-                 device: DeviceRecord, store: NeonizeStore, go: GoClientSettings,
+                 device: DeviceRecord, retirer: ClientRetirer, go: GoClientSettings,
                  post: AttemptPost, backoff: Backoff, max_login_cycles: int,
                  lock_held: Callable[[], bool], on_restart: Callable[[str], None],
                  on_fatal: Callable[[str], None],
@@ -91,7 +88,7 @@ class AttemptSupervisor:
         self._run = run
         self._login = login
         self._device = device
-        self._store = store
+        self.retirer = retirer
         self._go = go
         self._post = post
         self._backoff = backoff
@@ -112,16 +109,10 @@ class AttemptSupervisor:
         """The client that describes the session now (None between clients)."""
         self.outcome: asyncio.Future[Outcome] | None = None
         """What ends the current attempt (set by `request`)."""
-        self.retired: list[GoAttempt] = []
-        self._holder: GoAttempt | None = None
-        """The last retired client that may still hold WhatsApp's stream."""
         self.failures = 0
         self._slow_failures = 0
         self.login_cycles = 0
         self.down_reported = False
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     # ------------------------------------------------------------------ control
     @property
@@ -192,25 +183,8 @@ class AttemptSupervisor:
         one's store connections are closed again (they may have been opened late)."""
         if attempt is self.attempt:
             self.request(Outcome("finished", reason))
-        elif attempt in self.retired:
-            with contextlib.suppress(Exception):
-                await self._store.terminate_backends([attempt.application_name])
-
-    @contextlib.asynccontextmanager
-    async def go_call(self) -> AsyncIterator[None]:
-        """A Go call on the current client that must finish before the client stops."""
-        self._inflight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
-
-    async def close(self) -> None:
-        """After `stop`: close the store connections of the retired clients."""
-        await self._terminate_retired()
+        else:
+            await self.retirer.finished(attempt)
 
     # ------------------------------------------------------------------ the loop
     def _spawn(self) -> None:
@@ -231,7 +205,8 @@ class AttemptSupervisor:
                     await self._pause(self._backoff.delay(self.failures, self._rng))
                     continue
                 fresh = False
-                refusal = self._refuse_attempt(jid) or await self.holder_gone()
+                refusal = (self.retirer.refusal(jid)
+                           or await self.retirer.holder_gone())
                 if refusal is not None:
                     await self._halt_fatally(refusal)
                     break
@@ -335,28 +310,6 @@ class AttemptSupervisor:
                                           will_reconnect=True))
         self.restart_client("not_connected")
 
-    def _refuse_attempt(self, jid: str | None) -> str | None:
-        """Why no new client may start in this process, if so."""
-        if jid is None and parked_count() >= self._ctx.policy.max_parked:
-            return (f"{parked_count()} abandoned login clients are parked in this process "
-                    "(neonize cannot free them); it must restart")
-        return None
-
-    async def holder_gone(self) -> str | None:
-        """Two clients with the same credentials replace each other's stream: the next
-        client starts only once the previous one that may hold it has returned from
-        `Neonize()`. Why not, if it does not within `stop_wait_s`."""
-        holder = self._holder
-        if holder is None or holder.finished.is_set():
-            self._holder = None
-            return None
-        wait = self._ctx.policy.stop_wait_s
-        if await asyncio.to_thread(holder.finished.wait, wait):
-            self._holder = None
-            return None
-        return (f"a WhatsApp client did not stop within {wait:.0f} s; starting another "
-                "would replace its stream")
-
     async def _halt_fatally(self, reason: str) -> None:
         self.halted = reason
         self._ctx.log.error("not starting another WhatsApp client: %s", reason)
@@ -364,39 +317,12 @@ class AttemptSupervisor:
         self._on_fatal(reason)
 
     async def retire(self, attempt: GoAttempt) -> None:
-        """Stop an attempt's Go client as far as its phase allows, then free its DB
-        connections: after its running calls finished, and only once Go let go of it."""
+        """The attempt no longer describes the session; its client is stopped
+        (`ClientRetirer.retire`)."""
         self.attempt = None
         self._run.connected = False
         self._login.ready.clear()
-        p = self._ctx.policy
-        if self._inflight:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout=p.drain_s)
-        attempt.request_stop()
-        settled = await asyncio.to_thread(attempt.settled.wait, p.retire_wait_s)
-        if attempt.jid is not None or attempt.phase is AttemptPhase.RUNNING:
-            self._holder = attempt  # it may hold WhatsApp's stream (see `holder_gone`)
-        elif not settled:
-            self._ctx.log.warning("the WhatsApp client did not stop within %.0f s; it is "
-                                  "stopped when it gets that far", p.retire_wait_s)
-        elif attempt.phase is AttemptPhase.LOGIN:
-            self._ctx.log.debug("login socket closed; its neonize thread stays parked")
-        self.retired = [*self.retired[-(RETIRED_KEPT - 1):], attempt]
-        await self._terminate_retired()
-
-    async def _terminate_retired(self) -> None:
-        """Close the store connections of retired clients that no longer run (a finished
-        one's are closed again on its `finished` callback, see `finished`)."""
-        names = [a.application_name for a in self.retired
-                 if a.finished.is_set() or a.phase is AttemptPhase.LOGIN]
-        if not names:
-            return
-        try:
-            await self._store.terminate_backends(names)
-        except Exception as exc:
-            self._ctx.log.warning("could not close finished clients' store connections: %s",
-                                  self._ctx.scrub(str(exc)) or type(exc).__name__)
+        await self.retirer.retire(attempt)
 
     async def report_down(self, reason: str) -> None:
         """WhatsApp is unreachable: reported once per outage."""

@@ -838,7 +838,7 @@ async def test_a_stopping_client_lets_a_running_send_finish(
     release = asyncio.Event()
 
     async def send() -> None:
-        async with driver._supervisor.go_call():
+        async with driver._retirer.go_call():
             await release.wait()
 
     sending = asyncio.create_task(send())
@@ -868,12 +868,12 @@ async def test_a_client_that_may_hold_the_stream_must_be_gone_before_the_next(
     driver._supervisor.attempt = attempt
     await driver._supervisor.retire(attempt)
     assert recorder.names() == ["stop"]
-    refusal = await driver._supervisor.holder_gone()
+    refusal = await driver._retirer.holder_gone()
     assert refusal is not None
     assert "did not stop" in refusal
     attempt._set_phase(AttemptPhase.FINISHED)  # Neonize() returned after all
     attempt.finished.set()
-    assert await driver._supervisor.holder_gone() is None
+    assert await driver._retirer.holder_gone() is None
 
 
 async def test_too_many_parked_login_clients_restart_the_process(database: str) -> None:
