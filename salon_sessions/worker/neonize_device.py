@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 
 from salon_sessions.core.phone import InvalidJid, parse_device_jid
+from salon_sessions.db.whatsmeow_store import NeonizeStore
 from salon_sessions.worker.neonize_context import DriverContext
-from salon_sessions.worker.neonize_store import NeonizeStore
 
 
 class DeviceRecord:

@@ -32,6 +32,7 @@ import asyncpg
 from salon_sessions.core.backoff import Backoff
 from salon_sessions.core.company import canonical_company_id
 from salon_sessions.core.phone import LidResolver
+from salon_sessions.db.whatsmeow_store import NeonizeStore, StoreLidResolver, go_store_dsn
 from salon_sessions.worker.driver import (
     Disconnected,
     Driver,
@@ -51,7 +52,6 @@ from salon_sessions.worker.neonize_reactions import ConnectionReactions
 from salon_sessions.worker.neonize_retire import ClientRetirer
 from salon_sessions.worker.neonize_sender import NeonizeSender
 from salon_sessions.worker.neonize_state import ClientRun, LoginSocket
-from salon_sessions.worker.neonize_store import NeonizeStore, StoreLidResolver, go_store_dsn
 from salon_sessions.worker.neonize_supervisor import (
     LOGGED_OUT_RESTART_DELAY_S,
     AttemptSupervisor,

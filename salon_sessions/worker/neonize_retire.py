@@ -16,9 +16,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
+from salon_sessions.db.whatsmeow_store import NeonizeStore
 from salon_sessions.worker.neonize_context import DriverContext
 from salon_sessions.worker.neonize_go import AttemptPhase, GoAttempt, parked_count
-from salon_sessions.worker.neonize_store import NeonizeStore
 
 RETIRED_KEPT: Final = 50
 """Retired clients whose store connections are swept again (each retirement, and close)."""

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +35,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from salon_sessions.core import channels
+from salon_sessions.core import channels, control
 from salon_sessions.core.codec import decode, encode
 from salon_sessions.core.events import (
     ErrorData,
@@ -56,7 +57,7 @@ from salon_sessions.core.settings import WorkerSettings
 from salon_sessions.core.subscriber import Gap, ResilientSubscriber
 from salon_sessions.db.connections import create_pool
 from salon_sessions.db.migrator import migrate_or_check
-from salon_sessions.worker import control, fence
+from salon_sessions.worker import fence
 from salon_sessions.worker.bridge import InboundWriter
 from salon_sessions.worker.driver import (
     Connected,
@@ -466,16 +467,14 @@ class Worker:
         """Write the session's state hash - only as the proven holder of its lock."""
         if not self.lock.held:
             return
-        fields = self.state.snapshot() | {
-            "pod": self.pod, "driver": self.settings.driver.value,
-            "session": self.settings.session_name, "lock": self.lock_note,
-            "metrics_port": str(self.metrics_port),
-            "seq": str(self.source.next_seq()),
-            "heartbeat_at": datetime.now(UTC).isoformat(),
-        }
         hook = getattr(self, "hook", None)
-        if hook is not None:
-            fields["post_connect_hook"] = hook.status
+        state = replace(
+            self.state.state_hash(), pod=self.pod, driver=self.settings.driver.value,
+            session=self.settings.session_name, lock=self.lock_note,
+            metrics_port=self.metrics_port, seq=self.source.next_seq(),
+            heartbeat_at=datetime.now(UTC),
+            post_connect_hook=None if hook is None else hook.status)
+        fields = state.to_fields()
         await self._write_hash(channels.session_state_key(self.company), fields)
 
     async def _write_standby(self) -> None:
