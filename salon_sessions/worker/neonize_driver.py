@@ -127,7 +127,7 @@ class NeonizeDriver(Driver):
         self._handlers = NeonizeEventHandlers(
             self._ctx, run=self._run, device=self._device, supervisor=self._supervisor,
             reactions=self._reactions, link=self._link, resolver=self._resolver)
-        self._sender = NeonizeSender(self._ctx, run=self._run, supervisor=self._supervisor,
+        self._sender = NeonizeSender(self._ctx, supervisor=self._supervisor,
                                      retirer=self._retirer)
         self._routes: dict[GoCallback, Callable[[Any], Awaitable[None]]] = {
             GoCallback.QR: self._link.on_qr,

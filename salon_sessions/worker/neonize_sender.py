@@ -18,8 +18,6 @@ from salon_sessions.worker.driver import DriverError
 from salon_sessions.worker.neonize_context import DriverContext
 from salon_sessions.worker.neonize_errors import send_error
 from salon_sessions.worker.neonize_go import (
-    AttemptPhase,
-    GoAttempt,
     go_logout,
     go_send_chat_presence,
     go_send_text,
@@ -27,7 +25,6 @@ from salon_sessions.worker.neonize_go import (
     run_in_daemon,
 )
 from salon_sessions.worker.neonize_retire import ClientRetirer
-from salon_sessions.worker.neonize_state import ClientRun
 from salon_sessions.worker.neonize_supervisor import AttemptSupervisor
 
 
@@ -42,23 +39,14 @@ def chat_proto(to_jid: str) -> Any:
 class NeonizeSender:
     """Go calls on the connected client (see the module docstring)."""
 
-    def __init__(self, ctx: DriverContext, *, run: ClientRun, supervisor: AttemptSupervisor,
+    def __init__(self, ctx: DriverContext, *, supervisor: AttemptSupervisor,
                  retirer: ClientRetirer) -> None:
         self._ctx = ctx
-        self._run = run
         self._supervisor = supervisor
         self._retirer = retirer
 
-    def _running(self) -> GoAttempt | None:
-        """The connected, running client, if there is one."""
-        attempt = self._supervisor.attempt
-        if (not self._run.connected or attempt is None
-                or attempt.phase is not AttemptPhase.RUNNING):
-            return None
-        return attempt
-
     async def send_text(self, to_jid: str, text: str) -> str:
-        attempt = self._running()
+        attempt = self._supervisor.running_client()
         if attempt is None:
             raise DriverError("not_connected", "the WhatsApp session is not connected")
         try:
@@ -80,7 +68,7 @@ class NeonizeSender:
         paused, text). Best effort: without an open socket, or on any error, nothing
         happens but a debug line; a Go call slower than `presence_wait_s` is left running."""
         log = self._ctx.log
-        attempt = self._running()
+        attempt = self._supervisor.running_client()
         if attempt is None:
             log.debug("no typing indicator: not connected")
             return
@@ -104,7 +92,7 @@ class NeonizeSender:
     async def logout(self) -> None:
         """Unlink the device on WhatsApp's side, when a client is connected; a failure is
         logged (the caller deletes the local credentials anyway)."""
-        attempt = self._running()
+        attempt = self._supervisor.running_client()
         if attempt is None:
             return
         async with self._retirer.go_call():

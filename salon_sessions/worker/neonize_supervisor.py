@@ -156,6 +156,14 @@ class AttemptSupervisor:
         except Exception:
             self._ctx.log.exception("the neonize supervisor failed")
 
+    def running_client(self) -> GoAttempt | None:
+        """The current client if it runs and is connected (what a Go call needs)."""
+        attempt = self.attempt
+        if (not self._run.connected or attempt is None
+                or attempt.phase is not AttemptPhase.RUNNING):
+            return None
+        return attempt
+
     def request(self, outcome: Outcome) -> None:
         """Ask the supervisor to end the current attempt (first request wins)."""
         future = self.outcome
