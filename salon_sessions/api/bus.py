@@ -77,12 +77,12 @@ class Bus:
 
     async def run(self) -> None:
         clock = time.perf_counter
-        async for channel, event in iter_decoded(self._without_selftests(),
+        async for message, event in iter_decoded(self._without_selftests(),
                                                  self._metrics.consumer, CONSUMER,
                                                  self._horizon):
             if isinstance(event, PongEvent):
                 self.pongs.resolve(event.data.correlation_id, (event, clock()))
-            elif channel.startswith(channels.EVENTS_PREFIX):
+            elif message.channel.startswith(channels.EVENTS_PREFIX):
                 try:
                     self._on_event(event)
                 except Exception:  # a bug in routing must not end the subscription

@@ -1,4 +1,4 @@
-"""`iter_decoded` without Redis: each event with the channel it came on; what the decoder
+"""`iter_decoded` without Redis: each event with the message it came in; what the decoder
 refuses (an event on another company's channel included) and what lies beyond the horizon
 is counted and dropped, as `iter_events` (which wraps it) does."""
 
@@ -41,7 +41,7 @@ async def test_events_come_with_their_channel_and_the_rest_is_counted() -> None:
         PubSubMessage(events_channel("company_7"), b"{garbage"),
         PubSubMessage(events_channel("company_7"), encode(ahead)),
     ]
-    got = [(channel, event.id) async for channel, event in
+    got = [(message.channel, event.id) async for message, event in
            iter_decoded(_messages(*messages), metrics, "test")]
     assert got == [(events_channel("company_7"), on_events.id),
                    (health_pong_channel("company_7"), on_pongs.id)]
