@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 
 from salon_sessions.core import channels
 from salon_sessions.core.company import canonical_company_id
+from salon_sessions.core.redis_client import as_text
 
 SESSION_USER_PREFIX: Final = "salon-session."
 OPERATOR_USER: Final = "salon-operator"
@@ -162,5 +163,5 @@ async def users(admin: Redis, prefix: str = SESSION_USER_PREFIX) -> set[str]:
     """The names of the users that start with `prefix` (ACL USERS: names only, never the
     password hashes that ACL LIST would return)."""
     names = await admin.acl_users()
-    decoded = (n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    decoded = (as_text(n) for n in names)
     return {n for n in decoded if n.startswith(prefix)}

@@ -27,6 +27,7 @@ from salon_sessions.core.codec import Rejection, decode
 from salon_sessions.core.events import Event, event_ahead
 from salon_sessions.core.metrics import ConsumerMetrics, SubscriberMetrics
 from salon_sessions.core.publisher import RETRYABLE
+from salon_sessions.core.redis_client import as_text
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +148,10 @@ def _parse(raw: dict[str, Any] | None) -> PubSubMessage | None:
     data = raw["data"]
     pattern = raw.get("pattern")
     return PubSubMessage(
-        channel=_text(raw["channel"]),
+        channel=as_text(raw["channel"]),
         data=data if isinstance(data, bytes) else str(data).encode(),
-        pattern=None if pattern is None else _text(pattern),
+        pattern=None if pattern is None else as_text(pattern),
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _close_quietly(pubsub: PubSub) -> None:

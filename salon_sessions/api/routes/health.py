@@ -22,6 +22,7 @@ from salon_sessions.core import channels, redis_persistence
 from salon_sessions.core.codec import encode
 from salon_sessions.core.company import canonical_company_id, resource_name
 from salon_sessions.core.events import PingData, PingEvent, SeqCounter, correlation_id
+from salon_sessions.core.redis_client import as_text
 
 router = APIRouter(tags=["health"])
 _seq = SeqCounter()
@@ -45,7 +46,7 @@ async def _any_worker(ctx: Context) -> str:
     try:
         seen = 0
         async for key in ctx.redis.scan_iter(match=channels.SESSION_STATE_PATTERN, count=200):
-            company = (key.decode() if isinstance(key, bytes) else str(key)).rsplit(":", 1)[1]
+            company = as_text(key).rsplit(":", 1)[1]
             counts = await ctx.redis.pubsub_numsub(channels.health_ping_channel(company))
             if counts and int(counts[0][1]) > 0:
                 return company
