@@ -21,11 +21,14 @@ __all__ = ["VENV_BIN", "Api", "cpu_seconds", "local_stack", "pct", "rss_mib", "s
 def local_stack(state_dir: str | None) -> Iterator[stack.StackInfo]:
     """A running stack (--state-dir), or PostgreSQL + Redis started here and stopped after."""
     if state_dir:
-        yield stack.StackInfo.load(Path(state_dir))
+        info = stack.StackInfo.load(Path(state_dir))
+        stack.migrate(info)  # as the Helm hook: the workers wait for it
+        yield info
         return
     path = Path(f"/tmp/salon-bench-{os.getpid()}")
     info = stack.start(path, components=("postgres", "redis"))
     try:
+        stack.migrate(info)
         yield info
     finally:
         stack.stop(path)

@@ -268,6 +268,7 @@ def main() -> None:
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average "
           f"{Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
     try:
+        stack.migrate(info)  # as the Helm hook: the workers wait for it
         asyncio.run(run(args, info, state_dir))
     finally:
         stack.stop(state_dir)

@@ -62,6 +62,7 @@ async def run(n: int, check_s: float, seconds: float) -> None:
     logs.mkdir()
     procs: list[subprocess.Popen[bytes]] = []
     try:
+        stack.migrate(info)  # as the Helm hook: the workers wait for it
         for i in range(n):
             company = f"company_{700000 + i}"
             tmp = logs / f"{i}.tmp"

@@ -177,6 +177,7 @@ def main() -> None:
             else stack.StackInfo.load(state_dir))
     rows = []
     try:
+        stack.migrate(info)  # as the Helm hook: the workers wait for it
         for n in args.workers:
             r = asyncio.run(run_one(n, info, args.seconds, state_dir))
             rows.append(r)

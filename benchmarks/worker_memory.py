@@ -206,6 +206,7 @@ def main() -> None:
     info = stack.start(state_dir, components=["postgres", "redis"])
     results: dict[str, list[dict[str, Any]]] = {}
     try:
+        stack.migrate(info)  # as the Helm hook: the workers wait for it
         for run in range(args.runs):
             for i, driver in enumerate(args.drivers):
                 company = f"company_{920_000_000 + run * 100 + i}"

@@ -186,6 +186,16 @@ def start_postgres_again(info: StackInfo) -> None:
     _run_postgres(Path(info.state_dir), port)
 
 
+def migrate(info: StackInfo) -> None:
+    """`salon-sessions migrate up` on the stack's database with its administrator's URL, as
+    the Helm hook runs it before any worker starts (a worker waits for pending migrations,
+    it does not apply them; the operator applies them before it creates a session role).
+    For whatever starts workers itself (the benchmarks)."""
+    subprocess.run([str(Path(sys.executable).parent / "salon-sessions"), "migrate", "up"],
+                   env={**os.environ, "SALON_DATABASE_URL": info.postgres_dsn},
+                   check=True, capture_output=True)
+
+
 # --------------------------------------------------------------------------- redis
 
 REDIS_DATA = "redis"

@@ -11,16 +11,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from salon_sessions.api.errors import ApiError
 from salon_sessions.api.models import LiveState
-from salon_sessions.core import channels
-from salon_sessions.core.bounds import Horizon, state_out_of_bounds
-from salon_sessions.worker import control
+from salon_sessions.core import channels, control
+from salon_sessions.core.bounds import Horizon
+from salon_sessions.core.redis_client import as_text
+from salon_sessions.core.state_hash import StateHashRefused, parse_state_hash
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,10 +33,6 @@ _CONTROL_STATUS = {
     "link_expired": (409, None),
     "invalid": (422, None),
 }
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def redis_unavailable(exc: BaseException) -> ApiError:
@@ -67,28 +63,25 @@ async def read_state(redis: Redis, company_id: str,
 
 def parse_state(raw: dict[Any, Any], company_id: str,
                 horizon: Horizon | None = None) -> LiveState | None:
-    """A state hash as HGETALL returns it; None when empty, out of bounds or unreadable."""
-    if not raw:
-        return None
-    fields = {_text(k): _text(v) for k, v in raw.items()}
-    if (why := state_out_of_bounds(fields, horizon or Horizon())) is not None:
-        log.warning("session state hash refused: %s", "seq out of range" if why == "seq"
-                    else "numbered or dated beyond the horizon",
-                    extra={"company_id": company_id})
-        return None
-    values: dict[str, Any] = {k: (v or None) for k, v in fields.items()}
-    for flag in ("linked", "connected", "pairing_code_pending"):
-        values[flag] = fields.get(flag) == "true"
+    """A state hash as HGETALL returns it; None when empty, out of bounds or unreadable
+    (`core.state_hash`: the page shows the whole state or nothing)."""
     try:
-        return LiveState.model_validate(values)
-    except ValidationError:
+        state = parse_state_hash(raw, horizon or Horizon())
+    except StateHashRefused as exc:
+        log.warning("session state hash refused: %s", exc, extra={"company_id": company_id})
+        return None
+    if state is None:
+        return None
+    if state.unreadable:
         log.warning("unreadable session state hash", extra={"company_id": company_id})
         return None
+    return LiveState.model_validate({name: getattr(state, name)
+                                     for name in LiveState.model_fields})
 
 
 async def read_qr(redis: Redis, company_id: str) -> str | None:
     raw = await _read(lambda: redis.get(channels.latest_qr_key(company_id)))
-    return None if raw is None else _text(raw)
+    return None if raw is None else as_text(raw)
 
 
 async def qr_available(redis: Redis, company_id: str) -> bool:

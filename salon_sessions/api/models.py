@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -11,8 +10,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
-    field_validator,
 )
 
 from salon_sessions.api.errors import ApiError
@@ -21,10 +18,9 @@ from salon_sessions.core.display_name import DisplayName
 from salon_sessions.core.events import LinkMethod, PasskeyStage
 from salon_sessions.core.phone import MAX_INPUT_CHARS, PHONE_PATTERN, InvalidPhone, parse_phone
 from salon_sessions.core.resource import DriverName, Phase
+from salon_sessions.core.state_hash import PASSKEY_CODE_PATTERN, REASON_PATTERN
 
 COMPANY_EXAMPLE = "company_962302"
-REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-PASSKEY_CODE_PATTERN = r"^[A-Z0-9]{4}-[A-Z0-9]{4}$"
 PHONE_INPUT = Annotated[str, Field(
     min_length=1, max_length=MAX_INPUT_CHARS,
     description="the salon's phone number as typed: with its country code (`+7 968 "
@@ -97,7 +93,8 @@ class ResourceStatus(BaseModel):
 
 
 class LiveState(BaseModel):
-    """The worker's own view, from its Redis state hash (refreshed by a heartbeat)."""
+    """The worker's own view, from its Redis state hash (refreshed by a heartbeat): read by
+    `core.state_hash`, which already dropped a reason, code or number of the wrong shape."""
 
     phase: Phase | None = None
     linked: bool = False
@@ -133,24 +130,6 @@ class LiveState(BaseModel):
     seq: int | None = Field(default=None, ge=0, description=(
         "the worker's sequence number when it wrote this state: events with a `seq` up to "
         "this one are already reflected in it"))
-
-    @field_validator("reason", mode="before")
-    @classmethod
-    def _only_a_name(cls, value: object) -> object:
-        """A reason that is not a name is dropped, not the whole state: the page still
-        shows whether the session is connected (it never shows free text from the hash)."""
-        if isinstance(value, str) and not re.match(REASON_PATTERN, value):
-            return None
-        return value
-
-    @field_validator("passkey_code", "pairing_code_phone", mode="before")
-    @classmethod
-    def _only_a_code(cls, value: object, info: ValidationInfo) -> object:
-        """Likewise: a malformed code or number is dropped, never shown."""
-        pattern = PASSKEY_CODE_PATTERN if info.field_name == "passkey_code" else PHONE_PATTERN
-        if isinstance(value, str) and not re.match(pattern, value):
-            return None
-        return value
 
 
 class SessionView(BaseModel):

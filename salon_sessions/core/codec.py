@@ -1,4 +1,6 @@
-"""Encode events to bytes and decode bytes to events, with a size limit.
+"""Encode events to bytes and decode bytes to events, with a size limit; and the one
+"parse JSON, validate, summarise without values" pipeline every wire input goes through
+(`load_json` + `validate`: control requests, send commands, simulator actions, events).
 
 `decode` never raises on bad input: it returns a `Rejection` whose `reason` consumers count
 (`events_dropped_total{reason}`) before dropping the message; given the channel a message
@@ -12,9 +14,9 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from salon_sessions.core.channels import channel_company
@@ -39,6 +41,44 @@ class Rejection:
     reason: RejectReason
     detail: str
     size: int
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class DecodeError(ValueError):
+    """Bad wire input. `code` is machine-readable (`oversized`, `malformed`, `invalid`);
+    the message names sizes and fields, never values (the input may carry anything)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        super().__init__(detail)
+
+
+def load_json(raw: bytes | str, max_bytes: int, *, what: str = "") -> Any:
+    """Bytes (or text) to a JSON value within `max_bytes`; raises `DecodeError`
+    (`what` names the input in the message: `"payload is not JSON"`)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if len(data) > max_bytes:
+        raise DecodeError("oversized", f"{len(data)} bytes, limit {max_bytes}")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise DecodeError("malformed", f"{what} is not JSON" if what else "not JSON") from None
+
+
+def validate(model: type[M], obj: Any) -> M:
+    """`obj` as a `model`; raises `DecodeError("invalid", "invalid fields: a, b.c")`
+    naming at most five fields."""
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise DecodeError("invalid", f"invalid fields: {fields_at_fault(exc)}") from None
+
+
+def fields_at_fault(exc: ValidationError) -> str:
+    return ", ".join(".".join(str(p) for p in e["loc"]) or "<root>"
+                     for e in exc.errors(include_input=False, include_url=False)[:5])
 
 
 class EventTooLarge(ValueError):
@@ -69,14 +109,11 @@ def decode(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES,
 
 
 def _decode(raw: bytes | str, max_bytes: int) -> Event | Rejection:
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    size = len(data)
-    if size > max_bytes:
-        return Rejection(RejectReason.OVERSIZED, f"{size} bytes, limit {max_bytes}", size)
+    size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
     try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        return Rejection(RejectReason.MALFORMED, f"not JSON: {type(exc).__name__}", size)
+        obj = load_json(raw, max_bytes)
+    except DecodeError as exc:
+        return Rejection(RejectReason(exc.code), str(exc), size)
     if not isinstance(obj, dict):
         return Rejection(RejectReason.MALFORMED, f"not a JSON object: {type(obj).__name__}",
                          size)

@@ -36,9 +36,10 @@ def connect_redis(url: SecretUrl | str, *, socket_timeout_s: float = 5.0,
     return Redis.from_pool(pool)
 
 
-def as_text(value: bytes | str) -> str:
-    """A Redis reply (bytes: clients are built without `decode_responses`) as text."""
-    return value.decode() if isinstance(value, bytes) else value
+def as_text(value: bytes | str, errors: str = "strict") -> str:
+    """A Redis reply (bytes: clients are built without `decode_responses`) as text;
+    `errors="replace"` for what anybody with write access could have stored."""
+    return value.decode(errors=errors) if isinstance(value, bytes) else value
 
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, TimeoutError, OSError)

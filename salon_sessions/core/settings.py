@@ -326,6 +326,11 @@ class WorkerSettings(_Database, _Redis, _PhoneRegion):
         default=30.0, gt=0, le=3600,
         description="exit (the pod restarts) after this long without proving or re-acquiring "
                     "a held lock; more than 3 x lock_check_s")
+    migration_wait_s: float = Field(
+        default=300.0, ge=0, le=3600,
+        description="a starting worker waits this long for pending schema migrations (the "
+                    "Helm hook or `salon-sessions migrate up` applies them), then exits; 0: "
+                    "check once")
     proxy_url: SecretUrl | None = Field(default=None,
                                         description="SOCKS5/HTTP proxy (from the spec's Secret)")
     post_connect_url: SecretUrl | None = Field(

@@ -10,10 +10,9 @@ In one transaction:
   salt, event and retry buffers); the ones that do not (`whatsmeow_privacy_tokens`) are
   cleared explicitly by their `our_jid` column.
   the session's own `whatsmeow_lid_map` (its role's schema) goes with the role (db.tenancy).
-- the simulator's store (`simulator_device`, `simulator_lid_map`);
-- the project's rows: `salon_sessions` and `salon_post_connect_hooks` of the company are
-  deleted, and `deleted` is appended to `salon_link_history` (which is append-only and
-  keeps the earlier history).
+- the company's rows of every table `db.company_tables` marks `DELETED` (the simulator's
+  store, `salon_post_connect_hooks`, `salon_sessions`), and `deleted` is appended to
+  `salon_link_history` (which is append-only and keeps the earlier history).
 
 Tables that do not exist (a database the neonize driver never used) are skipped. The
 session's advisory lock is taken first (`pg_try_advisory_xact_lock`): while a worker still
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from salon_sessions.core.company import canonical_company_id
+from salon_sessions.db.company_tables import DELETED_WITH_SESSION
 from salon_sessions.db.locks import session_lock_key, try_xact_lock
 
 
@@ -83,19 +83,16 @@ async def delete_session_credentials(conn: asyncpg.Connection, company_id: str, 
         if await _exists(conn, "simulator_device"):
             jids.update(str(r["jid"]) for r in await conn.fetch(
                 "SELECT jid FROM simulator_device WHERE company_id = $1", company))
-            report.simulator_devices = await _count(
-                conn, "DELETE FROM simulator_device WHERE company_id = $1", company)
-        if await _exists(conn, "simulator_lid_map"):
-            await conn.execute("DELETE FROM simulator_lid_map WHERE company_id = $1", company)
         report.device_jids = sorted(jids)
         if jids:
             report.whatsmeow_devices = await _delete_whatsmeow(conn, sorted(jids))
-        if await _exists(conn, "salon_post_connect_hooks"):
-            await conn.execute("DELETE FROM salon_post_connect_hooks WHERE company_id = $1",
-                               company)
-        if await _exists(conn, "salon_sessions"):
-            report.project_rows = await _count(
-                conn, "DELETE FROM salon_sessions WHERE company_id = $1", company)
+        deleted: dict[str, int] = {}
+        for table in DELETED_WITH_SESSION:
+            if await _exists(conn, table):
+                deleted[table] = await _count(
+                    conn, f"DELETE FROM {table} WHERE company_id = $1", company)
+        report.simulator_devices = deleted.get("simulator_device", 0)
+        report.project_rows = deleted.get("salon_sessions", 0)
         if await _exists(conn, "salon_link_history"):
             await conn.execute(
                 "INSERT INTO salon_link_history (company_id, action, device_jid, phone, actor,"

@@ -9,13 +9,26 @@
 - Statements that cannot run in a transaction (`CREATE INDEX CONCURRENTLY`) are not
   supported.
 - Migrations are applied by the role that owns the schema (the administrator's URL: the
-  Helm hook, `salon-sessions migrate up`, a worker started with that URL). A session's own
-  role runs no DDL (`0005_tenancy.sql`): `migrate_or_check` only verifies with it that
-  nothing is pending.
+  Helm hook, `salon-sessions migrate up`, the operator before it creates a session role). A
+  session's own role runs no DDL (`0005_tenancy.sql`): `migrate_or_check` only verifies
+  with it that nothing is pending, and a worker waits (`wait_for_migrations`) instead of
+  migrating: schema changes belong to the hook, not to every pod start.
+
+Why not a migration library: alembic builds on SQLAlchemy (revision scripts in Python, a
+revision graph, autogenerate from models: none of which a schema of plain SQL files with
+row-level security and `SECURITY DEFINER` functions uses) and has no lock between concurrent
+runners unless its `env.py` adds one; yoyo-migrations applies plain SQL files but through a
+synchronous DB-API driver (psycopg), a second PostgreSQL driver beside asyncpg in every
+image. Neither checks that an applied file was not edited since (our checksum), nor answers
+"may this role migrate, and is anything pending" for a session role (`may_migrate`,
+`pending`, `wait_for_migrations`), which are most of this module. What is left is ~60 lines
+(read files, one transaction each, a version row, an advisory lock): kept by hand; revisit
+if down-migrations or non-transactional statements are ever needed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -201,3 +214,34 @@ async def migrate_database(dsn: str) -> MigrationReport:
         return await migrate(conn)
     finally:
         await conn.close()
+
+
+async def wait_for_migrations(dsn: str, application_name: str, *, timeout_s: float,
+                              poll_s: float = 2.0) -> MigrationReport:
+    """Wait until no migration is pending, checking every `poll_s`; raise `MigrationError`
+    naming the pending ones once `timeout_s` has passed (0: check once).
+
+    For a process that must not change the schema (a session worker): the Helm hook, the
+    operator or `salon-sessions migrate up` applies the migrations, maybe while this one
+    starts. Each check opens one connection named `application_name` and closes it before
+    waiting, so that the waiting holds no connection (a worker's bound, issue 16, is its
+    lock connection and one pool connection). Connection errors propagate, as from any
+    other first connection of the process."""
+    migrations = load_migrations()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        conn = await connect(dsn, application_name)
+        try:
+            todo = await pending(conn, migrations)
+        finally:
+            await conn.close()
+        if not todo:
+            return MigrationReport(already=[m.label for m in migrations])
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MigrationError(
+                f"migrations {[m.label for m in todo]} are still pending after waiting "
+                f"{timeout_s:g} s; run `salon-sessions migrate up` with the administrator's "
+                "URL (the Helm hook does on install and upgrade)")
+        log.info("waiting for pending migrations %s", [m.label for m in todo])
+        await asyncio.sleep(min(poll_s, left))

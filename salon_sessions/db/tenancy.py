@@ -49,6 +49,10 @@ def scram_verifier(password: str, *, salt: bytes | None = None,
 
     PostgreSQL SASLpreps passwords; for printable ASCII that is the identity, so other
     passwords are refused rather than hashed differently from what clients send.
+
+    By hand because asyncpg exposes no such function (libpq's `PQencryptPasswordConn`, as
+    psycopg's `encrypt_password`, would bring a second driver for these few lines); the
+    tests log in with the result.
     """
     if not password or not password.isascii() or not password.isprintable():
         raise ValueError("a session role's password must be non-empty printable ASCII")
@@ -154,3 +158,11 @@ async def advisory_locks_restricted(conn: asyncpg.Connection) -> bool:
         "SELECT EXISTS (SELECT 1 FROM pg_proc p, aclexplode(coalesce(p.proacl, "
         "acldefault('f', p.proowner))) a WHERE p.oid = 'pg_advisory_lock(bigint)'::"
         "regprocedure AND a.grantee = 0 AND a.privilege_type = 'EXECUTE')"))
+
+
+async def read_refusals(conn: asyncpg.Connection) -> int:
+    """The database's count of refusals of session roles (0 before the first one): the
+    sequence `salon_tenancy_refusals` (`0007_tenancy_refusals.sql`; a rolled-back
+    statement cannot count in a table, a sequence survives the rollback)."""
+    row = await conn.fetchrow("SELECT last_value, is_called FROM salon_tenancy_refusals")
+    return int(row["last_value"]) if row is not None and row["is_called"] else 0

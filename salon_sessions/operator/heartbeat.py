@@ -34,8 +34,9 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from salon_sessions.core.bounds import Horizon, parse_time, state_out_of_bounds
+from salon_sessions.core.bounds import Horizon
 from salon_sessions.core.channels import session_state_key
+from salon_sessions.core.state_hash import StateHash, StateHashRefused, parse_state_hash
 from salon_sessions.core.subscriber import Gap
 from salon_sessions.operator.metrics import OperatorMetrics
 from salon_sessions.operator.registry import Key, Registry, Session
@@ -127,22 +128,19 @@ class HeartbeatReconciler:
     def _apply(self, session: Session, raw: dict[bytes, bytes], pttl_ms: int, now: float,
                wall: datetime) -> None:
         model = session.model
-        if raw:
-            fields = {k.decode(errors="replace"): v.decode(errors="replace")
-                      for k, v in raw.items()}
-            if fields.get("session", session.name) != session.name:
-                fields = {}  # another session's hash (a forged or stale key): not ours
-            elif (reason := state_out_of_bounds(fields, self._horizon, wall)) is not None:
-                self._metrics.heartbeats_rejected.labels(reason).inc()
-                log.warning("state hash of %s/%s refused: %s", session.namespace,
-                            session.name, "seq out of range" if reason == "seq"
-                            else "numbered or dated beyond the horizon",
-                            extra={"company_id": session.company})
-                fields = {}
-            if fields and self._fresh(session.key, fields, pttl_ms, now, wall):
-                model.apply_heartbeat(fields, wall)
-                self._writer.mark(session)
-                return
+        try:
+            state = parse_state_hash(raw, self._horizon, wall)
+        except StateHashRefused as exc:
+            self._metrics.heartbeats_rejected.labels(exc.why).inc()
+            log.warning("state hash of %s/%s refused: %s", session.namespace, session.name,
+                        exc, extra={"company_id": session.company})
+            state = None
+        if state is not None and state.session not in (None, session.name):
+            state = None  # another session's hash (a forged or stale key): not ours
+        if state is not None and self._fresh(session.key, state, pttl_ms, now, wall):
+            model.apply_heartbeat(state, wall)
+            self._writer.mark(session)
+            return
         deadline = self._deadline.setdefault(session.key, now + self._ttl)
         if now >= deadline and not model.heartbeat_lost:
             log.info("heartbeat of %s/%s expired", session.namespace, session.name,
@@ -152,11 +150,11 @@ class HeartbeatReconciler:
                                  f"stuck, gone or cut off from Redis", wall)
             self._writer.mark(session)
 
-    def _fresh(self, key: Key, fields: dict[str, str], pttl_ms: int, now: float,
+    def _fresh(self, key: Key, state: StateHash, pttl_ms: int, now: float,
                wall: datetime) -> bool:
         """Renew the session's deadline from the hash; False when its heartbeat is older
         than the TTL (then it vouches for nothing)."""
-        beat = parse_time(fields.get("heartbeat_at")) or parse_time(fields.get("updated_at"))
+        beat = state.heartbeat_at or state.updated_at
         age = max(0.0, (wall - beat).total_seconds()) if beat is not None else 0.0
         deadline = now + self._ttl - age
         if pttl_ms > 0:  # Redis removes the hash then, whatever the worker's clock says

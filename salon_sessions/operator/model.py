@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from salon_sessions.core.bounds import Horizon, parse_seq, parse_time
+from salon_sessions.core.bounds import Horizon, parse_time
 from salon_sessions.core.events import (
     SENDING_PAUSED,
     ConnectedEvent,
@@ -45,6 +45,7 @@ from salon_sessions.core.events import (
 )
 from salon_sessions.core.phone import PHONE_PATTERN
 from salon_sessions.core.resource import ConditionType, Phase
+from salon_sessions.core.state_hash import StateHash
 from salon_sessions.core.whatsapp_reasons import (
     LogoutReason,
     condition_reason,
@@ -330,31 +331,27 @@ class SessionModel:
         self.reason = reason
         self.reason_message = message[:512] or (describe(reason) if reason else "")
 
-    def apply_heartbeat(self, fields: dict[str, str], now_wall: datetime) -> bool:
+    def apply_heartbeat(self, state: StateHash, now_wall: datetime) -> bool:
         """A present heartbeat hash. True when it was newer than what we knew."""
         self.heartbeat_lost = False
-        updated = parse_time(fields.get("updated_at"))
-        seq = parse_seq(fields.get("seq", ""))
-        if seq is not None:
+        updated = state.updated_at
+        if state.seq is not None:
             # the worker numbers its snapshots in the same sequence as its events
-            if seq <= self.last_event_seq:
+            if state.seq <= self.last_event_seq:
                 return False
-            self.last_event_seq = seq
+            self.last_event_seq = state.seq
         elif updated is None or (self.worker_time is not None and updated <= self.worker_time):
             return False
         if updated is not None:
             self.worker_time = updated
-        try:
-            phase = Phase(fields.get("phase", ""))
-        except ValueError:
-            phase = None
+        phase = state.phase
         if phase in WORKER_PHASES:
             self.worker_phase = phase
-        self.linked = fields.get("linked") == "true"
-        self.connected = fields.get("connected") == "true"
+        self.linked = state.linked
+        self.connected = state.connected
         if self.connected:
             self.lock_lost = None  # a connection needs the lock
-        reason = fields.get("reason", "")
+        reason = state.reason or ""
         # a logout reason stays in the hash until the next link, through the QR codes of
         # the new login: the session is still "logged out (banned)", not merely unlinked
         self.logged_out = phase is Phase.LOGGED_OUT or (
@@ -363,15 +360,13 @@ class SessionModel:
             self._set_reason(None)
         elif reason != self.reason:
             self._set_reason(reason)
-        if reason and fields.get("last_error") in REFUSALS:
-            self.last_error = fields["last_error"]
-        self.phone = valid_phone(fields.get("phone")) if self.linked else None
-        last = parse_time(fields.get("last_connected_at"))
-        if last is not None:
-            self.last_connected_at = last
-        self.code_expires_at = parse_time(fields.get("pairing_code_expires_at"))
-        self.link_expires_at = (None if self.linked
-                                else parse_time(fields.get("link_expires_at")))
+        if reason and state.last_error in REFUSALS:
+            self.last_error = state.last_error
+        self.phone = state.phone if self.linked else None
+        if state.last_connected_at is not None:
+            self.last_connected_at = state.last_connected_at
+        self.code_expires_at = state.pairing_code_expires_at
+        self.link_expires_at = None if self.linked else state.link_expires_at
         return True
 
     def lose_heartbeat(self, message: str, now: datetime | None = None) -> None:

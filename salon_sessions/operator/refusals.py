@@ -3,9 +3,10 @@
 The tenancy model (migrations `0005`, `0007`) counts every refusal of a session role in the
 sequence `salon_tenancy_refusals` (a rolled-back statement cannot count in a table; a
 sequence survives the rollback): a row written for another company, another company's
-device, another session's lock. The leader reads the sequence every `interval_s` and
-exports it as a gauge that only grows (the database's own total since the migration);
-alert on `delta(...) > 0`. Which role was refused is in PostgreSQL's log.
+device, another session's lock. The leader reads the sequence every `interval_s`
+(`db.tenancy.read_refusals`) and exports it as a gauge that only grows (the database's own
+total since the migration); alert on `delta(...) > 0`. Which role was refused is in
+PostgreSQL's log.
 """
 
 from __future__ import annotations
@@ -17,15 +18,10 @@ import asyncpg
 
 from salon_sessions.core.settings import DatabasePooler
 from salon_sessions.db.connections import connect
+from salon_sessions.db.tenancy import read_refusals
 from salon_sessions.operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
-
-
-async def read_refusals(conn: asyncpg.Connection) -> int:
-    """The database's count of refusals (0 before the first one)."""
-    row = await conn.fetchrow("SELECT last_value, is_called FROM salon_tenancy_refusals")
-    return int(row["last_value"]) if row is not None and row["is_called"] else 0
 
 
 class TenancyRefusals:

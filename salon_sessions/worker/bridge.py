@@ -24,11 +24,13 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 
 from salon_sessions.core import channels
+from salon_sessions.core.messages import InboundEntry
 from salon_sessions.core.phone import NotAPhone, Resolved, Unresolved, phone_of
 from salon_sessions.core.redis_client import REDIS_ERRORS
 from salon_sessions.worker.driver import Driver, InboundMessage, MessageNotStored
@@ -111,24 +113,17 @@ class InboundWriter:
         # come before `Connected`), else sent well before this connection opened
         late = msg.extra.get("offline") == "true" or (
             since is not None and sent_at < since - LATE_MARGIN)
-        fields: dict[str, str] = {
-            "v": "1", "company_id": self._company, "message_id": msg.message_id,
-            "chat": msg.chat_jid, "text": msg.text, "from_me": str(msg.from_me).lower(),
-            "ts": sent_at.isoformat(), "received_at": now.isoformat(),
-            "delivered_late": str(late).lower(),
-        }
         sender = await phone_of(msg.sender_jid, driver.lid_resolver)
         if isinstance(sender, Unresolved) and msg.sender_alt_jid:
             alt = await phone_of(msg.sender_alt_jid, driver.lid_resolver)
             if isinstance(alt, Resolved):
                 sender = Resolved(alt.phone, via_lid=sender.lid)
+        entry = partial(InboundEntry, self._company, msg.message_id, msg.chat_jid, msg.text,
+                        msg.from_me, sent_at, now, late)
         match sender:
             case Resolved(phone=phone, via_lid=lid):
-                fields |= {"sender_phone": phone, "sender_kind": "phone",
-                           "sender_lid": lid or ""}
+                return entry("phone", phone, sender_lid=lid or "").to_fields()
             case Unresolved(lid=lid):
-                fields |= {"sender_phone": "", "sender_kind": "unresolved_lid",
-                           "sender_lid": lid}
+                return entry("unresolved_lid", sender_lid=lid).to_fields()
             case NotAPhone(jid=jid, kind=kind):
-                fields |= {"sender_phone": "", "sender_kind": kind.value, "sender_jid": jid}
-        return fields
+                return entry(kind.value, sender_jid=jid).to_fields()

@@ -1,4 +1,4 @@
-"""The worker's side of the control protocol (`worker.control`): a request on
+"""The worker's side of the control protocol (`core.control`): a request on
 `whatsapp:control:<company>` executed against the session, its result or error published on
 the request's reply channel.
 
@@ -20,9 +20,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from salon_sessions.core import channels
+from salon_sessions.core import channels, control
 from salon_sessions.core.phone import InvalidPhone, parse_phone
-from salon_sessions.worker import control
 from salon_sessions.worker.announcer import Announcer
 from salon_sessions.worker.driver import Driver, DriverError
 from salon_sessions.worker.lock import SessionLock

@@ -53,6 +53,11 @@ from salon_sessions.core.whatsapp_reasons import (
     logout_reason,
     temp_ban_name,
 )
+from salon_sessions.db.whatsmeow_store import (
+    NeonizeStore,
+    StoreLidResolver,
+    go_store_dsn,
+)
 from salon_sessions.worker.driver import (
     Connected,
     ConnectFailure,
@@ -103,11 +108,6 @@ from salon_sessions.worker.neonize_logs import (
     ReconnectFailedLine,
     StreamReplacedLine,
     TemporaryBanLine,
-)
-from salon_sessions.worker.neonize_store import (
-    NeonizeStore,
-    StoreLidResolver,
-    go_store_dsn,
 )
 
 FIRST_QR_TIMEOUT_S: Final = 60

@@ -62,9 +62,9 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from salon_sessions.core.phone import InvalidJid, JidKind, parse_jid
+from salon_sessions.db.whatsmeow_store import go_store_dsn
 from salon_sessions.worker import neonize_core, tcp_sockets
 from salon_sessions.worker.neonize_logs import parse_log_line
-from salon_sessions.worker.neonize_store import go_store_dsn
 
 T = TypeVar("T")
 

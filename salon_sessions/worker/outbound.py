@@ -28,21 +28,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from salon_sessions.core import channels
-from salon_sessions.core.company import CompanyId
 from salon_sessions.core.events import SENDING_PAUSED, ErrorData
-from salon_sessions.core.phone import Phone
+from salon_sessions.core.messages import (
+    CommandRejected,
+    SendResult,
+    SendText,
+    parse_send_command,
+)
 from salon_sessions.core.publisher import RETRYABLE
 from salon_sessions.core.redis_client import as_text
 from salon_sessions.worker.driver import NOT_CONNECTED, SEND_RESTRICTIONS, Driver, DriverError
@@ -50,38 +52,14 @@ from salon_sessions.worker.metrics import WorkerMetrics
 from salon_sessions.worker.pacing import DelayReason, Pacer, typing_seconds
 
 log = logging.getLogger(__name__)
-MAX_COMMAND_BYTES = 64 * 1024
-MAX_TEXT = 4096
 MARKER_TTL_S = 7 * 24 * 3600
 CLAIM_IDLE_MS = 60_000
 DELAY_NOTICE_S = 1.0
 """A send held back at least this long gets a `delayed` result first."""
 
-IdempotencyKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
-
-
 ACTIVE_WINDOW_S = 60.0
 """After a command or an inbound message, commands are looked for every `poll_s` for this
 long; otherwise every `idle_poll_s` (an idle session's reads are most of its Redis load)."""
-
-class SendText(BaseModel):
-    """An outbound command: `{"v": 1, "type": "send_text", "company_id": ..., ...}`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    v: Literal[1]
-    type: Literal["send_text"]
-    company_id: CompanyId
-    idempotency_key: IdempotencyKey
-    to: Phone
-    text: str = Field(min_length=1, max_length=MAX_TEXT)
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str, detail: str, key: str = "") -> None:
-        self.reason, self.detail, self.key = reason, detail, key
-        super().__init__(f"{reason}: {detail}")
-
 
 ErrorReporter = Callable[[ErrorData], Awaitable[None]]
 
@@ -189,8 +167,8 @@ class OutboundSender:
                      connected: asyncio.Event) -> bool:
         """Process one command; False when it was left pending (session not connected)."""
         try:
-            cmd = self._parse(fields)
-        except Rejected as exc:
+            cmd = parse_send_command(fields, self._company)
+        except CommandRejected as exc:
             self._metrics.rejected.labels("outbound", exc.reason).inc()
             await self._result(entry_id, exc.key, "rejected", error=f"{exc.reason}: {exc.detail}")
             await self._report_error(ErrorData(code="bad_command",
@@ -302,29 +280,6 @@ class OutboundSender:
                                error="a previous attempt may have sent it; not resent")
         await self._ack(entry_id)
 
-    def _parse(self, fields: dict[bytes, bytes]) -> SendText:
-        raw = fields.get(b"payload")
-        if raw is None:
-            raise Rejected("malformed", "the entry has no 'payload' field")
-        if len(raw) > MAX_COMMAND_BYTES:
-            raise Rejected("oversized", f"{len(raw)} bytes, limit {MAX_COMMAND_BYTES}")
-        try:
-            obj: Any = json.loads(raw)
-        except ValueError:
-            raise Rejected("malformed", "payload is not JSON") from None
-        key = str(obj.get("idempotency_key", ""))[:128] if isinstance(obj, dict) else ""
-        if not isinstance(obj, dict) or obj.get("type") != "send_text":
-            kind = obj.get("type") if isinstance(obj, dict) else None
-            raise Rejected("unknown_type", f"type {str(kind)[:40]!r} is not 'send_text'", key)
-        try:
-            cmd = SendText.model_validate(obj)
-        except ValidationError as exc:
-            where = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
-            raise Rejected("invalid", f"invalid fields: {where}", key) from None
-        if cmd.company_id != self._company:
-            raise Rejected("wrong_company", "the command is for another company", key)
-        return cmd
-
     async def _result(self, entry_id: str, key: str, status: str, *, message_id: str = "",
                       error: str = "", reason: str = "", expected_at: str = "") -> None:
         if status != "delayed":
@@ -336,13 +291,8 @@ class OutboundSender:
     def _result_fields(self, entry_id: str, key: str, status: str, *, message_id: str = "",
                        error: str = "", reason: str = "", expected_at: str = ""
                        ) -> dict[Any, Any]:
-        """A results stream entry (docs/BOT.md, *Result entry fields*)."""
-        return {
-            "v": "1", "company_id": self._company, "command_id": entry_id,
-            "idempotency_key": key, "status": status, "message_id": message_id,
-            "error": error[:1024], "reason": reason, "expected_at": expected_at,
-            "ts": datetime.now(UTC).isoformat(),
-        }
+        return SendResult(self._company, entry_id, key, status, message_id=message_id,
+                          error=error, reason=reason, expected_at=expected_at).to_fields()
 
     async def _ack(self, entry_id: str) -> None:
         self._noticed.pop(entry_id, None)

@@ -52,7 +52,7 @@ from salon_sessions.core.resource import DriverName
 from salon_sessions.core.settings import WorkerSettings
 from salon_sessions.core.subscriber import ResilientSubscriber
 from salon_sessions.db.connections import create_pool
-from salon_sessions.db.migrator import migrate_or_check
+from salon_sessions.db.migrator import wait_for_migrations
 from salon_sessions.worker import fence
 from salon_sessions.worker.announcer import Announcer
 from salon_sessions.worker.bridge import InboundWriter
@@ -146,8 +146,10 @@ class Worker:
         s = self.settings
         watchdog = asyncio.create_task(self.loop_fence.run(), name="fence-watchdog")
         try:
-            await migrate_or_check(s.direct_database_url.get_secret_value(),
-                                   f"salon-migrate:{self.company}")
+            # the Helm hook (or `salon-sessions migrate up`) migrates; a worker only waits
+            await wait_for_migrations(s.direct_database_url.get_secret_value(),
+                                      f"salon-migrate:{self.company}",
+                                      timeout_s=s.migration_wait_s)
             self.redis = connect_redis(
                 s.redis_url, max_connections=s.redis_command_connections,
                 client_name=f"salon-commands:{self.company}")

@@ -50,9 +50,9 @@ like a phone, through actions on the Redis channel `whatsapp:simulator:<company_
                                         the next send is delivered but confirmed only after
                                         that long
 
-Like whatsmeow, it keeps its device in its own tables (`simulator_device`,
-`simulator_lid_map`, created by the migrations: a session's database role runs no DDL), so
-a linked session resumes after a restart without a new link.
+Like whatsmeow, it keeps its device in its own tables (`db.simulator_store`: created by the
+migrations, as a session's database role runs no DDL), so a linked session resumes after a
+restart without a new link.
 QR codes rotate every `qr_period_s` (first one valid `first_qr_s`); after `qr_rounds` codes
 without a scan the "server" closes the socket and the driver reconnects for new codes, as
 whatsmeow does. A pairing code stays valid for `code_ttl_s` whatever the QR codes do.
@@ -93,6 +93,7 @@ from salon_sessions.core.whatsapp_reasons import (
     logout_reason,
     temp_ban_name,
 )
+from salon_sessions.db.simulator_store import SimulatorStore
 from salon_sessions.worker.driver import (
     Connected,
     ConnectFailure,
@@ -163,7 +164,7 @@ class SimulatorDriver(Driver):
         """`redis`: the simulated server's own client (it stands in for WhatsApp's network,
         so it does not share the worker's connections); closed by `close` if
         `close_redis`."""
-        self._pool = pool
+        self._store = SimulatorStore(pool, company_id)
         self._redis = redis
         self._close_redis = close_redis
         self._company = company_id
@@ -177,7 +178,6 @@ class SimulatorDriver(Driver):
         self._connected = False
         self._closed = False
         self._replaced_at: float | None = None  # monotonic time of the last replacement
-        self._resolver = _SimulatorLids(pool, company_id)
         self._inbox = simulator_inbox_key(company_id)
         self._inbox_ready = asyncio.Event()
         self._send_limits: list[SendLimit] = []
@@ -192,9 +192,7 @@ class SimulatorDriver(Driver):
         self._connect_soon(self._timing.connect_s)
 
     async def stored_device(self) -> str | None:
-        row = await self._pool.fetchrow(
-            "SELECT jid FROM simulator_device WHERE company_id = $1", self._company)
-        return None if row is None else str(row["jid"])
+        return await self._store.device()
 
     async def request_pairing_code(self, phone: str) -> IssuedCode:
         if await self.stored_device() is not None:
@@ -242,7 +240,7 @@ class SimulatorDriver(Driver):
             await self._emit(Disconnected("disconnected by the worker", will_reconnect=False))
 
     async def logout(self) -> None:
-        await self._forget_device()
+        await self._store.forget_device()
         await self._stop_session()
         self._connected = False
         await self._emit(LoggedOut(LogoutReason.ON_REQUEST))
@@ -264,7 +262,7 @@ class SimulatorDriver(Driver):
 
     @property
     def lid_resolver(self) -> LidResolver:
-        return self._resolver
+        return self._store
 
     # ---- the simulated server -------------------------------------------------------
     def _connect_soon(self, delay: float) -> None:
@@ -304,19 +302,12 @@ class SimulatorDriver(Driver):
     async def _link(self, phone: str) -> None:
         device = secrets.randbelow(90) + 10
         jid = f"{phone}:{device}@s.whatsapp.net"
-        await self._pool.execute(
-            "INSERT INTO simulator_device (company_id, jid, phone, push_name) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (company_id) DO UPDATE "
-            "SET jid = EXCLUDED.jid, phone = EXCLUDED.phone", self._company, jid, phone, "Salon")
+        await self._store.save_device(jid, phone, "Salon")
         self._qr, self._code = None, None
         await self._stop_session()
         await self._emit(PairSuccess(jid=jid, phone=phone, push_name="Salon"))
         # whatsmeow reconnects after pairing; the socket opens a moment later
         self._connect_soon(self._timing.connect_s)
-
-    async def _forget_device(self) -> None:
-        await self._pool.execute("DELETE FROM simulator_device WHERE company_id = $1",
-                                 self._company)
 
     async def _emit(self, event: DriverEvent) -> None:
         if self._sink is not None:
@@ -391,10 +382,7 @@ class SimulatorDriver(Driver):
             case HoldSends(seconds=seconds):
                 self._hold_s = seconds
             case MapLid(lid=lid, phone=phone):
-                await self._pool.execute(
-                    "INSERT INTO simulator_lid_map (company_id, lid, phone) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (company_id, lid) DO UPDATE SET phone = EXCLUDED.phone",
-                    self._company, lid, phone)
+                await self._store.map_lid(lid, phone)
 
     async def _deliveries(self) -> None:
         """The server's side of inbound messages: deliver the queue in order while
@@ -429,7 +417,7 @@ class SimulatorDriver(Driver):
 
     async def _logged_out(self, reason: str, on_connect: bool) -> None:
         """WhatsApp deletes the device; a new login (QR codes) starts, as in the driver."""
-        await self._forget_device()
+        await self._store.forget_device()
         await self._drop()
         await self._emit(LoggedOut(reason, on_connect=on_connect))
         self._connect_soon(self._timing.connect_s)
@@ -474,18 +462,6 @@ class SimulatorDriver(Driver):
         if retry:
             t = self._timing
             self._connect_soon(t.reconnect_s if name in RETRYABLE else t.unexplained_retry_s)
-
-
-class _SimulatorLids:
-    def __init__(self, pool: asyncpg.Pool, company_id: str) -> None:
-        self._pool = pool
-        self._company = company_id
-
-    async def phone_for_lid(self, lid_user: str) -> str | None:
-        row = await self._pool.fetchrow(
-            "SELECT phone FROM simulator_lid_map WHERE company_id = $1 AND lid = $2",
-            self._company, lid_user)
-        return None if row is None else str(row["phone"])
 
 
 def _inbox_message(raw: bytes | str) -> InboundMessage | None:

@@ -13,11 +13,11 @@ simulator's job, as it is the production driver's.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from salon_sessions.core.codec import DecodeError, load_json
 from salon_sessions.core.events import PasskeyStage
 from salon_sessions.core.phone import InvalidPhone, e164_digits
 
@@ -135,12 +135,10 @@ PhoneAction = (Scan | EnterCode | Disconnect | Logout | Passkey | ReplaceStream 
 
 def parse_action(raw: bytes) -> PhoneAction:
     """One message of the simulator channel as an action, or `BadAction`."""
-    if len(raw) > MAX_ACTION_BYTES:
-        raise BadAction(f"too large ({len(raw)} bytes)")
     try:
-        action = json.loads(raw)
-    except ValueError:
-        raise BadAction("not JSON") from None
+        action = load_json(raw, MAX_ACTION_BYTES)
+    except DecodeError as exc:
+        raise BadAction(f"too large ({exc})" if exc.code == "oversized" else str(exc)) from None
     if not isinstance(action, dict) or not isinstance(action.get("action"), str):
         raise BadAction("no 'action' field")
     match action["action"]:

@@ -37,6 +37,7 @@ from salon_sessions.core.events import (
 )
 from salon_sessions.core.phone import InvalidPhone, e164_digits
 from salon_sessions.core.resource import Phase
+from salon_sessions.core.state_hash import StateHash
 from salon_sessions.core.whatsapp_reasons import describe, is_name
 from salon_sessions.worker.driver import (
     Connected,
@@ -362,30 +363,24 @@ class SessionState:
     def _touch(self, now: datetime | None = None) -> None:
         self.updated_at = now or utcnow()
 
+    def state_hash(self) -> StateHash:
+        """The session's part of its Redis state hash (`core.state_hash`)."""
+        pending = self.pending_code
+        return StateHash(
+            phase=self.phase, linked=self.linked, connected=self.connected,
+            phone=self.phone, jid=self.jid,
+            pairing_code_pending=pending is not None,
+            pairing_code_expires_at=pending.expires_at if pending else None,
+            pairing_code_phone=pending.phone if pending else None,
+            last_error=self.last_error, reason=self.reason, will_retry=self.will_retry,
+            retry_at=self.retry_at, passkey_stage=self.passkey,
+            passkey_code=self.passkey_code, last_connected_at=self.last_connected_at,
+            link_expires_at=None if self.linked else self.link_expires_at,
+            updated_at=self.updated_at)
+
     def snapshot(self) -> dict[str, str]:
-        """The fields of the per-session Redis hash (all strings)."""
-        return {
-            "phase": self.phase.value,
-            "linked": "true" if self.linked else "false",
-            "connected": "true" if self.connected else "false",
-            "phone": self.phone or "",
-            "jid": self.jid or "",
-            "pairing_code_pending": "true" if self.pending_code else "false",
-            "pairing_code_expires_at": (self.pending_code.expires_at.isoformat()
-                                        if self.pending_code else ""),
-            "pairing_code_phone": self.pending_code.phone if self.pending_code else "",
-            "last_error": self.last_error or "",
-            "reason": self.reason or "",
-            "will_retry": "" if self.will_retry is None else str(self.will_retry).lower(),
-            "retry_at": self.retry_at.isoformat() if self.retry_at else "",
-            "passkey_stage": self.passkey.value if self.passkey else "",
-            "passkey_code": self.passkey_code or "",
-            "last_connected_at": (self.last_connected_at.isoformat()
-                                  if self.last_connected_at else ""),
-            "link_expires_at": (self.link_expires_at.isoformat()
-                                if self.link_expires_at and not self.linked else ""),
-            "updated_at": self.updated_at.isoformat(),
-        }
+        """The session's fields of the state hash as written (all strings)."""
+        return self.state_hash().to_fields()
 
     def status_event(self) -> EventData:
         """The one event that restates the current connection state (after a Redis gap)."""

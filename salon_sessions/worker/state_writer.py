@@ -1,6 +1,8 @@
 """The one writer of what a worker says about itself in Redis: the session's state hash
-(`whatsapp:session:<company>`) as the proven holder of the session's lock, or its own
-standby key (`whatsapp:standby:<company>:<pod>`) without it, both with the heartbeat TTL.
+(`whatsapp:session:<company>`: one `core.state_hash.StateHash`, the session's state and what
+the worker adds around it, written with `to_fields`) as the proven holder of the session's
+lock, or its own standby key (`whatsapp:standby:<company>:<pod>`) without it, both with the
+heartbeat TTL.
 
 Kept apart from the session's logic so that the holder-only rule is applied in one place:
 nothing else writes the hash, and a worker that lost its proof cannot overwrite the
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -47,17 +49,13 @@ class StateHashWriter:
         """Write the session's state hash - only as the proven holder of its lock."""
         if not self.lock.held:
             return
-        fields = self.state.snapshot() | {
-            "pod": self.settings.pod_name, "driver": self.settings.driver.value,
-            "session": self.settings.session_name, "lock": self.lock_note,
-            "metrics_port": str(self.metrics_port),
-            "seq": str(self.source.next_seq()),
-            "heartbeat_at": datetime.now(UTC).isoformat(),
-        }
-        hook_status = self.hook.status
-        if hook_status is not None:
-            fields["post_connect_hook"] = hook_status
-        await self._write_hash(channels.session_state_key(self.settings.company_id), fields)
+        s = self.settings
+        state = replace(
+            self.state.state_hash(), pod=s.pod_name, driver=s.driver.value,
+            session=s.session_name, lock=self.lock_note, metrics_port=self.metrics_port,
+            seq=self.source.next_seq(), heartbeat_at=datetime.now(UTC),
+            post_connect_hook=self.hook.status)
+        await self._write_hash(channels.session_state_key(s.company_id), state.to_fields())
 
     async def write_standby(self) -> None:
         """A worker without the lock says so in its own key, never in the session's hash."""

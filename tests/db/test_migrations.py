@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import asyncpg
 import pytest
@@ -15,7 +16,9 @@ from salon_sessions.db.migrator import (
     MigrationError,
     load_migrations,
     migrate,
+    migrate_database,
     pending,
+    wait_for_migrations,
 )
 
 PROJECT_TABLES = {"salon_sessions", "salon_link_history", "salon_company_aliases",
@@ -138,6 +141,36 @@ async def test_two_concurrent_runners_apply_each_migration_once(database: str) -
     applied = sorted(label for r in reports for label in r.applied)
     assert applied == ["0001_slow", "0002_next"]
     assert sorted(len(r.applied) for r in reports) == [0, 2]
+
+
+async def test_a_waiter_holds_no_connection_and_goes_on_once_migrated(database: str) -> None:
+    """What a session worker does at start: it waits for the administrator's migrations
+    instead of applying them, connecting only to check."""
+    name = "salon-migrate:waiter"
+    with pytest.raises(MigrationError, match=r"'0001_initial'.*`salon-sessions migrate up`"):
+        await wait_for_migrations(database, name, timeout_s=0)
+    started = time.monotonic()
+    with pytest.raises(MigrationError, match=r"still pending after waiting 0\.5 s"):
+        await wait_for_migrations(database, name, timeout_s=0.5, poll_s=0.1)
+    assert 0.5 <= time.monotonic() - started < 5
+
+    waiter = asyncio.create_task(wait_for_migrations(database, name, timeout_s=60, poll_s=1))
+    observer = await asyncpg.connect(database)
+    try:
+        seen = []
+        for _ in range(12):  # over two polls: a check's connection is closed before waiting
+            await asyncio.sleep(0.2)
+            seen.append(await observer.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name))
+        assert max(seen) <= 1, seen
+        assert 0 in seen, seen
+        assert not waiter.done()
+    finally:
+        await observer.close()
+    await migrate_database(database)
+    report = await asyncio.wait_for(waiter, timeout=10)
+    assert report.applied == []
+    assert report.already == [m.label for m in load_migrations()]
 
 
 def test_cli_migrate_up_and_status(database: str) -> None:

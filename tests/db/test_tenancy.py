@@ -32,9 +32,9 @@ from salon_sessions.db.tenancy import (
     advisory_locks_restricted,
     drop_session_role,
     ensure_session_role,
+    read_refusals,
     scram_verifier,
 )
-from salon_sessions.operator.refusals import read_refusals
 from tests.helpers import wait_for
 from tests.tenants import Tenants, session_roles
 from tests.whatsmeow_rows import DEVICE, PER_DEVICE, device_column, insert_device

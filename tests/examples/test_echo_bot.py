@@ -54,7 +54,7 @@ def test_the_example_uses_the_names_of_core_channels() -> None:
 
 
 def test_idempotency_keys_are_deterministic_and_valid() -> None:
-    from salon_sessions.worker.outbound import SendText
+    from salon_sessions.core.messages import SendText
 
     key = bot.idempotency_key("company_7", "3EB0 odd/id+é", 0)
     assert key == bot.idempotency_key("company_7", "3EB0 odd/id+é", 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from salon_sessions.core.bounds import Horizon
 from salon_sessions.core.events import (
     SENDING_PAUSED,
     ConnectedData,
@@ -19,10 +20,18 @@ from salon_sessions.core.events import (
     QrData,
 )
 from salon_sessions.core.resource import Phase
+from salon_sessions.core.state_hash import StateHash, parse_state_hash
 from salon_sessions.operator.model import Applied, SessionModel, status_patch
 
 T0 = datetime(2025, 11, 25, 10, 0, tzinfo=UTC)
 JID = "79686484488:12@s.whatsapp.net"
+
+
+def beat(fields: dict[str, str]) -> StateHash:
+    """A worker's state hash as the operator reads it from Redis."""
+    state = parse_state_hash(fields, Horizon())
+    assert state is not None
+    return state
 
 
 def started() -> SessionModel:
@@ -111,20 +120,20 @@ def test_the_heartbeat_restates_a_logout_reason_and_refuses_free_text() -> None:
     model = started()
     fields = {"phase": "LoggedOut", "linked": "false", "connected": "false",
               "reason": "locked", "seq": "10", "updated_at": T0.isoformat()}
-    assert model.apply_heartbeat(fields, T0)
+    assert model.apply_heartbeat(beat(fields), T0)
     model.refresh(T0)
     assert conds(model)["Linked"] == ("False", "Locked")
     forged = dict(fields, reason="Owned By Mallory", seq="11")
-    assert model.apply_heartbeat(forged, T0)
+    assert model.apply_heartbeat(beat(forged), T0)
     model.refresh(T0)
     assert conds(model)["Linked"] == ("False", "LoggedOut")
     # the next login's QR codes: the hash still says why, and so does the status
     waiting = dict(fields, phase="AwaitingLink", reason="banned", seq="12")
-    assert model.apply_heartbeat(waiting, T0)
+    assert model.apply_heartbeat(beat(waiting), T0)
     model.refresh(T0)
     assert conds(model)["Linked"] == ("False", "Banned")
     linked = dict(waiting, phase="Starting", linked="true", reason="", seq="13")
-    assert model.apply_heartbeat(linked, T0)
+    assert model.apply_heartbeat(beat(linked), T0)
     model.refresh(T0)
     assert conds(model)["Linked"] == ("True", "Linked")
 
@@ -162,16 +171,16 @@ def test_heartbeat_hash_applies_only_when_newer_and_expiry_means_not_connected()
     model.apply_event(event, T0)
     older = {"phase": "AwaitingLink", "linked": "false", "connected": "false",
              "updated_at": (event.ts - timedelta(seconds=5)).isoformat()}
-    assert model.apply_heartbeat(older, T0) is False
+    assert model.apply_heartbeat(beat(older), T0) is False
     model.refresh(T0)
     assert model.phase is Phase.CONNECTED
     newer = {"phase": "Disconnected", "linked": "true", "connected": "false",
              "phone": "79686484488", "updated_at": (event.ts + timedelta(seconds=5)).isoformat()}
-    assert model.apply_heartbeat(newer, T0) is True
+    assert model.apply_heartbeat(beat(newer), T0) is True
     model.refresh(T0)
     assert (model.phase, model.linked, model.connected) == (Phase.DISCONNECTED, True, False)
-    model.apply_heartbeat({**newer, "connected": "true", "phase": "Connected",
-                           "updated_at": (event.ts + timedelta(seconds=9)).isoformat()}, T0)
+    model.apply_heartbeat(beat({**newer, "connected": "true", "phase": "Connected",
+                           "updated_at": (event.ts + timedelta(seconds=9)).isoformat()}), T0)
     model.lose_heartbeat("no heartbeat for 30s", T0)
     model.refresh(T0)
     assert model.connected is False
@@ -386,10 +395,10 @@ def test_an_onboarding_that_ends_shows_link_expired_until_renewed() -> None:
 
     # renewed: the worker's hash says Starting with the new end, then QR codes come again
     later = ends + timedelta(minutes=5)
-    assert model.apply_heartbeat({"phase": "Starting", "linked": "false",
+    assert model.apply_heartbeat(beat({"phase": "Starting", "linked": "false",
                                   "connected": "false", "seq": str(src.next_seq()),
                                   "link_expires_at": (later + timedelta(minutes=30))
-                                  .isoformat(), "updated_at": later.isoformat()}, later)
+                                  .isoformat(), "updated_at": later.isoformat()}), later)
     model.refresh(later)
     assert model.phase is Phase.STARTING
     assert conds(model)["Linked"] == ("False", "NotLinked")
@@ -410,10 +419,10 @@ def test_an_onboarding_that_ends_shows_link_expired_until_renewed() -> None:
 def test_link_expired_from_a_heartbeat_and_never_for_a_linked_session() -> None:
     src = EventSource("company_1", "company-1")
     model = started()
-    assert model.apply_heartbeat({"phase": "LinkExpired", "linked": "false",
+    assert model.apply_heartbeat(beat({"phase": "LinkExpired", "linked": "false",
                                   "connected": "false", "seq": str(src.next_seq()),
                                   "link_expires_at": T0.isoformat(),
-                                  "reason": "banned", "updated_at": T0.isoformat()}, T0)
+                                  "reason": "banned", "updated_at": T0.isoformat()}), T0)
     model.refresh(T0)
     assert model.phase is Phase.LINK_EXPIRED
     # a device logged out (banned) earlier, then the new onboarding ended: the phase's

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from salon_sessions.core import channels
+from salon_sessions.core import channels, control
 from salon_sessions.core.codec import decode
 from salon_sessions.core.events import PingData, PingEvent
-from salon_sessions.worker import control
+from salon_sessions.db.migrator import migrate_database
 
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
@@ -35,6 +36,21 @@ FAST_SIMULATOR = {
     "SALON_SEND_NEW_CONTACTS_PER_HOUR": "36000", "SALON_SEND_NEW_CONTACT_BURST": "1000",
     "SALON_SEND_JITTER_S": "0", "SALON_SEND_TYPING": "false", "SALON_STREAM_TRIM_S": "1",
 }
+
+
+_MIGRATED: set[str] = set()
+
+
+def migrated(database: str) -> None:
+    """Apply the migrations to `database` (its administrator's URL) once per test process,
+    as the Helm hook does before any worker starts: a worker waits for pending migrations,
+    it does not apply them. Blocks (like starting the process does), from sync or async
+    code alike."""
+    if database in _MIGRATED:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(migrate_database(database))).result()
+    _MIGRATED.add(database)
 
 
 def new_company() -> str:
@@ -51,6 +67,7 @@ class WorkerProc:
         """`command`: what to run instead of `salon-sessions worker` (a test wrapper that
         runs the real worker, e.g. `crashing_worker.py`)."""
         self.company = company
+        self.database = database
         self.name = name
         self.log_path = tmp / f"{name}.log"
         self.tmpdir = tmp / f"{name}.tmp"  # its own /tmp, as in a pod (the fence state file)
@@ -67,6 +84,7 @@ class WorkerProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProc:
+        migrated(self.database)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command, env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT)

@@ -13,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from salon_sessions.core import channels
-from salon_sessions.worker import control
+from salon_sessions.core import channels, control
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import Observer, observing
 

@@ -8,7 +8,7 @@ import re
 import asyncpg
 import pytest
 
-from salon_sessions.worker.control import ControlError
+from salon_sessions.core.control import ControlError
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import observing
 

@@ -24,6 +24,7 @@ import pytest
 
 from salon_sessions.core.phone import Resolved, Unresolved, phone_of
 from salon_sessions.db.migrator import migrate
+from salon_sessions.db.whatsmeow_store import go_store_dsn
 from salon_sessions.worker import neonize_driver as nd
 from salon_sessions.worker.driver import (
     Connected,
@@ -55,7 +56,6 @@ from salon_sessions.worker.neonize_logs import (
     TemporaryBanLine,
     parse_log_line,
 )
-from salon_sessions.worker.neonize_store import go_store_dsn
 from tests import whatsmeow_rows
 from tests.helpers import wait_for
 

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from salon_sessions.core import channels
-from salon_sessions.worker.control import ControlError
+from salon_sessions.core.control import ControlError
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import observing
 from tests.worker.test_lock import link

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from salon_sessions.core import control
 from salon_sessions.core.events import (
     ConnectedData,
     DisconnectedData,
@@ -19,7 +20,6 @@ from salon_sessions.core.events import (
     QrData,
 )
 from salon_sessions.core.resource import Phase
-from salon_sessions.worker import control
 from salon_sessions.worker.driver import (
     Connected,
     ConnectFailure,

@@ -24,10 +24,11 @@ import json
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from salon_sessions.core.channels import control_channel, control_reply_channel
+from salon_sessions.core.codec import DecodeError, load_json, validate
 from salon_sessions.core.company import CompanyId, canonical_company_id
 from salon_sessions.core.phone import MAX_INPUT_CHARS
 
@@ -54,18 +55,10 @@ class ControlError(Exception):
 
 def parse_request(raw: bytes, company_id: str) -> ControlRequest:
     """Validate a request for this worker's company; raises `ControlError`."""
-    if len(raw) > MAX_REQUEST_BYTES:
-        raise ControlError("oversized", f"{len(raw)} bytes, limit {MAX_REQUEST_BYTES}")
     try:
-        obj: Any = json.loads(raw)
-    except ValueError:
-        raise ControlError("malformed", "not JSON") from None
-    try:
-        req = ControlRequest.model_validate(obj)
-    except ValidationError as exc:
-        where = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>"
-                          for e in exc.errors()[:5])
-        raise ControlError("invalid", f"invalid fields: {where}") from None
+        req = validate(ControlRequest, load_json(raw, MAX_REQUEST_BYTES))
+    except DecodeError as exc:
+        raise ControlError(exc.code, str(exc)) from None
     if req.cmd == "pairing_code" and req.phone is None:
         raise ControlError("invalid", "invalid fields: phone (required for pairing_code)")
     if req.company_id != company_id:

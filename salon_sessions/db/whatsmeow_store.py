@@ -1,5 +1,8 @@
 """The neonize driver's view of the session store (whatsmeow's tables in PostgreSQL).
 
+In `db/` with every other query on the project's tables (it was `worker.neonize_store`);
+the neonize driver (`worker.neonize_driver`, `worker.neonize_go`) uses it.
+
 whatsmeow (through neonize's Go core and `lib/pq`) keeps its `whatsmeow_*` tables in the
 project's database; the project's migrations create them at the version neonize ships
 (`0004_whatsmeow_store.sql`), so that whatsmeow runs no DDL with a session's own role, which
@@ -21,7 +24,8 @@ database connections of finished Go clients (same role: allowed).
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -29,6 +33,7 @@ import asyncpg
 from salon_sessions.core.phone import InvalidPhone, e164_digits
 from salon_sessions.db.connections import behind_transaction_pooler, create_pool
 
+T = TypeVar("T")
 DSN_SCHEMES: Final = ("postgres", "postgresql")
 _MISSING: Final = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError,
                    asyncpg.InvalidSchemaNameError)
@@ -85,37 +90,36 @@ class NeonizeStore:
         if pool is not None and self._owns_pool:
             await pool.close()
 
-    async def device_registered(self, jid: str) -> bool:
-        """Whether whatsmeow holds credentials for device `jid`."""
+    async def _or_missing(self, query: Callable[[asyncpg.Pool], Awaitable[T]],
+                          missing: T) -> T:
+        """`query` on the pool; `missing` when its table (or column, or schema) is not
+        there."""
         pool = await self._get_pool()
         try:
-            found = await pool.fetchval("SELECT 1 FROM whatsmeow_device WHERE jid = $1", jid)
+            return await query(pool)
         except _MISSING:
-            return False
+            return missing
+
+    async def device_registered(self, jid: str) -> bool:
+        """Whether whatsmeow holds credentials for device `jid`."""
+        found = await self._or_missing(lambda pool: pool.fetchval(
+            "SELECT 1 FROM whatsmeow_device WHERE jid = $1", jid), None)
         return found is not None
 
     async def linked_device(self, company_id: str) -> str | None:
         """The device JID the project's `salon_sessions` table records for a company
         (None when the table or the row does not exist)."""
-        pool = await self._get_pool()
-        try:
-            value = await pool.fetchval(
-                "SELECT device_jid FROM salon_sessions "
-                "WHERE company_id = $1 AND deleted_at IS NULL", company_id)
-        except _MISSING:
-            return None
+        value = await self._or_missing(lambda pool: pool.fetchval(
+            "SELECT device_jid FROM salon_sessions "
+            "WHERE company_id = $1 AND deleted_at IS NULL", company_id), None)
         return value if isinstance(value, str) and value else None
 
     async def phone_for_lid(self, lid_user: str) -> str | None:
         """The phone (digits) whatsmeow mapped a LID user part to, or None."""
         if not lid_user.isascii() or not lid_user.isdigit():
             return None
-        pool = await self._get_pool()
-        try:
-            value = await pool.fetchval("SELECT pn FROM whatsmeow_lid_map WHERE lid = $1",
-                                        lid_user)
-        except _MISSING:
-            return None
+        value = await self._or_missing(lambda pool: pool.fetchval(
+            "SELECT pn FROM whatsmeow_lid_map WHERE lid = $1", lid_user), None)
         if not isinstance(value, str):
             return None
         try:
@@ -125,11 +129,8 @@ class NeonizeStore:
 
     async def delete_device(self, jid: str) -> bool:
         """Delete a device's credentials (every whatsmeow table cascades from its row)."""
-        pool = await self._get_pool()
-        try:
-            status = await pool.execute("DELETE FROM whatsmeow_device WHERE jid = $1", jid)
-        except _MISSING:
-            return False
+        status = await self._or_missing(lambda pool: pool.execute(
+            "DELETE FROM whatsmeow_device WHERE jid = $1", jid), "DELETE 0")
         return status != "DELETE 0"
 
     async def terminate_backends(self, application_names: list[str]) -> int:
