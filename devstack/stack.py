@@ -192,7 +192,8 @@ def migrate(info: StackInfo) -> None:
     it does not apply them; the operator applies them before it creates a session role).
     For whatever starts workers itself (the benchmarks)."""
     subprocess.run([str(Path(sys.executable).parent / "salon-sessions"), "migrate", "up"],
-                   env={**os.environ, "SALON_DATABASE_URL": info.postgres_dsn},
+                   env={**{k: v for k, v in os.environ.items() if not k.startswith("SALON_")},
+                        "SALON_DATABASE_URL": info.postgres_dsn},
                    check=True, capture_output=True)
 
 

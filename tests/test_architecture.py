@@ -51,7 +51,7 @@ def violations(path: Path, package: Path = PACKAGE) -> list[str]:
     statement."""
     rel = path.relative_to(package)
     own = rel.parts[0] if len(rel.parts) > 1 else None
-    allowed = MAY_IMPORT.get(own or "", None)
+    allowed = MAY_IMPORT.get(own or "")
     out: dict[int, str] = {}
     for line, module in imported_modules(path):
         where = f"salon_sessions/{rel}:{line}"

@@ -28,12 +28,14 @@ from salon_sessions.api.bus import Bus
 from salon_sessions.api.context import Context
 from salon_sessions.api.fleet import Fleet
 from salon_sessions.api.hub import Hub
-from salon_sessions.api.kube import SessionResources
+from salon_sessions.api.kube import KubeError, SessionResources
+from salon_sessions.api.live import RedisUnavailable, redis_error
 from salon_sessions.api.metrics import ApiMetrics
 from salon_sessions.api.middleware import AccessLog, RequestLimits
 from salon_sessions.api.ratelimit import PairingRateLimit
 from salon_sessions.api.routes import admin, health, onboarding, page, sessions
 from salon_sessions.api.views import live_view, snapshot_message
+from salon_sessions.api.ws_transport import Transport
 from salon_sessions.core.events import Event
 from salon_sessions.core.redis_client import connect_redis
 from salon_sessions.core.settings import ApiSettings
@@ -90,6 +92,8 @@ def create_app(settings: ApiSettings, *, registry: CollectorRegistry = REGISTRY)
                   description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None,
                   swagger_ui_oauth2_redirect_url=None)
     errors.install(app)
+    errors.translate(app, KubeError, sessions.kube_error)
+    errors.translate(app, RedisUnavailable, redis_error)
     _install_docs(app)
     app.include_router(sessions.router)
     app.include_router(onboarding.router)
@@ -175,6 +179,7 @@ async def _start(settings: ApiSettings, metrics: ApiMetrics) -> Context:
                            max_size=2, idle_s=300.0, timeout=3, command_timeout=3)
     ctx = Context(settings=settings, redis=redis, metrics=metrics, auth=auth, kube=kube,
                   hub=hub, bus=bus, rate=PairingRateLimit(redis, settings.pairing_codes_per_minute),
+                  ws=Transport(metrics, settings.ws_send_timeout_s, release=hub.unregister),
                   pg=pg, fleet=fleet)
     ctx.tasks = [asyncio.create_task(bus.run(), name="bus"),
                  asyncio.create_task(hub.heartbeats(), name="heartbeats"),

@@ -7,9 +7,10 @@ that names another company than its channel's is counted (`wrong_company`) and d
 Handlers run inline and never block (they only resolve futures and put into bounded
 queues), so one slow client cannot hold up the subscription.
 
-Events numbered or dated beyond the horizon (`core.bounds`, the rule every consumer
-applies) are dropped and counted as `salon_events_dropped_total{consumer="api",
-reason="future"}`: a forged `connected` dated minutes ahead never reaches a page.
+Decoding, the horizon and the counting are `core.subscriber.iter_decoded`'s, as for every
+consumer: events numbered or dated beyond the horizon (`core.bounds`) are dropped and
+counted as `salon_events_dropped_total{consumer="api", reason="future"}`: a forged
+`connected` dated minutes ahead never reaches a page.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
 from redis.asyncio import Redis
@@ -25,13 +26,11 @@ from redis.asyncio import Redis
 from salon_sessions.api.metrics import ApiMetrics
 from salon_sessions.core import channels
 from salon_sessions.core.bounds import Horizon
-from salon_sessions.core.codec import Rejection, decode
-from salon_sessions.core.events import Event, PongEvent, event_ahead
-from salon_sessions.core.subscriber import Gap, ResilientSubscriber
+from salon_sessions.core.events import Event, PongEvent
+from salon_sessions.core.subscriber import Gap, PubSubMessage, ResilientSubscriber, iter_decoded
 
 log = logging.getLogger(__name__)
 CONSUMER = "api"
-FUTURE = "future"
 T = TypeVar("T")
 
 EventHandler = Callable[[Event], None]
@@ -78,28 +77,24 @@ class Bus:
 
     async def run(self) -> None:
         clock = time.perf_counter
-        async for message in self.subscriber.messages():
-            if message.channel == channels.API_SELFTEST_CHANNEL:
-                self.selftests.resolve(message.data.decode(errors="replace"), clock())
-                continue
-            result = decode(message.data, channel=message.channel)
-            if isinstance(result, Rejection):
-                self._metrics.consumer.dropped.labels(CONSUMER, result.reason.value).inc()
-                log.warning("dropped a message on %s: %s (%s)", message.channel,
-                            result.reason.value, result.detail)
-                continue
-            if event_ahead(result, self._horizon):
-                self._metrics.consumer.dropped.labels(CONSUMER, FUTURE).inc()
-                log.warning("dropped a %s event on %s: numbered or dated beyond the horizon",
-                            result.type.value, message.channel,
-                            extra={"company_id": result.company_id})
-                continue
-            self._metrics.consumer.consumed.labels(CONSUMER, result.type.value).inc()
-            if isinstance(result, PongEvent):
-                self.pongs.resolve(result.data.correlation_id, (result, clock()))
+        async for message, event in iter_decoded(self._without_selftests(),
+                                                 self._metrics.consumer, CONSUMER,
+                                                 self._horizon):
+            if isinstance(event, PongEvent):
+                self.pongs.resolve(event.data.correlation_id, (event, clock()))
             elif message.channel.startswith(channels.EVENTS_PREFIX):
                 try:
-                    self._on_event(result)
+                    self._on_event(event)
                 except Exception:  # a bug in routing must not end the subscription
-                    log.exception("routing a %s event failed", result.type.value,
-                                  extra={"company_id": result.company_id})
+                    log.exception("routing a %s event failed", event.type.value,
+                                  extra={"company_id": event.company_id})
+
+    async def _without_selftests(self) -> AsyncIterator[PubSubMessage]:
+        """The subscription's messages; the API's own self-test messages (not events)
+        resolve their waiter here and go no further."""
+        async for message in self.subscriber.messages():
+            if message.channel == channels.API_SELFTEST_CHANNEL:
+                self.selftests.resolve(message.data.decode(errors="replace"),
+                                       time.perf_counter())
+                continue
+            yield message

@@ -15,6 +15,7 @@ from salon_sessions.api.hub import Hub
 from salon_sessions.api.kube import SessionResources
 from salon_sessions.api.metrics import ApiMetrics
 from salon_sessions.api.ratelimit import PairingRateLimit
+from salon_sessions.api.ws_transport import Transport
 from salon_sessions.core.settings import ApiSettings
 
 
@@ -28,6 +29,8 @@ class Context:
     hub: Hub
     bus: Bus
     rate: PairingRateLimit
+    ws: Transport
+    """Serves the WebSocket connections that the routes accept."""
     pg: asyncpg.Pool | None = None
     fleet: Fleet | None = None
     """Every session for the admin console (None without a Kubernetes API)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +22,7 @@ from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Exception)
 
 
 class FieldError(BaseModel):
@@ -123,6 +124,16 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s: %s", request.method, request.url.path,
               type(exc).__name__, exc_info=exc)
     return error_response(ApiError(500, "internal_error", "internal error"))
+
+
+def translate(app: FastAPI, kind: type[E], to_http: Callable[[E], ApiError]) -> None:
+    """Answer every `kind` (a domain error raised below the routes: an adapter's, a
+    reader's) with `to_http(exc)`, so that adapters never build HTTP errors themselves."""
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, kind)
+        return error_response(to_http(exc))
+
+    app.add_exception_handler(kind, handler)
 
 
 def install(app: FastAPI) -> None:

@@ -17,7 +17,8 @@ to every admin WebSocket as coalesced changes.
 - It starts on first use (the console or `GET /v1/sessions`), not with the process: an API
   nobody opens the console of watches nothing.
 
-Rows never carry a full phone number: all but its last four digits are masked.
+Rows never carry a full phone number: all but its last four digits are masked
+(`core.phone.mask_phone`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from salon_sessions.api.models import LiveState
 from salon_sessions.core import channels
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
 from salon_sessions.core.events import Event
+from salon_sessions.core.phone import mask_phone
 from salon_sessions.core.resource import ConditionType
+from salon_sessions.core.salon_session import SalonSessionSpec
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
@@ -47,17 +50,6 @@ PAGE_SIZE = 500
 WATCH_TIMEOUT_S = 290
 RETRY_S = (1.0, 2.0, 5.0, 10.0)
 PIPELINE_CHUNK = 500
-SHOWN_DIGITS = 4
-
-
-def mask_phone(phone: str | None) -> str | None:
-    """`79686484488` → `•••••••4488`: enough to tell two salons apart, not to call one."""
-    if not phone:
-        return None
-    digits = [c for c in phone if c.isdigit()]
-    if len(digits) <= SHOWN_DIGITS:
-        return "•" * len(digits)
-    return "•" * (len(digits) - SHOWN_DIGITS) + "".join(digits[-SHOWN_DIGITS:])
 
 
 def sort_key(company_id: str) -> tuple[int, str]:
@@ -74,10 +66,10 @@ def _condition(status: JSON, kind: str) -> JSON | None:
 
 
 def company_of(obj: JSON) -> str | None:
-    raw = (obj.get("spec") or {}).get("companyId")
+    raw = SalonSessionSpec.from_dict(obj.get("spec")).company_id
     try:
-        return canonical_company_id(raw) if raw is not None else None
-    except (InvalidCompanyId, TypeError, ValueError):
+        return canonical_company_id(raw) if raw else None
+    except InvalidCompanyId:
         return None
 
 
@@ -91,7 +83,7 @@ def slim(obj: JSON) -> JSON:
 
 def make_row(company_id: str, obj: JSON, live: LiveState | None) -> Row:
     """One salon as the console shows it (the live state wins where a worker reports)."""
-    spec = obj.get("spec") or {}
+    spec = SalonSessionSpec.from_dict(obj.get("spec"))
     status = obj.get("status") or {}
     meta = obj.get("metadata") or {}
     if live is not None:
@@ -108,7 +100,7 @@ def make_row(company_id: str, obj: JSON, live: LiveState | None) -> Row:
     return {
         "company_id": company_id,
         "name": meta.get("name"),
-        "display_name": spec.get("displayName"),
+        "display_name": spec.display_name,
         "phase": phase or "Pending",
         "linked": linked,
         "connected": connected,
@@ -119,8 +111,8 @@ def make_row(company_id: str, obj: JSON, live: LiveState | None) -> Row:
         "worker_live": live is not None,
         "reason": reason,
         "pairing_code_pending": pending,
-        "link_method": (spec.get("link") or {}).get("method", "qr"),
-        "suspended": bool(spec.get("suspend", False)),
+        "link_method": spec.link.method.value,
+        "suspended": spec.suspend,
         "created_at": meta.get("creationTimestamp"),
         "deleting": bool(meta.get("deletionTimestamp")),
     }

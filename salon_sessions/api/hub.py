@@ -1,6 +1,10 @@
 """WebSocket fan-out: events from the one shared Redis subscription to every client of a
 company, without letting a slow or dead client hold up anyone else.
 
+The hub keeps the bookkeeping (who listens to which company, the admin consoles) and
+offers messages; each connection's outbox and its sending are the transport's
+(`api.ws_transport.Client`, `Transport.serve`), changed only through the client's methods.
+
 Each client has a bounded queue and its own writer task. Routing an event only does
 `put_nowait` into the queues of that company's clients (the event is encoded once, not
 once per client). A client whose queue is full (it reads slower than events arrive, or its
@@ -22,64 +26,18 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
 
 from salon_sessions.api.metrics import ApiMetrics
+from salon_sessions.api.ws_transport import CLOSE_SERVER_GONE, CLOSE_TOO_SLOW, Client
 from salon_sessions.core.events import Event
 
 log = logging.getLogger(__name__)
-
-CLOSE_TOO_SLOW = 4008
-CLOSE_SERVER_GONE = 1001
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013
-"""After the WebSocket was accepted (e.g. Redis unavailable for the snapshot): reconnect."""
 
 ADMIN = "*admin"
 """The group of the admin console's clients (`WS /v1/admin/ws`): no company is named so."""
 
 SnapshotFn = Callable[[str], Awaitable[str]]
-Offer = Literal["queued", "dropped", "closed"]
-
-
-@dataclass(eq=False)
-class Client:
-    company_id: str
-    queue: asyncio.Queue[tuple[int, str]]
-    """(seq, text): the event's `seq`, 0 for what is not an event (never skipped)."""
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    close_code: int = 1000
-    close_reason: str = ""
-    floor: int = 0
-    """Events with a `seq` up to this one are already in the snapshot sent."""
-    sending_since: float | None = None
-    """Loop time at which the send in progress started (None: not sending)."""
-
-    def offer(self, text: str, seq: int = 0) -> Offer:
-        """Queue a message: "queued"; "dropped" when the queue is full (the client is
-        closed now, once); "closed" when it was closed already."""
-        if self.closed.is_set():
-            return "closed"
-        try:
-            self.queue.put_nowait((seq, text))
-        except asyncio.QueueFull:
-            self.close(CLOSE_TOO_SLOW, "client too slow: event queue full")
-            return "dropped"
-        return "queued"
-
-    async def next(self) -> str:
-        """The next message to send, skipping the events that the snapshot covers."""
-        while True:
-            seq, text = await self.queue.get()
-            if seq == 0 or seq > self.floor:
-                return text
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closed.is_set():
-            self.close_code, self.close_reason = code, reason
-            self.closed.set()
 
 
 def event_message(event: Event) -> str:
@@ -187,9 +145,7 @@ class Hub:
             now = loop.time()
             for group in list(self._clients.values()):
                 for client in list(group):
-                    started = client.sending_since
-                    if started is not None and now - started > self._send_timeout_s \
-                            and not client.closed.is_set():
+                    if client.stalled(now, self._send_timeout_s):
                         self._metrics.ws_dropped.labels("send_timeout").inc()
                         log.warning("WebSocket client dropped: a send did not complete in "
                                     "%.0fs", self._send_timeout_s,

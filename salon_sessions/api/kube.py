@@ -3,6 +3,10 @@
 The API creates, reads and deletes SalonSessions; the operator does the rest (and is the
 only writer of `.status`). Creation is idempotent: a second create returns the existing
 resource unchanged.
+
+Like the operator's adapter (`operator.kube`), this one speaks in domain errors
+(`SpecRejected`, `KubeUnavailable`), not HTTP: the routes decide what a caller sees
+(`routes.sessions.kube_error`).
 """
 
 from __future__ import annotations
@@ -10,20 +14,37 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from salon_sessions.api.errors import ApiError
 from salon_sessions.core import resource
 from salon_sessions.core.company import resource_name
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
+T = TypeVar("T")
 MANAGED_BY = "salon-sessions-api"
+
+
+class KubeError(Exception):
+    """A SalonSession call failed; `message` says why without echoing the request."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SpecRejected(KubeError):
+    """The API server refused the SalonSession as invalid (its schema, HTTP 422)."""
+
+
+class KubeUnavailable(KubeError):
+    """The Kubernetes API refused the call (other than 404/409/422) or could not be
+    reached: try again later."""
 
 
 class SessionResources:
@@ -54,17 +75,25 @@ class SessionResources:
     def _args(self) -> tuple[str, str, str, str]:
         return resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL
 
-    async def get(self, company_id: str) -> JSON | None:
+    async def _unless_absent(self, doing: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """`call`'s result, None on 404; the client's other errors as domain errors."""
         try:
-            obj: JSON = await self._api.get_namespaced_custom_object(
-                *self._args(), resource_name(company_id), _request_timeout=self._timeout)
+            return await call()
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise _unavailable(exc, "reading") from None
+            raise _unavailable(exc, doing) from None
         except (OSError, aiohttp.ClientError) as exc:
             raise _unreachable(exc) from None
-        return obj
+
+    async def get(self, company_id: str) -> JSON | None:
+        """The resource; None when there is none."""
+        async def call() -> JSON:
+            obj: JSON = await self._api.get_namespaced_custom_object(
+                *self._args(), resource_name(company_id), _request_timeout=self._timeout)
+            return obj
+
+        return await self._unless_absent("reading", call)
 
     async def create(self, company_id: str, spec: JSON) -> tuple[JSON, bool]:
         """(resource, True) when created now, (existing resource, False) when it existed."""
@@ -85,24 +114,20 @@ class SessionResources:
                 if existing is not None:
                     return existing, False
             if exc.status == 422:
-                raise ApiError(422, "invalid", f"rejected by the SalonSession schema: "
-                               f"{_message(exc)}", field="body") from None
+                raise SpecRejected(f"rejected by the SalonSession schema: "
+                                   f"{_message(exc)}") from None
             raise _unavailable(exc, "creating") from None
         except (OSError, aiohttp.ClientError) as exc:
             raise _unreachable(exc) from None
 
     async def delete(self, company_id: str) -> bool:
         """True when deleted (the operator's finalizer then cleans up), False when absent."""
-        try:
+        async def call() -> bool:
             await self._api.delete_namespaced_custom_object(
                 *self._args(), resource_name(company_id), _request_timeout=self._timeout)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise _unavailable(exc, "deleting") from None
-        except (OSError, aiohttp.ClientError) as exc:
-            raise _unreachable(exc) from None
-        return True
+            return True
+
+        return await self._unless_absent("deleting", call) or False
 
     async def list_page(self, limit: int, cont: str | None = None) -> JSON:
         """One page of the namespace's SalonSessions (`metadata.continue` for the next);
@@ -142,13 +167,13 @@ def _message(exc: ApiException) -> str:
     return str(message or exc.reason or exc.status)[:500]
 
 
-def _unavailable(exc: ApiException, doing: str) -> ApiError:
+def _unavailable(exc: ApiException, doing: str) -> KubeUnavailable:
     log.warning("Kubernetes API error %s while %s a SalonSession: %s", exc.status, doing,
                 exc.reason)
-    return ApiError(503, "kubernetes_unavailable",
-                    f"the Kubernetes API refused {doing} the SalonSession (HTTP {exc.status})")
+    return KubeUnavailable(
+        f"the Kubernetes API refused {doing} the SalonSession (HTTP {exc.status})")
 
 
-def _unreachable(exc: Exception) -> ApiError:
+def _unreachable(exc: Exception) -> KubeUnavailable:
     log.warning("Kubernetes API unreachable: %s", type(exc).__name__)
-    return ApiError(503, "kubernetes_unavailable", "the Kubernetes API is unreachable")
+    return KubeUnavailable("the Kubernetes API is unreachable")

@@ -1,5 +1,7 @@
 """What the workers say, read from Redis: the per-session state hash, the latest QR, and
-control requests (pairing code, restart, logout) with their errors mapped to HTTP.
+control requests (pairing code, restart, logout) with their errors mapped to HTTP. The
+reads raise `RedisUnavailable` (no HTTP), so that the terminal command (`api.qr_cli`) uses
+them too.
 
 A state hash that breaks the bounds of every worker fact (`core.bounds`: `seq` outside
 int64, numbered or dated beyond the horizon) is treated as absent, as an unreadable one
@@ -35,24 +37,40 @@ _CONTROL_STATUS = {
 }
 
 
-def redis_unavailable(exc: BaseException) -> ApiError:
+class RedisUnavailable(Exception):
+    """Redis did not answer a read (retried once): try again later. The routes answer it
+    with 503 `redis_unavailable` (`redis_error`), the terminal command with a message."""
+
+
+def _down(exc: BaseException) -> RedisUnavailable:
     log.warning("Redis unavailable: %s", type(exc).__name__)
-    return ApiError(503, "redis_unavailable", "Redis is unavailable")
+    return RedisUnavailable("Redis is unavailable")
+
+
+def redis_error(exc: RedisUnavailable) -> ApiError:
+    """What a caller of the HTTP API sees when Redis is down."""
+    return ApiError(503, "redis_unavailable", str(exc))
+
+
+def redis_unavailable(exc: BaseException) -> ApiError:
+    """A Redis failure met in a route (or a call made for one), as its HTTP answer."""
+    return redis_error(_down(exc))
 
 
 async def _read(op: Callable[[], Awaitable[T]]) -> T:
     """A read, retried once after a connection error: after a Redis restart the pool's
-    first connection is dead, the second attempt opens a new one."""
+    first connection is dead, the second attempt opens a new one. `RedisUnavailable` when
+    it fails."""
     try:
         return await op()
     except (RedisConnectionError, OSError):
         pass
     except RedisError as exc:
-        raise redis_unavailable(exc) from None
+        raise _down(exc) from None
     try:
         return await op()
     except (RedisError, OSError) as exc:
-        raise redis_unavailable(exc) from None
+        raise _down(exc) from None
 
 
 async def read_state(redis: Redis, company_id: str,

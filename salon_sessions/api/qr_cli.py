@@ -4,8 +4,9 @@ For operators who link a salon with `kubectl apply` instead of the onboarding pa
 reads the latest QR the worker published (Redis); `--watch` keeps printing each new QR
 as WhatsApp rotates it and exits when the session connects.
 
-Exit codes: 0 printed (or, with --watch, connected), 2 configuration error, 3 already
-linked, 4 no QR yet (the worker is not running or has not published one), 5 --timeout.
+Exit codes: 0 printed (or, with --watch, connected), 1 Redis unavailable, 2 configuration
+error, 3 already linked, 4 no QR yet (the worker is not running or has not published one),
+5 --timeout.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import sys
 from typing import TextIO
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from salon_sessions.api import live
-from salon_sessions.api.errors import ApiError
 from salon_sessions.api.qr import terminal
 from salon_sessions.core import channels
 from salon_sessions.core.bounds import Horizon
@@ -26,15 +27,9 @@ from salon_sessions.core.codec import Rejection, decode
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
 from salon_sessions.core.events import ConnectedEvent, LinkedEvent, QrEvent, event_ahead
 from salon_sessions.core.redis_client import connect_redis
-from salon_sessions.core.settings import _Redis, load_settings
+from salon_sessions.core.settings import QrSettings, load_settings
 
 EXIT_LINKED, EXIT_NO_QR, EXIT_TIMEOUT = 3, 4, 5
-
-
-class QrSettings(_Redis):
-    """Only `SALON_REDIS_URL` is needed."""
-
-    metrics_port: int = 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,8 +70,11 @@ async def _main(redis: Redis, company: str, args: argparse.Namespace, out: TextI
                 print(f"no connection within {args.timeout:g}s", file=err)
                 return EXIT_TIMEOUT
         return await _once(redis, company, not args.ansi, out, err)
-    except ApiError as exc:
-        print(f"salon-sessions qr: {exc.message}", file=err)
+    except live.RedisUnavailable as exc:
+        print(f"salon-sessions qr: {exc}", file=err)
+        return 1
+    except (RedisError, OSError) as exc:  # the --watch subscription
+        print(f"salon-sessions qr: Redis is unavailable ({type(exc).__name__})", file=err)
         return 1
     finally:
         await redis.aclose()

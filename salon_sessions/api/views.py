@@ -14,15 +14,17 @@ from salon_sessions.api.models import LiveState, ResourceStatus, SessionView, Sp
 from salon_sessions.core.bounds import parse_time
 from salon_sessions.core.company import resource_name
 from salon_sessions.core.resource import Phase
+from salon_sessions.core.salon_session import SalonSessionSpec
 
 
 def spec_view(obj: dict[str, Any]) -> SpecView:
-    spec = obj.get("spec") or {}
-    link = spec.get("link") or {}
-    return SpecView(display_name=spec.get("displayName"), link_method=link.get("method", "qr"),
-                    phone_number=link.get("phoneNumber"),
-                    link_expire_after=link.get("expireAfter"), driver=spec.get("driver"),
-                    suspend=bool(spec.get("suspend", False)))
+    """The spec as the operator reads it (`core.salon_session`); the driver as written
+    (null when the resource leaves it to the default)."""
+    spec = SalonSessionSpec.from_dict(obj.get("spec"))
+    return SpecView(display_name=spec.display_name, link_method=spec.link.method.value,
+                    phone_number=spec.link.phone_number,
+                    link_expire_after=spec.link.expire_after,
+                    driver=(obj.get("spec") or {}).get("driver"), suspend=spec.suspend)
 
 
 def status_view(obj: dict[str, Any]) -> ResourceStatus | None:

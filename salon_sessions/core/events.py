@@ -36,7 +36,7 @@ from pydantic import (
 
 from salon_sessions.core.bounds import SEQ_MAX, Horizon
 from salon_sessions.core.company import CompanyId
-from salon_sessions.core.phone import InvalidJid, JidKind, Phone, parse_jid
+from salon_sessions.core.phone import Phone, parse_device_jid
 from salon_sessions.core.resource import Phase
 
 EVENT_VERSION: Final = 1
@@ -64,10 +64,7 @@ class LinkMethod(enum.StrEnum):
 
 
 def _device_jid(value: str) -> str:
-    jid = parse_jid(value)
-    if jid.kind not in (JidKind.USER, JidKind.LID):
-        raise InvalidJid(value, f"a {jid.kind.value} JID is not a device JID")
-    return str(jid)
+    return str(parse_device_jid(value))
 
 
 def _pairing_code(value: object) -> object:

@@ -8,11 +8,14 @@
   `79686484488`; with a default region (`SALON_DEFAULT_REGION`) also that region's national
   formats (`8 916 123-45-67` with `RU`). Without a region only international numbers are
   accepted; the error shows the expected form (`phone_example`).
+- `mask_phone` shows only the last four digits (the admin console's rows).
 - `e164_digits` only checks the stored form's shape: for numbers that were accepted once
   (JIDs, the session store, events, status), never re-judged by a newer metadata version.
 - `parse_jid` splits `user[.agent][:device]@server` and classifies the server:
   `s.whatsapp.net`/`c.us` are phone users, `lid` are LIDs (opaque ids, not numbers),
   `g.us` are groups, `broadcast` are broadcast lists and status, `newsletter` are channels.
+  `parse_device_jid` is the one rule for a linked device's JID (a user or a LID); JIDs are
+  built here too (`user_jid`, `device_jid`), never by f-string elsewhere.
 - `phone_of` turns a JID into a phone: device and agent suffixes are stripped, a LID is
   resolved through an injected `LidResolver` (the worker backs it with the session's store)
   and an unresolved LID is reported as `Unresolved`, never as a number. Groups, broadcasts
@@ -104,6 +107,20 @@ def phone_example(region: str | None) -> str:
     if example is None:  # pragma: no cover - every supported region has an example
         return INTERNATIONAL_EXAMPLE
     return phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+SHOWN_DIGITS: Final = 4
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """`79686484488` → `•••••••4488`: enough to tell two salons apart, not to call one
+    (the admin console's rows; the onboarding page groups the number it already has)."""
+    if not phone:
+        return None
+    digits = [c for c in phone if c.isdigit()]
+    if len(digits) <= SHOWN_DIGITS:
+        return "•" * len(digits)
+    return "•" * (len(digits) - SHOWN_DIGITS) + "".join(digits[-SHOWN_DIGITS:])
 
 
 def _parsed(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
@@ -218,6 +235,38 @@ def parse_jid(value: str) -> Jid:
         kind = JidKind.SERVER
     return Jid(user=user, server=server, kind=kind,
                device=int(match["device"] or 0), agent=int(match["agent"] or 0))
+
+
+DEVICE_KINDS: Final = frozenset({JidKind.USER, JidKind.LID})
+"""What a linked device's JID can be: a phone user's or a LID user's (never a group, a
+broadcast, a channel or a bare server)."""
+
+
+def parse_device_jid(value: str) -> Jid:
+    """The one device-JID rule (the `Linked` event's `jid`, a stored or configured device):
+    a user or LID JID; raises `InvalidJid`."""
+    jid = parse_jid(value)
+    if jid.kind not in DEVICE_KINDS:
+        raise InvalidJid(value, f"a {jid.kind.value} JID is not a device JID")
+    return jid
+
+
+USER_SERVER: Final = "s.whatsapp.net"
+"""The server of phone-number JIDs (`c.us` is its legacy spelling, only ever parsed)."""
+
+
+def user_jid(phone: str) -> str:
+    """The chat JID of a phone number: `79686484488@s.whatsapp.net` (digits-only E.164 by
+    shape, `e164_digits`; raises `InvalidPhone`)."""
+    return f"{e164_digits(phone)}@{USER_SERVER}"
+
+
+def device_jid(phone: str, device: int) -> str:
+    """The JID of one of a phone's linked devices: `79686484488:32@s.whatsapp.net`."""
+    if device <= 0:
+        raise InvalidJid(device, "a device number is positive")
+    return str(Jid(user=e164_digits(phone), server=USER_SERVER, kind=JidKind.USER,
+                   device=device))
 
 
 @dataclass(frozen=True, slots=True)

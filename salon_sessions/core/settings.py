@@ -145,6 +145,12 @@ class MigrateSettings(_Database):
     metrics_port: int = 0
 
 
+class QrSettings(_Redis):
+    """`salon-sessions qr <company>`: only `SALON_REDIS_URL` is needed."""
+
+    metrics_port: int = 0
+
+
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _ENV_NAME = re.compile(r"^SALON_[A-Z0-9_]+$")
 MANAGED_WORKER_ENV: frozenset[str] = frozenset({

@@ -164,11 +164,16 @@ async def _close_quietly(pubsub: PubSub) -> None:
         log.debug("closing a pubsub failed", exc_info=True)
 
 
-async def iter_events(messages: AsyncIterator[PubSubMessage], metrics: ConsumerMetrics,
-                      consumer: str, horizon: Horizon | None = None) -> AsyncIterator[Event]:
-    """Decode messages to events; count and drop everything the decoder rejects (including
-    an event on another company's channel), and the events beyond the horizon
-    (`core.bounds`, reason `future`)."""
+FutureHandler = Callable[[Event], None]
+
+
+async def iter_decoded(messages: AsyncIterator[PubSubMessage], metrics: ConsumerMetrics,
+                       consumer: str, horizon: Horizon | None = None, *,
+                       on_future: FutureHandler | None = None,
+                       ) -> AsyncIterator[tuple[PubSubMessage, Event]]:
+    """`iter_events` with each event's message (for a consumer that routes on the
+    channel). `on_future`: the consumer rejects the events beyond the horizon itself; they
+    are then counted as consumed (handed over), not as dropped, and not yielded."""
     horizon = horizon or Horizon()
     async for message in messages:
         result = decode(message.data, channel=message.channel)
@@ -178,9 +183,22 @@ async def iter_events(messages: AsyncIterator[PubSubMessage], metrics: ConsumerM
                         result.reason.value, result.detail)
             continue
         if event_ahead(result, horizon):
+            if on_future is not None:
+                metrics.consumed.labels(consumer, result.type.value).inc()
+                on_future(result)
+                continue
             metrics.dropped.labels(consumer, "future").inc()
             log.warning("%s dropped a %s event on %s: beyond the horizon", consumer,
                         result.type.value, message.channel)
             continue
         metrics.consumed.labels(consumer, result.type.value).inc()
-        yield result
+        yield message, result
+
+
+async def iter_events(messages: AsyncIterator[PubSubMessage], metrics: ConsumerMetrics,
+                      consumer: str, horizon: Horizon | None = None) -> AsyncIterator[Event]:
+    """Decode messages to events; count and drop everything the decoder rejects (including
+    an event on another company's channel), and the events beyond the horizon
+    (`core.bounds`, reason `future`)."""
+    async for _, event in iter_decoded(messages, metrics, consumer, horizon):
+        yield event

@@ -1,10 +1,10 @@
 """The background consumer of the sessions' events (`whatsapp:events:<company>`) and pongs
 (`whatsapp:health:pong:<company>`), both subscribed by pattern.
 
-Every message is decoded (`core.codec`); what the decoder rejects is counted and dropped,
-including an event that names another company than its channel's (`wrong_company`: with
-per-session Redis users a worker can publish on its own channels only, so this is what a
-forged event looks like).
+Every message is decoded by `core.subscriber.iter_decoded` (`core.codec`, the decoder every
+consumer shares); what the decoder rejects is counted and dropped, including an event that
+names another company than its channel's (`wrong_company`: with per-session Redis users a
+worker can publish on its own channels only, so this is what a forged event looks like).
 Decoded events are refused, counted, when they name no session this operator knows, when
 their `session` is not the SalonSession of their `company_id`, when they are numbered or
 dated beyond the horizon (`core.bounds`: a forged `seq` near 2**63 would freeze the status
@@ -26,9 +26,8 @@ from redis.asyncio import Redis
 
 from salon_sessions.core.bounds import DEFAULT_MAX_SKEW_S, Horizon
 from salon_sessions.core.channels import EVENTS_PATTERN, HEALTH_PONG_PATTERN, HEALTH_PONG_PREFIX
-from salon_sessions.core.codec import Rejection, decode
 from salon_sessions.core.events import Event, EventType, PongEvent, event_ahead
-from salon_sessions.core.subscriber import Gap, ResilientSubscriber
+from salon_sessions.core.subscriber import Gap, ResilientSubscriber, iter_decoded
 from salon_sessions.operator.metrics import CONSUMER, OperatorMetrics
 from salon_sessions.operator.model import Applied
 from salon_sessions.operator.registry import Registry, Session
@@ -59,20 +58,17 @@ class EventsConsumer:
         self._on_gap(gap)
 
     async def run(self) -> None:
-        async for message in self.subscriber.messages():
-            self.handle(message.channel, message.data)
+        async for message, event in iter_decoded(
+                self.subscriber.messages(), self._metrics.consumer, CONSUMER, self._horizon,
+                on_future=self._future):
+            self.route(message.channel, event)
 
-    def handle(self, channel: str, raw: bytes) -> None:
-        result = decode(raw, channel=channel)
-        if isinstance(result, Rejection):
-            self._metrics.consumer.dropped.labels(CONSUMER, result.reason.value).inc()
-            log.warning("dropped a message on %s: %s (%s)", channel, result.reason.value,
-                        result.detail)
-            return
-        self._metrics.consumer.consumed.labels(CONSUMER, result.type.value).inc()
-        if event_ahead(result, self._horizon):
-            self._reject("future", result)
-            return
+    def _future(self, event: Event) -> None:
+        self._reject("future", event)
+
+    def route(self, channel: str, result: Event) -> None:
+        """A decoded event within the horizon: a pong to the pinger, a session event to
+        its owner's model."""
         if channel.startswith(HEALTH_PONG_PREFIX):
             if isinstance(result, PongEvent):
                 self._on_pong(result)

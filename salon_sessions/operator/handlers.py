@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from salon_sessions.core.resource import GROUP, PLURAL, VERSION
+from salon_sessions.core.salon_session import SalonSession
 from salon_sessions.core.settings import OperatorSettings
 from salon_sessions.operator.reconciler import Reconciler, RetryLater
 from salon_sessions.operator.registry import Registry, Session
@@ -60,7 +61,7 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
 
     async def rereconcile(session: Session) -> None:
         try:
-            await reconciler.reconcile(session, session_body(session))
+            await reconciler.reconcile(session)
         except RetryLater as exc:  # the next watch event or resync retries
             log.warning("%s", exc)
         except Exception:
@@ -87,9 +88,8 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
     async def session_event(type: str | None, body: Mapping[str, Any], **_: Any) -> None:
         # async: runs on the loop, like everything else that reads the registry (kopf would
         # run a plain function in a thread)
-        meta = body.get("metadata", {})
         if type == "DELETED":
-            sessions.forget((meta.get("namespace", ""), meta.get("name", "")))
+            sessions.forget(SalonSession.from_body(body).key)
             return
         session = sessions.observe(body)
         if session is not None and on_status is not None and not session.deleting:
@@ -103,7 +103,7 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
         if session is None:
             raise kopf.PermanentError("spec.companyId is not a company id")
         try:
-            await reconciler.reconcile(session, plain(body))
+            await reconciler.reconcile(session)
         except RetryLater as exc:
             raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
 
@@ -114,7 +114,7 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
             return
         session.deleting = True
         try:
-            await reconciler.cleanup(session, plain(body))
+            await reconciler.cleanup(session)
         except RetryLater as exc:
             raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
 
@@ -132,7 +132,7 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
             return
         existing = None if type == "DELETED" else plain(body)
         try:
-            await reconciler.check_statefulset(session, session_body(session), existing)
+            await reconciler.check_statefulset(session, existing)
         except RetryLater as exc:
             log.warning("%s", exc)
 
@@ -149,10 +149,3 @@ def register(registry: kopf.OperatorRegistry, sessions: Registry,
                     or labels.get(COMPANY_LABEL) != session.company:
                 return
             on_pod(session, body)
-
-
-def session_body(session: Any) -> dict[str, Any]:
-    """A minimal SalonSession body for the StatefulSet builder (from the registry)."""
-    return {"metadata": {"name": session.name, "namespace": session.namespace,
-                         "uid": session.uid, "generation": session.generation},
-            "spec": session.spec}

@@ -9,6 +9,12 @@ The leader renews every `renew_s`; when it cannot renew for `duration_s` it must
 standby took over: `lost` is set and the process stops everything it runs (and exits, to
 be restarted as a standby). A process that restarts under the same identity (a container
 restart in the same pod) takes its own Lease back at once.
+
+Why not `kubernetes_asyncio.leaderelection` (read at 36.1): it judges expiry and its renew
+deadline by the wall clock (`time.time()`), has no release (a clean shutdown would leave
+the standby waiting a whole lease duration; its `LeaseLock` cannot even write an empty
+holder), and a transport error while renewing raises out of its `renew_loop()` without
+cancelling the leader's work. docs/OPERATOR.md ("Why `leader.py`") has the details.
 """
 
 from __future__ import annotations

@@ -24,12 +24,12 @@ and a written `lastEventSeq` beyond it is not trusted on reload.
 from __future__ import annotations
 
 import enum
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from salon_sessions.core.bounds import Horizon, parse_time
+from salon_sessions.core.bounds import Horizon
 from salon_sessions.core.events import (
     SENDING_PAUSED,
     ConnectedEvent,
@@ -43,8 +43,8 @@ from salon_sessions.core.events import (
     PasskeyRequiredEvent,
     QrEvent,
 )
-from salon_sessions.core.phone import PHONE_PATTERN
 from salon_sessions.core.resource import ConditionType, Phase
+from salon_sessions.core.salon_session import SalonSessionStatus, valid_phone
 from salon_sessions.core.state_hash import StateHash
 from salon_sessions.core.whatsapp_reasons import (
     LogoutReason,
@@ -52,9 +52,8 @@ from salon_sessions.core.whatsapp_reasons import (
     describe,
     is_name,
 )
+from salon_sessions.operator.ownership import DUPLICATE_REASON, UNKNOWN_OWNER
 
-_PHONE = re.compile(PHONE_PATTERN, re.ASCII)
-_SERVED_BY = re.compile(r"served by SalonSession (\S+);")
 WORKER_PHASES: Final = frozenset({
     Phase.STARTING, Phase.AWAITING_LINK, Phase.PAIRING_CODE_ISSUED, Phase.PASSKEY_REQUIRED,
     Phase.LINK_EXPIRED, Phase.CONNECTED, Phase.DISCONNECTED, Phase.LOGGED_OUT,
@@ -82,10 +81,6 @@ def utcnow() -> datetime:
 
 def rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def valid_phone(value: object) -> str | None:
-    return value if isinstance(value, str) and _PHONE.fullmatch(value) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +140,8 @@ class SessionModel:
     cleanup_failure: str | None = None
     duplicate_of: str | None = None
     """`namespace/name` of the SalonSession that owns this one's company (this one runs
-    nothing)."""
+    nothing; `.status.servedBy`). Decided by `operator.ownership`, stored here because the
+    status shows it."""
     phase: Phase | None = None
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
@@ -157,36 +153,31 @@ class SessionModel:
 
     # ---- loading ----------------------------------------------------------------------
     @classmethod
-    def from_status(cls, status: dict[str, Any] | None, generation: int,
-                    suspended: bool, horizon: Horizon | None = None) -> SessionModel:
+    def from_status(cls, written: SalonSessionStatus | Mapping[str, Any] | None,
+                    generation: int, suspended: bool,
+                    horizon: Horizon | None = None) -> SessionModel:
         """Rebuild the model from a written `.status` (operator restart or takeover). A
         `lastEventSeq` beyond the horizon (a forged or hand-written one) is not trusted: it
         would make every real event look stale."""
-        status = status or {}
+        status = (written if isinstance(written, SalonSessionStatus)
+                  else SalonSessionStatus.from_dict(written))
         model = cls(generation=generation, suspended=suspended)
-        try:
-            phase: Phase | None = Phase(status["phase"])
-        except (KeyError, ValueError):
-            phase = None
+        phase = status.phase
         model.phase = phase
         model.worker_phase = phase if phase in WORKER_PHASES else None
-        linked = status.get("linked")
-        model.linked = linked if isinstance(linked, bool) else None
-        model.connected = status.get("connected") is True
-        model.phone = valid_phone(status.get("phone"))
-        model.last_connected_at = parse_time(status.get("lastConnectedAt"))
-        model.link_expires_at = parse_time(status.get("linkExpiresAt"))
-        model.last_event_at = parse_time(status.get("lastEventAt"))
+        model.linked = status.linked
+        model.connected = status.connected
+        model.phone = status.phone
+        model.last_connected_at = status.last_connected_at
+        model.link_expires_at = status.link_expires_at
+        model.last_event_at = status.last_event_at
         model.worker_time = model.last_event_at
-        seq = status.get("lastEventSeq")
-        trusted = isinstance(seq, int) and not (horizon or Horizon()).ahead(seq)
-        model.last_event_seq = seq if isinstance(seq, int) and trusted else 0
-        observed = status.get("observedGeneration")
-        model.observed_generation = observed if isinstance(observed, int) else None
+        seq = status.last_event_seq
+        trusted = seq is not None and not (horizon or Horizon()).ahead(seq)
+        model.last_event_seq = seq if seq is not None and trusted else 0
+        model.observed_generation = status.observed_generation
         model.applied = model.observed_generation is not None
-        for cond in status.get("conditions") or []:
-            if isinstance(cond, dict) and isinstance(cond.get("type"), str):
-                model.conditions[cond["type"]] = dict(cond)
+        model.conditions = {t: dict(c) for t, c in status.conditions.items()}
         worker = model.conditions.get(ConditionType.WORKER_HEALTHY, {})
         model.healthy = {"True": True, "False": False}.get(str(worker.get("status")))
         if worker.get("reason") == "LockLost":
@@ -198,10 +189,14 @@ class SessionModel:
         connected = model.conditions.get(ConditionType.CONNECTED, {})
         model.heartbeat_lost = connected.get("reason") == "HeartbeatLost"
         model.logged_out = phase is Phase.LOGGED_OUT
-        ready = model.conditions.get(ConditionType.READY, {})
-        if ready.get("reason") == "DuplicateCompany":
-            owner = _SERVED_BY.search(str(ready.get("message", "")))
-            model.duplicate_of = owner.group(1) if owner else "another SalonSession"
+        # held as a duplicate (`operator.ownership`): `servedBy`, or, written by an operator
+        # from before that field, the Ready condition's reason (the owner is named again at
+        # the next reconcile)
+        if status.served_by is not None:
+            model.duplicate_of = status.served_by
+        elif status.reason(ConditionType.READY) == DUPLICATE_REASON:
+            model.duplicate_of = UNKNOWN_OWNER
+        if model.duplicate_of is not None:
             model.applied = False
         return model
 
@@ -403,7 +398,7 @@ class SessionModel:
         if self.cleanup_failure is not None:
             return Phase.FAILED, "CleanupFailed"
         if self.duplicate_of is not None:
-            return Phase.FAILED, "DuplicateCompany"
+            return Phase.FAILED, DUPLICATE_REASON
         if self.suspended:
             return Phase.SUSPENDED, "Suspended"
         if not self.applied and self.observed_generation is None:
@@ -429,10 +424,10 @@ class SessionModel:
         if self.duplicate_of is not None:
             message = (f"its company is served by SalonSession {self.duplicate_of}; this one "
                        f"runs no worker (delete it: its deletion leaves the credentials alone)")
-            return {ConditionType.LINKED: Cond("Unknown", "DuplicateCompany", message),
-                    ConditionType.CONNECTED: Cond("False", "DuplicateCompany", message),
-                    ConditionType.WORKER_HEALTHY: Cond("Unknown", "DuplicateCompany", message),
-                    ConditionType.READY: Cond("False", "DuplicateCompany", message)}
+            return {ConditionType.LINKED: Cond("Unknown", DUPLICATE_REASON, message),
+                    ConditionType.CONNECTED: Cond("False", DUPLICATE_REASON, message),
+                    ConditionType.WORKER_HEALTHY: Cond("Unknown", DUPLICATE_REASON, message),
+                    ConditionType.READY: Cond("False", DUPLICATE_REASON, message)}
         if self.linked:
             linked = Cond("True", "Linked", "WhatsApp accepted this device")
         elif self.linked is None:
@@ -547,6 +542,7 @@ class SessionModel:
             "lastEventSeq": self.last_event_seq or None,
             "podName": pod_name if self.applied and not self.suspended else None,
             "observedGeneration": self.observed_generation,
+            "servedBy": self.duplicate_of,
         }
         status.update({k: v for k, v in optional.items() if v is not None})
         return status

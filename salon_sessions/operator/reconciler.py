@@ -5,10 +5,12 @@ operator restart or two reconciles at once end with the same single StatefulSet)
 creates, updates (rolling the pod when the template's hash changes) or scales (suspend) in
 one call.
 
-One company, one session (`Registry.owner`): a SalonSession whose company another, older,
-one already names is held as a duplicate: no StatefulSet (deleted if it had one), phase
-`Failed` with reason `DuplicateCompany`, and its deletion leaves the company's credentials
-and Redis keys alone (they are the owner's). When the owner goes, the next one takes over.
+One company, one session (`operator.ownership`): a SalonSession whose company another,
+older, one already names is held as a duplicate: no StatefulSet (deleted if it had one),
+phase `Failed` with reason `DuplicateCompany`, and its deletion leaves the company's
+credentials and Redis keys alone (they are the owner's). When the owner goes, the next one
+takes over. This module does the I/O of it (deleting what a duplicate ran); who owns, and
+the held state, are `operator.ownership`'s.
 
 Before the StatefulSet, the session's own credentials (Redis user, Secret) are ensured
 (`operator.tenancy`); a duplicate holds none.
@@ -81,23 +83,21 @@ class Reconciler:
         self._metrics = metrics
 
     # ---- StatefulSet ------------------------------------------------------------------
-    async def reconcile(self, session: Session, body: dict[str, Any], *,
+    async def reconcile(self, session: Session, *,
                         drifted: dict[str, Any] | None = None) -> None:
         """Apply the StatefulSet; `drifted`: the StatefulSet someone else changed (its pod
         template is then replaced as a whole, see `operator.drift`)."""
         if session.deleting:
             return
-        if not self._registry.is_owner(session):
+        owners = self._registry.owners
+        if not owners.is_owner(session):
             await self._hold_duplicate(session)
             return
-        if session.model.duplicate_of is not None:
-            log.info("SalonSession %s/%s now serves %s", session.namespace, session.name,
-                     session.company, extra={"company_id": session.company})
-            session.model.release_duplicate()
+        owners.release(session)
         await self._finish_pending_cleanup(session)
         session.model.refresh()
         self._writer.mark(session)  # Pending, if this is the first we hear of it
-        desired = build_statefulset(body, self._settings)
+        desired = build_statefulset(session.resource(), self._settings)
         started = time.monotonic()
         session.applying += 1
         try:
@@ -131,7 +131,7 @@ class Reconciler:
             session.applying -= 1
             self._metrics.reconcile_seconds.labels("statefulset").observe(
                 time.monotonic() - started)
-        if not self._registry.is_owner(session):  # an older one appeared meanwhile
+        if not owners.is_owner(session):  # an older one appeared meanwhile
             await self._hold_duplicate(session)
             return
         session.model.reconciled(session.generation, session.suspended)
@@ -153,8 +153,7 @@ class Reconciler:
                              delay=self._settings.pending_cleanup_retry_s)
 
     async def _hold_duplicate(self, session: Session) -> None:
-        owner = self._registry.owner(session.company)
-        owner_ref = f"{owner.namespace}/{owner.name}" if owner else "another SalonSession"
+        """Stop whatever a duplicate runs, then hold it (`operator.ownership`)."""
         try:
             await self._kube.delete_statefulset(session.namespace, session.name, session.uid)
         except KubeError as exc:
@@ -164,25 +163,17 @@ class Reconciler:
             await self._credentials.drop(session, owner=False)
         except CredentialsError as exc:
             raise RetryLater(str(exc), delay=2.0) from None
-        if session.model.duplicate_of != owner_ref:
-            log.warning("SalonSession %s/%s names %s, which %s serves already: it runs "
-                        "nothing", session.namespace, session.name, session.company,
-                        owner_ref, extra={"company_id": session.company})
-            self._recorder.emit(session.ref(), "Warning", "DuplicateCompany",
-                                f"{session.company} is served by SalonSession {owner_ref}; "
-                                f"this one runs no worker")
-        session.model.hold_as_duplicate(owner_ref, session.generation)
-        session.model.refresh()
+        self._registry.owners.hold(session, self._recorder)
         self._writer.mark(session)
 
-    async def check_statefulset(self, session: Session, body: dict[str, Any],
+    async def check_statefulset(self, session: Session,
                                 existing: dict[str, Any] | None) -> None:
         """A watched StatefulSet changed or vanished: re-apply if someone else changed it
         (a generation above our last write's; see `operator.drift`)."""
         if session.deleting or session.applying:
             return  # the write in flight settles it (and records its generation)
         if existing is not None:
-            desired = build_statefulset(body, self._settings)
+            desired = build_statefulset(session.resource(), self._settings)
             seen, ours = generation(existing), session.statefulset_generation
             if ours is not None and seen is not None and seen <= ours \
                     and matches(existing, desired):
@@ -195,21 +186,18 @@ class Reconciler:
                  "was deleted" if existing is None else "was changed by someone else")
         self._metrics.statefulset_drift.labels("deleted" if existing is None
                                                else "changed").inc()
-        await self.reconcile(session, body, drifted=existing)
+        await self.reconcile(session, drifted=existing)
 
     # ---- finalizer -------------------------------------------------------------------------
-    async def cleanup(self, session: Session, body: dict[str, Any]) -> None:
+    async def cleanup(self, session: Session) -> None:
         started = time.monotonic()
         try:
             await self._stop_worker(session)
             await self._drop_credentials(session)
-            if not self._registry.is_owner(session):
-                owner = self._registry.owner(session.company)
-                served_by = f"{owner.namespace}/{owner.name}" if owner else "another session"
+            kept = self._registry.owners.kept_for_owner(session)
+            if kept is not None:
                 self._metrics.cleanups.labels("duplicate").inc()
-                self._recorder.emit(session.ref(), "Normal", "CredentialsKept",
-                                    f"a duplicate of {served_by}: the company's credentials "
-                                    f"and Redis keys are that session's and stay")
+                self._recorder.emit(session.ref(), "Normal", "CredentialsKept", kept)
                 return
             await self._delete_redis_keys(session)
             if session.deletion_policy is DeletionPolicy.RETAIN:

@@ -5,10 +5,9 @@ reconciler, the pinger and the status writer all read from here. A session's mod
 created from its written `.status` the first time it is seen, and is authoritative after
 that (the operator is the only writer of `.status`).
 
-One company, one session: when several SalonSessions name the same company, the oldest
-(creation time, then namespace/name) owns it and the others are duplicates that run
-nothing (`owner`). When the owner changes (an older one appears, or the owner is
-forgotten), `on_owner_change(old, new)` is called so that both are reconciled again.
+Bodies are read through their typed views (`core.salon_session`). Which session serves a
+company is `operator.ownership`'s (`Registry.owners`); the registry tells it which sessions
+exist.
 """
 
 from __future__ import annotations
@@ -24,7 +23,9 @@ from typing import Any
 from salon_sessions.core.bounds import Horizon
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
 from salon_sessions.core.resource import API_VERSION, KIND, DeletionPolicy
+from salon_sessions.core.salon_session import SalonSession, SalonSessionSpec
 from salon_sessions.operator.model import SessionModel
+from salon_sessions.operator.ownership import CompanyOwners, OwnerChange
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
@@ -36,7 +37,8 @@ class Session:
     name: str
     uid: str
     company: str
-    spec: dict[str, Any]
+    """`spec.companyId`, canonical (`core.company`)."""
+    spec: SalonSessionSpec
     generation: int
     model: SessionModel
     deleting: bool = False
@@ -78,14 +80,17 @@ class Session:
 
     @property
     def suspended(self) -> bool:
-        return bool(self.spec.get("suspend", False))
+        return self.spec.suspend
 
     @property
     def deletion_policy(self) -> DeletionPolicy:
-        try:
-            return DeletionPolicy(self.spec.get("deletionPolicy", DeletionPolicy.DELETE))
-        except ValueError:
-            return DeletionPolicy.DELETE
+        return self.spec.deletion_policy
+
+    def resource(self) -> SalonSession:
+        """The SalonSession as last seen (what the StatefulSet is built from)."""
+        return SalonSession(name=self.name, namespace=self.namespace, uid=self.uid,
+                            generation=self.generation, created=self.created,
+                            deleting=self.deleting, spec=self.spec)
 
     @property
     def active(self) -> bool:
@@ -111,9 +116,8 @@ class Registry:
                  horizon: Horizon | None = None) -> None:
         self._horizon = horizon or Horizon()
         self._sessions: dict[Key, Session] = {}
-        self._by_company: dict[str, set[Key]] = {}
+        self.owners = CompanyOwners()
         self._on_new = on_new
-        self.on_owner_change: Callable[[Session, Session | None], None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -124,68 +128,56 @@ class Registry:
     def get(self, key: Key) -> Session | None:
         return self._sessions.get(key)
 
+    # ---- ownership (`operator.ownership`), named here for the registry's readers ----------
     def owner(self, company_id: str) -> Session | None:
-        """The session that serves `company_id`: the oldest of those that name it."""
-        keys = self._by_company.get(company_id)
-        if not keys:
-            return None
-        return min((self._sessions[k] for k in keys),
-                   key=lambda s: (s.created or "~", s.namespace, s.name))
+        return self.owners.owner(company_id)
 
     def is_owner(self, session: Session) -> bool:
-        return self.owner(session.company) is session
+        return self.owners.is_owner(session)
 
-    def _owner_changed(self, old: Session | None, company: str) -> None:
-        new = self.owner(company)
-        if old is not None and new is not old and self.on_owner_change is not None:
-            self.on_owner_change(old, new)
+    @property
+    def on_owner_change(self) -> OwnerChange | None:
+        return self.owners.on_change
+
+    @on_owner_change.setter
+    def on_owner_change(self, callback: OwnerChange | None) -> None:
+        self.owners.on_change = callback
 
     def observe(self, body: Mapping[str, Any]) -> Session | None:
         """Record the latest body of a SalonSession; returns its session (None if the body
         is not a valid SalonSession, which the CRD's validation should make impossible)."""
-        meta = body.get("metadata", {})
-        spec = dict(body.get("spec") or {})
-        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        uid = str(meta.get("uid", ""))
+        resource = SalonSession.from_body(body)
+        key = resource.key
         try:
-            company = canonical_company_id(str(spec.get("companyId", "")))
+            company = canonical_company_id(resource.spec.company_id)
         except InvalidCompanyId:
             log.warning("SalonSession %s/%s has no valid companyId; ignored", *key)
             return None
-        generation = int(meta.get("generation") or 0)
         session = self._sessions.get(key)
-        if session is not None and session.uid != uid:
+        if session is not None and session.uid != resource.uid:
             self.forget(key)  # deleted and created again under the same name
             session = None
         if session is None:
-            before = self.owner(company)
-            status = body.get("status") or {}
-            model = SessionModel.from_status(dict(status), generation,
-                                             bool(spec.get("suspend", False)), self._horizon)
-            session = Session(namespace=key[0], name=key[1], uid=uid, company=company,
-                              spec=spec, generation=generation, model=model,
-                              created=str(meta.get("creationTimestamp") or ""))
-            session.remember_written(dict(status))  # what is there (a restart's)
+            model = SessionModel.from_status(resource.status, resource.generation,
+                                             resource.spec.suspend, self._horizon)
+            session = Session(namespace=resource.namespace, name=resource.name,
+                              uid=resource.uid, company=company, spec=resource.spec,
+                              generation=resource.generation, model=model,
+                              created=resource.created)
+            # what is there (a restart's), as written
+            session.remember_written(dict(body.get("status") or {}))
             self._sessions[key] = session
-            self._by_company.setdefault(company, set()).add(key)
             if self._on_new is not None:
                 self._on_new(session)
-            self._owner_changed(before, company)
+            self.owners.join(session)
         else:
-            session.spec, session.generation = spec, generation
-            session.model.generation = generation
-        session.deleting = bool(meta.get("deletionTimestamp"))
+            session.spec, session.generation = resource.spec, resource.generation
+            session.model.generation = resource.generation
+        session.deleting = resource.deleting
         return session
 
     def forget(self, key: Key) -> Session | None:
-        session = self._sessions.get(key)
-        before = self.owner(session.company) if session is not None else None
-        self._sessions.pop(key, None)
+        session = self._sessions.pop(key, None)
         if session is not None:
-            keys = self._by_company.get(session.company)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_company[session.company]
-            self._owner_changed(before, session.company)
+            self.owners.leave(session)
         return session

@@ -1,9 +1,9 @@
 """The StatefulSet that runs one session's worker (1 replica, 0 while suspended).
 
-Pure: a SalonSession body and the operator's settings in, a StatefulSet body out (for a
-server-side apply). Secrets are referenced by name (`secretKeyRef`), never copied; the
-database and Redis URLs come from the session's own Secret (`credentials_secret`), which
-`operator.tenancy` writes.
+Pure: a SalonSession (its typed view, `core.salon_session`) and the operator's settings
+in, a StatefulSet body out (for a server-side apply). Secrets are referenced by name
+(`secretKeyRef`), never copied; the database and Redis URLs come from the session's own
+Secret (`credentials_secret`), which `operator.tenancy` writes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import json
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from salon_sessions.core.resource import API_VERSION, KIND, DriverName, expire_after_seconds
+from salon_sessions.core.resource import API_VERSION, KIND, expire_after_seconds
+from salon_sessions.core.salon_session import SalonSession, SalonSessionSpec
 from salon_sessions.core.settings import OperatorSettings
 
 NAME_LABEL: Final = "app.kubernetes.io/name"
@@ -78,17 +79,14 @@ def labels(name: str, company_id: str) -> dict[str, str]:
     return {**selector_labels(name), MANAGED_BY_LABEL: MANAGED_BY, COMPANY_LABEL: company_id}
 
 
-def _image(spec: dict[str, Any], settings: OperatorSettings) -> str:
-    return str(spec.get("image") or settings.worker_image)
+def _image(spec: SalonSessionSpec, settings: OperatorSettings) -> str:
+    return spec.image or settings.worker_image
 
 
-def _driver(spec: dict[str, Any]) -> str:
-    return str(spec.get("driver") or DriverName.NEONIZE.value)
-
-
-def resources(spec: dict[str, Any], settings: OperatorSettings) -> dict[str, dict[str, str]]:
+def resources(spec: SalonSessionSpec,
+              settings: OperatorSettings) -> dict[str, dict[str, str]]:
     """The spec's resources over the operator's defaults, field by field."""
-    wanted = spec.get("resources") or {}
+    wanted = spec.resources
     defaults: dict[str, dict[str, str | None]] = {
         "requests": {"cpu": settings.worker_cpu_request,
                      "memory": settings.worker_memory_request},
@@ -97,33 +95,24 @@ def resources(spec: dict[str, Any], settings: OperatorSettings) -> dict[str, dic
     out: dict[str, dict[str, str]] = {}
     for kind, values in defaults.items():
         merged = {k: v for k, v in values.items() if v is not None}
-        merged.update({k: str(v) for k, v in (wanted.get(kind) or {}).items()})
+        merged.update(wanted.get(kind) or {})
         if merged:
             out[kind] = merged
     return out
 
 
 LINK_EXPIRE_AFTER_DEFAULT_S: Final = expire_after_seconds(None)
+"""Also the worker's default: the pod gets `SALON_LINK_EXPIRE_AFTER_S` only for another
+value (`spec.link.expireAfter`)."""
 
 
-def link_expire_after_s(spec: dict[str, Any]) -> int:
-    """`spec.link.expireAfter` in seconds (the CRD validated it; absent: 30 minutes, which
-    is also the worker's default: the pod gets `SALON_LINK_EXPIRE_AFTER_S` only for another
-    value)."""
-    value = (spec.get("link") or {}).get("expireAfter")
-    try:
-        return expire_after_seconds(None if value is None else str(value))
-    except ValueError:
-        return expire_after_seconds(None)  # the CRD refuses it; never a crash here
-
-
-def config_hash(spec: dict[str, Any], settings: OperatorSettings) -> str:
+def config_hash(spec: SalonSessionSpec, settings: OperatorSettings) -> str:
     """Hash of the inputs whose change must roll the pod: image, driver, proxy, resources,
     the onboarding bound (plus the operator-wide worker settings)."""
     inputs: dict[str, Any] = {
         "image": _image(spec, settings),
-        "driver": _driver(spec),
-        "proxy": spec.get("proxy") or None,
+        "driver": spec.driver.value,
+        "proxy": spec.proxy.to_dict() if spec.proxy is not None else None,
         "resources": resources(spec, settings),
         "env": sorted(settings.worker_env.items()),
         "go": [settings.worker_bot_label, settings.worker_go_memory_limit_percent,
@@ -131,7 +120,7 @@ def config_hash(spec: dict[str, Any], settings: OperatorSettings) -> str:
         "heartbeat": settings.worker_heartbeat_ttl_s,
         "credentials": _credentials_inputs(settings),
     }
-    if (expire := link_expire_after_s(spec)) != LINK_EXPIRE_AFTER_DEFAULT_S:
+    if (expire := spec.link.expire_after_s) != LINK_EXPIRE_AFTER_DEFAULT_S:
         # only then, like the pooler: an operator upgrade restarts no session that keeps
         # the default bound
         inputs["expire_after_s"] = expire
@@ -186,15 +175,14 @@ def database_env(name: str, settings: OperatorSettings) -> list[dict[str, Any]]:
     return env
 
 
-def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[str, Any]]:
-    spec = body.get("spec") or {}
-    name = body["metadata"]["name"]
+def worker_env(session: SalonSession, settings: OperatorSettings) -> list[dict[str, Any]]:
+    spec, name = session.spec, session.name
     env: list[dict[str, Any]] = [
-        {"name": "SALON_COMPANY_ID", "value": str(spec["companyId"])},
+        {"name": "SALON_COMPANY_ID", "value": spec.company_id},
         {"name": "SALON_SESSION_NAME", "value": name},
         _field_env("SALON_NAMESPACE", "metadata.namespace"),
         _field_env("SALON_POD_NAME", "metadata.name"),
-        {"name": "SALON_DRIVER", "value": _driver(spec)},
+        {"name": "SALON_DRIVER", "value": spec.driver.value},
         *database_env(name, settings),
         _secret_env("SALON_REDIS_URL", credentials_secret(name), REDIS_URL_KEY),
         {"name": "SALON_METRICS_PORT", "value": str(settings.worker_metrics_port)},
@@ -202,12 +190,10 @@ def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[st
         {"name": "SALON_LOG_JSON", "value": "true" if settings.worker_log_json else "false"},
         *go_env(settings),
     ]
-    if (expire := link_expire_after_s(spec)) != LINK_EXPIRE_AFTER_DEFAULT_S:
+    if (expire := spec.link.expire_after_s) != LINK_EXPIRE_AFTER_DEFAULT_S:
         env.append({"name": "SALON_LINK_EXPIRE_AFTER_S", "value": str(expire)})
-    proxy = (spec.get("proxy") or {}).get("secretRef")
-    if proxy:
-        env.append(_secret_env("SALON_PROXY_URL", str(proxy["name"]),
-                               str(proxy.get("key") or "url")))
+    if spec.proxy is not None:
+        env.append(_secret_env("SALON_PROXY_URL", spec.proxy.name, spec.proxy.secret_key))
     if settings.post_connect_secret:
         env.append(_secret_env("SALON_POST_CONNECT_URL", settings.post_connect_secret, "url",
                                optional=True))
@@ -217,14 +203,14 @@ def worker_env(body: dict[str, Any], settings: OperatorSettings) -> list[dict[st
     return env
 
 
-def _container(body: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
-    spec = body.get("spec") or {}
+def _container(session: SalonSession, settings: OperatorSettings) -> dict[str, Any]:
+    spec = session.spec
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": _image(spec, settings),
         "imagePullPolicy": settings.worker_image_pull_policy,
         "command": ["salon-sessions", "worker"],
-        "env": worker_env(body, settings),
+        "env": worker_env(session, settings),
         "resources": resources(spec, settings),
         "securityContext": {
             "runAsNonRoot": True,
@@ -243,12 +229,10 @@ def _container(body: dict[str, Any], settings: OperatorSettings) -> dict[str, An
     return container
 
 
-def build_statefulset(body: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
-    meta = body["metadata"]
-    spec = body.get("spec") or {}
-    name, namespace = str(meta["name"]), str(meta["namespace"])
-    company = str(spec["companyId"])
-    all_labels = labels(name, company)
+def build_statefulset(session: SalonSession, settings: OperatorSettings) -> dict[str, Any]:
+    spec = session.spec
+    name, namespace = session.name, session.namespace
+    all_labels = labels(name, spec.company_id)
     digest = config_hash(spec, settings)
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -261,7 +245,7 @@ def build_statefulset(body: dict[str, Any], settings: OperatorSettings) -> dict[
             "fsGroup": 10001,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(body, settings)],
+        "containers": [_container(session, settings)],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
     if settings.worker_service_account:
@@ -276,11 +260,11 @@ def build_statefulset(body: dict[str, Any], settings: OperatorSettings) -> dict[
             "annotations": {HASH_ANNOTATION: digest},
             "ownerReferences": [{
                 "apiVersion": API_VERSION, "kind": KIND, "name": name,
-                "uid": str(meta["uid"]), "controller": True, "blockOwnerDeletion": True,
+                "uid": session.uid, "controller": True, "blockOwnerDeletion": True,
             }],
         },
         "spec": {
-            "replicas": 0 if spec.get("suspend") else 1,
+            "replicas": 0 if spec.suspend else 1,
             "serviceName": name,
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "RollingUpdate"},

@@ -18,6 +18,7 @@ from salon_sessions.core.phone import (
     parse_jid,
     phone_from_user_jid,
     phone_of,
+    user_jid,
 )
 from salon_sessions.core.whatsapp_reasons import from_neonize_enum, temp_ban_name
 from salon_sessions.worker.driver import (
@@ -160,7 +161,7 @@ async def inbound_message(event: Any, resolver: LidResolver, *,
         if parsed is not None and parsed.kind is JidKind.LID:
             found = await phone_of(parsed, resolver)
             if isinstance(found, Resolved):
-                alt = f"{found.phone}@s.whatsapp.net"
+                alt = user_jid(found.phone)
     extra: dict[str, str] = {}
     push_name = str(info.Pushname) if info.HasField("Pushname") else ""
     if push_name:

@@ -265,7 +265,10 @@ WHATSAPP_PORT: Final = 443
 """`wss://web.whatsapp.com/ws/chat`, dialled directly when there is no proxy."""
 
 
-class Phase(enum.IntEnum):
+class AttemptPhase(enum.IntEnum):
+    """How far one `GoAttempt` (one `Neonize()` run) got: it decides how the attempt can be
+    stopped (`GoAttempt.request_stop`). Not the session's phase (`core.resource.Phase`)."""
+
     STARTING = 0
     """Opening the store and dialling; only the dial can be cut (`cut_dial`)."""
     LOGIN = 1
@@ -295,10 +298,25 @@ class PendingMessage:
             self.stored.set_result(stored)
 
 
-AttemptPost = Callable[["GoAttempt", str, Any], None]
-"""Receives `(attempt, kind, payload)` from Go threads; must be thread-safe.
-Kinds: `qr` (str), `login` (str), `event` (protobuf), `message` (`PendingMessage`: the
-receiver must settle it), `marker` (`neonize_logs.LogFact`), `finished` (str)."""
+class GoCallback(enum.StrEnum):
+    """What a Go callback hands the driver (the kind of an `AttemptPost` payload)."""
+
+    QR = "qr"
+    """A (rotated) QR payload of the login socket (str)."""
+    LOGIN = "login"
+    """Another item of the login socket's QR channel: its end or a passkey step (str)."""
+    EVENT = "event"
+    """A neonize event other than a message (a `Neonize_pb2` protobuf)."""
+    MESSAGE = "message"
+    """An inbound message (`PendingMessage`: the receiver must settle it)."""
+    MARKER = "marker"
+    """A fact announced by a whatsmeow log line (`neonize_logs.LogFact`)."""
+    FINISHED = "finished"
+    """`Neonize()` returned, or the attempt gave up dialling (why, str)."""
+
+
+AttemptPost = Callable[["GoAttempt", GoCallback, Any], None]
+"""Receives `(attempt, kind, payload)` from Go threads; must be thread-safe."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +347,7 @@ class GoAttempt:
         self._scrub = scrub
         self._ops = ops or GoOps()
         self._lock = threading.Lock()
-        self._phase = Phase.STARTING
+        self._phase = AttemptPhase.STARTING
         self._stop_requested = False
         self._stop_sent = False
         self._disconnect_sent = False
@@ -354,7 +372,7 @@ class GoAttempt:
         """Set when `Neonize()` has returned."""
 
     @property
-    def phase(self) -> Phase:
+    def phase(self) -> AttemptPhase:
         return self._phase
 
     # ---- lifecycle ----------------------------------------------------------------
@@ -415,7 +433,7 @@ class GoAttempt:
             except Exception:
                 self._log.exception("neonize Stop after return failed")
             _RECENT_CALLBACKS.append(self._refs)
-            self._set_phase(Phase.FINISHED)
+            self._set_phase(AttemptPhase.FINISHED)
             self.finished.set()
             self._report_finished(self._timeout_reason() if self._timed_out
                                   else self._scrub(error))
@@ -434,7 +452,7 @@ class GoAttempt:
             self._released.set_result(None)
         self._act(action)
 
-    def _set_phase(self, phase: Phase) -> None:
+    def _set_phase(self, phase: AttemptPhase) -> None:
         with self._lock:
             if phase <= self._phase:
                 return
@@ -445,16 +463,16 @@ class GoAttempt:
     def _pending_locked(self) -> Callable[[str], None] | None:
         if not self._stop_requested:
             return None
-        if self._phase is Phase.FINISHED:
+        if self._phase is AttemptPhase.FINISHED:
             self.settled.set()
             return None
-        if self._phase is Phase.RUNNING and not self._stop_sent:
+        if self._phase is AttemptPhase.RUNNING and not self._stop_sent:
             self._stop_sent = True
             return self._ops.stop
-        if self._phase is Phase.LOGIN and not self._disconnect_sent:
+        if self._phase is AttemptPhase.LOGIN and not self._disconnect_sent:
             self._disconnect_sent = True
             return self._disconnect_and_park
-        if self._phase is Phase.STARTING and not self._cut_sent:
+        if self._phase is AttemptPhase.STARTING and not self._cut_sent:
             self._cut_sent = True
             return self._cut_dial_action
         return None
@@ -486,7 +504,7 @@ class GoAttempt:
         dial without a deadline; cut it, and report the attempt as finished (a failed
         connection) even if Go does not return."""
         with self._lock:
-            if self._phase is not Phase.STARTING or self._stop_requested:
+            if self._phase is not AttemptPhase.STARTING or self._stop_requested:
                 return
             self._timed_out = True
         cut = self.cut_dial()
@@ -504,12 +522,12 @@ class GoAttempt:
             if self._finish_reported:
                 return
             self._finish_reported = True
-        self._emit("finished", reason)
+        self._emit(GoCallback.FINISHED, reason)
 
     def _disconnect_and_park(self, uuid: str) -> None:
         self._ops.disconnect(uuid)
         with self._lock:
-            if self._phase is Phase.LOGIN:
+            if self._phase is AttemptPhase.LOGIN:
                 _PARKED.add(self)
                 self.settled.set()
 
@@ -540,7 +558,7 @@ class GoAttempt:
                              daemon=True).start()
 
     # ---- callbacks from Go threads ------------------------------------------------
-    def _emit(self, kind: str, payload: Any) -> bool:
+    def _emit(self, kind: GoCallback, payload: Any) -> bool:
         try:
             self._post(self, kind, payload)
         except Exception:
@@ -553,16 +571,16 @@ class GoAttempt:
             if not data:
                 return
             code = ctypes.string_at(data).decode("utf-8", "replace")
-            self._set_phase(Phase.LOGIN)
+            self._set_phase(AttemptPhase.LOGIN)
             if not self._stop_requested:
-                self._emit("qr", code)
+                self._emit(GoCallback.QR, code)
         except Exception:
             self._log.exception("bad QR callback from neonize")
 
     def _on_login(self, _uuid: int | None, data: int | None) -> None:
         try:
             status = ctypes.string_at(data).decode("utf-8", "replace") if data else ""
-            self._emit("login", status)
+            self._emit(GoCallback.LOGIN, status)
         except Exception:
             self._log.exception("bad login callback from neonize")
 
@@ -574,7 +592,7 @@ class GoAttempt:
                 return
             message = cls.FromString(ctypes.string_at(data, size) if data and size > 0 else b"")
             if code == EV_DEVICE:
-                self._set_phase(Phase.RUNNING)
+                self._set_phase(AttemptPhase.RUNNING)
             elif code == EV_OFFLINE_SYNC_PREVIEW:
                 self._offline_sync = True
             elif code in (EV_OFFLINE_SYNC_COMPLETED, EV_DISCONNECTED):
@@ -583,7 +601,7 @@ class GoAttempt:
                 self._wait_stored(PendingMessage(message, self._offline_sync,
                                                  concurrent.futures.Future()))
             else:
-                self._emit("event", message)
+                self._emit(GoCallback.EVENT, message)
         except Exception:
             self._log.exception("bad event callback from neonize (code %s)", code)
 
@@ -592,7 +610,7 @@ class GoAttempt:
         neonize's event channel, see the module docstring) until it is stored, for at most
         `message_wait_s`, or until a stop is requested. Never waits on the event loop
         itself: the loop settles `pending` from its own task."""
-        if not self._emit("message", pending) or self._stop_requested:
+        if not self._emit(GoCallback.MESSAGE, pending) or self._stop_requested:
             return
         waits: list[concurrent.futures.Future[Any]] = [pending.stored, self._released]
         done, _ = concurrent.futures.wait(waits,
@@ -614,7 +632,7 @@ class GoAttempt:
             self._log.log(level, "whatsmeow %s: %s", entry.Name, message)
             fact = parse_log_line(message)
             if fact is not None:
-                self._emit("marker", fact)
+                self._emit(GoCallback.MARKER, fact)
         except Exception:
             self._log.exception("bad log callback from neonize")
 

@@ -45,6 +45,7 @@ from salon_sessions.core.messages import (
     SendText,
     parse_send_command,
 )
+from salon_sessions.core.phone import user_jid
 from salon_sessions.core.publisher import RETRYABLE
 from salon_sessions.core.redis_client import as_text
 from salon_sessions.worker.driver import NOT_CONNECTED, SEND_RESTRICTIONS, Driver, DriverError
@@ -181,7 +182,7 @@ class OutboundSender:
             return True
         contacts = channels.contacts_key(self._company)
         new_contact = not await self._redis.sismember(contacts, cmd.to)
-        to_jid = f"{cmd.to}@s.whatsapp.net"
+        to_jid = user_jid(cmd.to)
         while True:
             if not await self._wait_for_slot(entry_id, cmd, new_contact, connected):
                 return False

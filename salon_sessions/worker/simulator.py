@@ -80,7 +80,7 @@ from salon_sessions.core.channels import (
     simulator_sent_key,
 )
 from salon_sessions.core.metrics import SubscriberMetrics
-from salon_sessions.core.phone import LidResolver
+from salon_sessions.core.phone import LidResolver, device_jid
 from salon_sessions.core.redis_client import REDIS_ERRORS
 from salon_sessions.core.subscriber import ResilientSubscriber
 from salon_sessions.core.whatsapp_reasons import (
@@ -301,7 +301,7 @@ class SimulatorDriver(Driver):
 
     async def _link(self, phone: str) -> None:
         device = secrets.randbelow(90) + 10
-        jid = f"{phone}:{device}@s.whatsapp.net"
+        jid = device_jid(phone, device)
         await self._store.save_device(jid, phone, "Salon")
         self._qr, self._code = None, None
         await self._stop_session()

@@ -26,10 +26,11 @@ DEVICES: dict[str, dict[str, Any]] = {
 
 
 class Shots:
-    """Numbered screenshots of one test's steps, in test-artifacts/onboarding/<test>/."""
+    """Numbered screenshots of one test's steps, in `root`/<test>/ (default
+    test-artifacts/onboarding/)."""
 
-    def __init__(self, name: str) -> None:
-        self.dir = SHOTS / name
+    def __init__(self, name: str, root: Path = SHOTS) -> None:
+        self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         for old in self.dir.glob("*.png"):
             old.unlink()

@@ -28,15 +28,9 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 NARROW: ViewportSize = {"width": 320, "height": 640}
 
 
-class AdminShots(Shots):
+def admin_shots(name: str) -> Shots:
     """Numbered screenshots in test-artifacts/admin/<test>/."""
-
-    def __init__(self, name: str) -> None:
-        self.dir = ADMIN_SHOTS / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for old in self.dir.glob("*.png"):
-            old.unlink()
-        self.n = 0
+    return Shots(name, root=ADMIN_SHOTS)
 
 
 async def open_console(chromium: Browser, api: ApiServer, *, viewport: ViewportSize = DESKTOP,
@@ -88,7 +82,7 @@ async def search(page: Page, text: str) -> None:
 
 async def test_token_form_company_token_refused_and_kept_in_session(
         chromium: Browser, api: ApiServer) -> None:
-    shots = AdminShots("token")
+    shots = admin_shots("token")
     company = new_company()
     page = await open_console(chromium, api)
     try:
@@ -125,7 +119,7 @@ async def test_token_form_company_token_refused_and_kept_in_session(
 async def test_live_changes_and_confirmed_actions(chromium: Browser, api: ApiServer,
                                                   workers: WorkerFactory, redis_url: str,
                                                   company: str) -> None:
-    shots = AdminShots("live-and-actions")
+    shots = admin_shots("live-and-actions")
     async with api.client(headers=api.admin()) as http:
         await create(http, company, "Salon Aurora")
         doomed = new_company()
@@ -215,7 +209,7 @@ async def _many(api: ApiServer, base: int, count: int, names: dict[int, str]) ->
 async def test_filters_search_and_pages(chromium: Browser, api: ApiServer, redis_url: str,
                                         lang: str, viewport: ViewportSize) -> None:
     width = viewport["width"]
-    shots = AdminShots(f"list-{lang}-{width}")
+    shots = admin_shots(f"list-{lang}-{width}")
     base = 720_000_000 + width * 1000 + (0 if lang == "en" else 500)
     tag = f"{lang}{width}"
     companies = await _many(api, base, 120, {5: f"Salon Borealis {tag}",

@@ -7,10 +7,12 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from salon_sessions.api.fleet import make_row, mask_phone, slim, sort_key
-from salon_sessions.api.hub import ADMIN, CLOSE_TOO_SLOW, Hub
+from salon_sessions.api.fleet import make_row, slim, sort_key
+from salon_sessions.api.hub import ADMIN, Hub
 from salon_sessions.api.metrics import ApiMetrics
 from salon_sessions.api.models import LiveState
+from salon_sessions.api.ws_transport import CLOSE_TOO_SLOW
+from salon_sessions.core.phone import mask_phone
 from salon_sessions.core.resource import Phase
 
 OBJ = {

@@ -8,8 +8,9 @@ import json
 
 from prometheus_client import CollectorRegistry
 
-from salon_sessions.api.hub import CLOSE_TOO_SLOW, Hub
+from salon_sessions.api.hub import Hub
 from salon_sessions.api.metrics import ApiMetrics
+from salon_sessions.api.ws_transport import CLOSE_TOO_SLOW
 from salon_sessions.core.events import DisconnectedData, EventSource
 
 

@@ -12,12 +12,15 @@ from salon_sessions.core.phone import (
     NotAPhone,
     Resolved,
     Unresolved,
+    device_jid,
     e164_digits,
+    parse_device_jid,
     parse_jid,
     parse_phone,
     phone_example,
     phone_from_user_jid,
     phone_of,
+    user_jid,
     valid_region,
 )
 
@@ -240,3 +243,26 @@ async def test_groups_broadcasts_and_garbage_are_not_phones(jid: str) -> None:
 def test_resolverless_helper_refuses_lids_and_groups(jid: str) -> None:
     with pytest.raises(InvalidPhone, match="not a phone number"):
         phone_from_user_jid(jid)
+
+
+def test_jid_builders_round_trip_through_the_parser() -> None:
+    assert user_jid("79686484488") == "79686484488@s.whatsapp.net"
+    assert device_jid("79686484488", 32) == "79686484488:32@s.whatsapp.net"
+    assert parse_jid(user_jid("+7 968 648-44-88")).kind is JidKind.USER
+    assert parse_device_jid(device_jid("79686484488", 7)).device == 7
+    with pytest.raises(InvalidPhone):
+        user_jid("123456789012345@lid")
+    with pytest.raises(InvalidJid):
+        device_jid("79686484488", 0)
+
+
+@pytest.mark.parametrize("jid", ["79686484488:32@s.whatsapp.net", "123456789012345:12@lid"])
+def test_device_jids_are_user_or_lid_jids(jid: str) -> None:
+    assert str(parse_device_jid(jid)) == jid
+
+
+@pytest.mark.parametrize("jid", ["120363025246125486@g.us", "status@broadcast",
+                                 "@s.whatsapp.net", "not a jid"])
+def test_anything_else_is_not_a_device_jid(jid: str) -> None:
+    with pytest.raises(InvalidJid):
+        parse_device_jid(jid)

@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 from devstack.procs import free_port
 from devstack.stack import StackInfo
 from salon_sessions.core.redis_client import connect_redis
-from salon_sessions.operator.redis_persistence import Persistence, RedisPersistenceGauges
+from salon_sessions.core.redis_persistence import Persistence
+from salon_sessions.operator.redis_persistence import RedisPersistenceGauges
 from tests.redis_servers import scratch_redis
 
 

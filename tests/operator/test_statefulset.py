@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from salon_sessions.core.salon_session import SalonSession
 from salon_sessions.core.settings import OperatorSettings
 from salon_sessions.operator.drift import generation, restored_template, template_matches
 from salon_sessions.operator.statefulset import HASH_ANNOTATION, build_statefulset, matches
@@ -25,10 +26,10 @@ def settings(**kw: Any) -> OperatorSettings:
     return OperatorSettings(**values)
 
 
-def body(**spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": "company-1", "namespace": "ns", "uid": "u-1",
-                         "generation": 1},
-            "spec": {"companyId": "company_1", **spec}}
+def body(**spec: Any) -> SalonSession:
+    return SalonSession.from_body({"metadata": {"name": "company-1", "namespace": "ns",
+                                                "uid": "u-1", "generation": 1},
+                                   "spec": {"companyId": "company_1", **spec}})
 
 
 def template_hash(sts: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ import pytest
 from salon_sessions.core.phone import Resolved, Unresolved, phone_of
 from salon_sessions.db.migrator import migrate
 from salon_sessions.db.whatsmeow_store import go_store_dsn
-from salon_sessions.worker import neonize_driver as nd
+from salon_sessions.worker import neonize_link
 from salon_sessions.worker.driver import (
     Connected,
     ConnectFailure,
@@ -42,9 +42,9 @@ from salon_sessions.worker.driver import (
 )
 from salon_sessions.worker.neonize_driver import NeonizeDriver, NeonizePolicy
 from salon_sessions.worker.neonize_go import (
+    AttemptPhase,
     GoAttempt,
     GoOps,
-    Phase,
     load_neonize,
 )
 from salon_sessions.worker.neonize_logs import (
@@ -166,7 +166,7 @@ async def mapped(database: str) -> AsyncIterator[tuple[NeonizeDriver, Events]]:
 async def test_store_in_postgres_and_unreachable_network_is_a_retrying_disconnect(
         database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # neonize must not write files where it runs
-    monkeypatch.setattr(nd, "LOGIN_WAIT_S", 0.5)
+    monkeypatch.setattr(neonize_link, "LOGIN_WAIT_S", 0.5)
     assert not await whatsmeow_tables(database)
     events: Events = []
 
@@ -588,7 +588,7 @@ def test_a_login_attempt_is_disconnected_never_stopped() -> None:
     attempt, posted = _attempt(recorder)
     qr = ctypes.create_string_buffer(b"2@qr-payload")
     attempt._on_qr(None, ctypes.addressof(qr))
-    assert attempt.phase is Phase.LOGIN
+    assert attempt.phase is AttemptPhase.LOGIN
     assert posted == [("qr", "2@qr-payload")]
     attempt.request_stop()
     _until(attempt.settled.is_set)
@@ -607,7 +607,7 @@ def test_a_running_attempt_is_stopped() -> None:
                              LID=jid(LID_USER, "lid", 32)).SerializeToString()
     buffer = ctypes.create_string_buffer(device, len(device))
     attempt._on_event(None, ctypes.addressof(buffer), len(device), 0)
-    assert attempt.phase is Phase.RUNNING
+    assert attempt.phase is AttemptPhase.RUNNING
     assert posted[0][0] == "event"
     attempt.request_stop()
     _until(lambda: recorder.names() == ["stop"])
@@ -628,7 +628,7 @@ def test_a_starting_attempt_is_stopped_when_it_gets_far_enough() -> None:
     recorder2 = _Recorder()
     finished, _ = _attempt(recorder2)
     finished.request_stop()
-    finished._set_phase(Phase.FINISHED)  # Neonize() returned (a connect error)
+    finished._set_phase(AttemptPhase.FINISHED)  # Neonize() returned (a connect error)
     assert finished.settled.is_set()
     time.sleep(0.05)
     assert recorder2.names() == []
@@ -641,15 +641,15 @@ async def test_go_callbacks_reach_the_handlers_in_order(
     driver, events = mapped
     recorder = _Recorder()
     current = GoAttempt(company_id=COMPANY, database_url="postgresql://u:p@127.0.0.1:1/db",
-                        jid=None, proxy_url=None, post=driver._post,
+                        jid=None, proxy_url=None, post=driver._inbox.post,
                         log=logging.LoggerAdapter(logging.getLogger("test"), {}),
                         scrub=lambda text: text, ops=recorder.ops())
     stale = GoAttempt(company_id=COMPANY, database_url="postgresql://u:p@127.0.0.1:1/db",
-                      jid=None, proxy_url=None, post=driver._post,
+                      jid=None, proxy_url=None, post=driver._inbox.post,
                       log=logging.LoggerAdapter(logging.getLogger("test"), {}),
                       scrub=lambda text: text, ops=recorder.ops())
-    driver._loop = asyncio.get_running_loop()
-    driver._attempt = current
+    driver._inbox.loop = asyncio.get_running_loop()
+    driver._supervisor.attempt = current
     buffers = [ctypes.create_string_buffer(b) for b in (b"2@one", b"2@two", b"timeout",
                                                          b"2@stale")]
 
@@ -667,7 +667,7 @@ async def test_go_callbacks_reach_the_handlers_in_order(
     assert events == [QrCode("2@one", 60), QrCode("2@two", 20),
                       Disconnected("the QR codes expired without a scan",
                                    will_reconnect=True)]
-    driver._attempt = None
+    driver._supervisor.attempt = None
 
 
 # ------------------------------------------------- what real WhatsApp does (issue 12)
@@ -675,7 +675,7 @@ async def test_go_callbacks_reach_the_handlers_in_order(
 def _expect_outcome(driver: NeonizeDriver) -> asyncio.Future[Any]:
     """Stand in for the supervisor's wait: what the handlers ask it to do next."""
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    driver._outcome = future
+    driver._supervisor.outcome = future
     return future
 
 
@@ -708,7 +708,7 @@ async def test_logout_reasons_survive_the_log_line_racing_the_event(
     driver = NeonizeDriver(database, COMPANY)
     driver.attach(sink)
     recorder = _Recorder()
-    driver._attempt, _ = _attempt(recorder)  # one client run
+    driver._supervisor.attempt, _ = _attempt(recorder)  # one client run
     try:
         await driver.handle_marker(parse_log_line(  # type: ignore[arg-type]
             "Got 403: primary device was logged out connect failure, sending LoggedOut event "
@@ -717,7 +717,7 @@ async def test_logout_reasons_survive_the_log_line_racing_the_event(
                                                       Reason=NZ.proto.MAIN_DEVICE_GONE))
         assert events == [LoggedOut(reason="locked", on_connect=True)]
     finally:
-        driver._attempt = None
+        driver._supervisor.attempt = None
         await driver.close()
 
 
@@ -768,7 +768,7 @@ async def test_a_replaced_stream_is_retried_once_then_halts(database: str) -> No
         assert events == [StreamReplaced(will_retry=True)]
         assert (first.result().kind, first.result().delay, first.result().needs_lock) == (
             "restart", 7.0, True)
-        driver._reported.clear()  # the retry is a new client run
+        driver._run.reported.clear()  # the retry is a new client run
         second = _expect_outcome(driver)
         await driver.handle_marker(StreamReplacedLine())
         assert events[-1] == StreamReplaced(will_retry=False)
@@ -795,19 +795,19 @@ async def test_the_watchdog_restarts_a_linked_client_that_never_connects(
     client, and the 515 log line does so at once."""
     driver, events = mapped
     restarts: list[str] = []
-    driver._on_restart = restarts.append
+    driver._supervisor.on_restart = restarts.append
     recorder = _Recorder()
     attempt, _ = _attempt(recorder)
-    driver._attempt = attempt
+    driver._supervisor.attempt = attempt
     try:
         await driver.handle_neonize_event(PairStatusEv(
             ID=jid(PHONE, "s.whatsapp.net", 32), Status=PairStatusEv.SUCCESS))
         outcome = _expect_outcome(driver)
-        await driver._watch(attempt)
+        await driver._supervisor.watch(attempt)
         assert not outcome.done(), "not yet past the bound"
-        assert driver._unconnected_since is not None
-        driver._unconnected_since -= NeonizePolicy().watchdog_s + 1
-        await driver._watch(attempt)
+        assert driver._run.unconnected_since is not None
+        driver._run.unconnected_since -= NeonizePolicy().watchdog_s + 1
+        await driver._supervisor.watch(attempt)
         assert (outcome.result().kind, outcome.result().reason) == ("restart", "not_connected")
         assert restarts == ["not_connected"]
         down = events[-1]
@@ -821,10 +821,10 @@ async def test_the_watchdog_restarts_a_linked_client_that_never_connects(
         assert "reconnect after linking failed" in events[-1].reason  # type: ignore[union-attr]
         await driver.handle_neonize_event(ConnectedEv(status=True))
         quiet = _expect_outcome(driver)
-        await driver._watch(attempt)
+        await driver._supervisor.watch(attempt)
         assert not quiet.done(), "a connected client is left alone"
     finally:
-        driver._attempt = None
+        driver._supervisor.attempt = None
 
 
 async def test_a_stopping_client_lets_a_running_send_finish(
@@ -834,23 +834,23 @@ async def test_a_stopping_client_lets_a_running_send_finish(
     driver, _ = mapped
     recorder = _Recorder()
     attempt, _ = _attempt(recorder)
-    driver._attempt = attempt
+    driver._supervisor.attempt = attempt
     release = asyncio.Event()
 
     async def send() -> None:
-        async with driver._go_call():
+        async with driver._retirer.go_call():
             await release.wait()
 
     sending = asyncio.create_task(send())
     await asyncio.sleep(0)
-    retiring = asyncio.create_task(driver._retire(attempt))
+    retiring = asyncio.create_task(driver._supervisor.retire(attempt))
     await asyncio.sleep(0.3)
     assert recorder.names() == []
     assert not retiring.done()
     release.set()
     await sending
     await asyncio.wait_for(retiring, 10)
-    attempt._set_phase(Phase.FINISHED)
+    attempt._set_phase(AttemptPhase.FINISHED)
 
 
 async def test_a_client_that_may_hold_the_stream_must_be_gone_before_the_next(
@@ -858,22 +858,22 @@ async def test_a_client_that_may_hold_the_stream_must_be_gone_before_the_next(
     """A resumed client whose `Neonize()` does not return after `Stop`: starting another
     would replace its stream, so the driver refuses and the process must restart."""
     driver, _ = mapped
-    driver._policy = NeonizePolicy(retire_wait_s=0.1, stop_wait_s=0.3)
+    driver._ctx.policy = NeonizePolicy(retire_wait_s=0.1, stop_wait_s=0.3)
     recorder = _Recorder()  # its Stop does nothing: the Go thread never returns
     attempt = GoAttempt(company_id=COMPANY, database_url="postgresql://u:p@127.0.0.1:1/db",
                         jid=DEVICE, proxy_url=None, post=lambda *_: None,
                         log=logging.LoggerAdapter(logging.getLogger("test"), {}),
                         scrub=lambda text: text, ops=recorder.ops())
-    attempt._set_phase(Phase.RUNNING)
-    driver._attempt = attempt
-    await driver._retire(attempt)
+    attempt._set_phase(AttemptPhase.RUNNING)
+    driver._supervisor.attempt = attempt
+    await driver._supervisor.retire(attempt)
     assert recorder.names() == ["stop"]
-    refusal = await driver._holder_gone()
+    refusal = await driver._retirer.holder_gone()
     assert refusal is not None
     assert "did not stop" in refusal
-    attempt._set_phase(Phase.FINISHED)  # Neonize() returned after all
+    attempt._set_phase(AttemptPhase.FINISHED)  # Neonize() returned after all
     attempt.finished.set()
-    assert await driver._holder_gone() is None
+    assert await driver._retirer.holder_gone() is None
 
 
 async def test_too_many_parked_login_clients_restart_the_process(database: str) -> None:

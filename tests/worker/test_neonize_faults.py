@@ -23,7 +23,7 @@ from salon_sessions.core.backoff import Backoff
 from salon_sessions.worker import neonize_go, tcp_sockets
 from salon_sessions.worker.driver import Disconnected, DriverEvent
 from salon_sessions.worker.neonize_driver import NeonizeDriver
-from salon_sessions.worker.neonize_go import GoAttempt, GoOps, Phase
+from salon_sessions.worker.neonize_go import AttemptPhase, GoAttempt, GoOps
 from tests.faultproxy import FaultProxy, fault_proxy
 
 COMPANY = "company_962302"
@@ -171,9 +171,9 @@ async def test_a_stalled_proxy_times_out_and_a_client_stuck_connecting_stops_at_
             # stop while the Go client is stuck mid-connect
             await proxy.wait(lambda p: len(p.open_connections()) == 1, timeout=20,
                              what="a stalled connection attempt")
-            assert driver._attempt is not None
-            assert driver._attempt.phase is Phase.STARTING
-            stuck = driver._attempt
+            assert driver._supervisor.attempt is not None
+            assert driver._supervisor.attempt.phase is AttemptPhase.STARTING
+            stuck = driver._supervisor.attempt
             await driver.disconnect()
             assert stuck.finished.is_set(), "Neonize() returned before disconnect() did"
             assert not attempt_threads()
@@ -220,7 +220,7 @@ def test_cut_dial_cuts_only_this_attempts_sockets_to_the_dial_target() -> None:
         neonize_go._NEWEST = attempt
         dialling.append(socket.create_connection(("127.0.0.1", proxy_port)))
         elsewhere = socket.create_connection(("127.0.0.1", other_port))
-        attempt._set_phase(Phase.RUNNING)
+        attempt._set_phase(AttemptPhase.RUNNING)
         try:
             attempt.request_stop()
             assert returned.wait(10), "the blocked Stop was never freed"

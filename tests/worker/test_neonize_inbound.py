@@ -98,7 +98,7 @@ def capturing(nd: NeonizeDriver,
     def post(attempt: GoAttempt, kind: str, payload: Any) -> None:
         if isinstance(payload, PendingMessage):
             into.append(payload)
-        nd._post(attempt, kind, payload)
+        nd._inbox.post(attempt, kind, payload)
     return post
 
 
@@ -151,8 +151,8 @@ async def test_the_go_thread_goes_on_only_once_the_message_is_stored(
     """neonize's event goroutine is held until the sink has stored the message: with it,
     neonize's channel, so whatsmeow does not acknowledge an unbounded backlog."""
     nd, sink = driver
-    attempt = new_attempt(nd._post)
-    nd._attempt = attempt
+    attempt = new_attempt(nd._inbox.post)
+    nd._supervisor.attempt = attempt
     sink.release.clear()
 
     def deliver() -> None:
@@ -170,7 +170,7 @@ async def test_the_go_thread_goes_on_only_once_the_message_is_stored(
     assert (message.message_id, message.text, message.sender_jid) == (
         "3EB0AAA1", "a haircut tomorrow?", f"{PHONE}:7@s.whatsapp.net")
     assert "offline" not in message.extra
-    nd._attempt = None
+    nd._supervisor.attempt = None
 
 
 async def test_a_message_the_sink_cannot_store_releases_the_go_thread(
@@ -178,7 +178,7 @@ async def test_a_message_the_sink_cannot_store_releases_the_go_thread(
     nd, sink = driver
     pending: list[PendingMessage] = []
     attempt = new_attempt(capturing(nd, pending))
-    nd._attempt = attempt
+    nd._supervisor.attempt = attempt
     sink.refuse = {"3EB0BAD"}
     thread = go_thread(lambda: (go_event(attempt, EV_MESSAGE, message_event("3EB0BAD")),
                                 go_event(attempt, EV_MESSAGE, message_event("3EB0GOOD"))))
@@ -186,7 +186,7 @@ async def test_a_message_the_sink_cannot_store_releases_the_go_thread(
     assert [p.stored.result(timeout=1) for p in pending] == [False, True]
     assert [m.message_id for m in sink.messages()] == ["3EB0GOOD"]
     assert any("3EB0BAD was not stored" in r.getMessage() for r in caplog.records)
-    nd._attempt = None
+    nd._supervisor.attempt = None
 
 
 def test_the_wait_is_bounded_and_a_stop_ends_it() -> None:
@@ -218,8 +218,8 @@ async def test_messages_from_the_offline_queue_are_marked(
     """whatsmeow's `MessageInfo` has no offline flag; WhatsApp announces its offline queue
     (`<ib><offline_preview/>`) and its end (`<ib><offline/>`), in order with the messages."""
     nd, sink = driver
-    attempt = new_attempt(nd._post)
-    nd._attempt = attempt
+    attempt = new_attempt(nd._inbox.post)
+    nd._supervisor.attempt = attempt
 
     def deliver() -> None:
         go_event(attempt, EV_MESSAGE, message_event("live-before"))
@@ -239,7 +239,7 @@ async def test_messages_from_the_offline_queue_are_marked(
     assert [(m.message_id, m.extra.get("offline")) for m in sink.messages()] == [
         ("live-before", None), ("queued-1", "true"), ("queued-2", "true"),
         ("live-after", None), ("queued-3", "true"), ("after-reconnect", None)]
-    nd._attempt = None
+    nd._supervisor.attempt = None
 
 
 async def test_a_retired_clients_messages_are_still_stored(
@@ -247,8 +247,8 @@ async def test_a_retired_clients_messages_are_still_stored(
     """Its other events no longer describe the session, but WhatsApp has the receipt of a
     message it delivered: dropping it would lose it."""
     nd, sink = driver
-    retired = new_attempt(nd._post)
-    nd._attempt = None
+    retired = new_attempt(nd._inbox.post)
+    nd._supervisor.attempt = None
     thread = go_thread(lambda: go_event(retired, EV_MESSAGE, message_event("3EB0LAST")))
     await wait_for(lambda: not thread.is_alive(), what="the Go thread")
     assert [m.message_id for m in sink.messages()] == ["3EB0LAST"]
@@ -261,7 +261,7 @@ async def test_messages_are_released_when_the_driver_closes() -> None:
     nd = NeonizeDriver(NOWHERE, COMPANY)
     nd.attach(sink)
     await asyncio.sleep(0)
-    attempt = new_attempt(nd._post)
+    attempt = new_attempt(nd._inbox.post)
     sink.release.clear()
     thread = go_thread(lambda: go_event(attempt, EV_MESSAGE, message_event("3EB0CLOSE")))
     await wait_for(lambda: "sink got 3EB0CLOSE" in sink.steps, what="the sink call")

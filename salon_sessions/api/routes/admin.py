@@ -17,9 +17,9 @@ from salon_sessions.api.context import Context
 from salon_sessions.api.deps import COMPANY_PATH_PATTERN, AdminAuth, Ctx
 from salon_sessions.api.errors import ApiError, responses
 from salon_sessions.api.fleet import Fleet, sort_key
-from salon_sessions.api.hub import ADMIN, Client
-from salon_sessions.api.routes.onboarding import deny, run_client, send_in_time
+from salon_sessions.api.hub import ADMIN
 from salon_sessions.api.routes.page import SECURITY_HEADERS
+from salon_sessions.api.ws_transport import Client
 from salon_sessions.core.company import canonical_company_id
 
 router = APIRouter(tags=["admin"])
@@ -132,7 +132,6 @@ async def admin_events(websocket: WebSocket) -> None:
     Admin token only: the `Authorization` header or the subprotocols `salon.v1,
     bearer.<token>`."""
     ctx: Context = websocket.app.state.ctx
-    metrics = ctx.metrics
     offered = list(websocket.scope.get("subprotocols") or [])
     try:
         token = bearer_from_subprotocols(offered) or bearer_from_headers(websocket.headers)
@@ -142,13 +141,12 @@ async def admin_events(websocket: WebSocket) -> None:
                            headers={"Retry-After": "5"})
         fleet = await _synced_fleet(ctx)
     except ApiError as exc:
-        metrics.ws_connections.labels(f"refused_{exc.status}").inc()
-        await deny(websocket, exc)
+        await ctx.ws.refuse(websocket, exc)
         return
     client = ctx.hub.register(ADMIN)
     snapshot = fleet.snapshot_message(ctx.settings.ws_heartbeat_s)  # no await in between
 
-    async def opening(ctx: Context, websocket: WebSocket, client: Client) -> None:
-        await send_in_time(ctx, websocket, snapshot)
+    async def opening(_: Client) -> str:
+        return snapshot
 
-    await run_client(ctx, websocket, client, offered, opening)
+    await ctx.ws.serve(websocket, client, opening)

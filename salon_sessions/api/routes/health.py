@@ -18,11 +18,10 @@ from salon_sessions.api.deps import COMPANY_PATH_PATTERN, AdminAuth, Ctx
 from salon_sessions.api.errors import ApiError, responses
 from salon_sessions.api.live import redis_unavailable
 from salon_sessions.api.models import Check, Liveness, PubSubHealth, Readiness, SimpleHealth
-from salon_sessions.core import channels
+from salon_sessions.core import channels, redis_persistence
 from salon_sessions.core.codec import encode
 from salon_sessions.core.company import canonical_company_id, resource_name
 from salon_sessions.core.events import PingData, PingEvent, SeqCounter, correlation_id
-from salon_sessions.operator import redis_persistence
 
 router = APIRouter(tags=["health"])
 _seq = SeqCounter()
@@ -153,7 +152,7 @@ async def _timed(check: Callable[[], Awaitable[object]]) -> Check:
 
 
 async def _redis_persistence(ctx: Context) -> Check:
-    """Redis runs with its append-only file (`operator.redis_persistence`): without it a
+    """Redis runs with its append-only file (`core.redis_persistence`): without it a
     Redis restart loses the message streams and idempotency markers. Fails readiness only
     while `redis_require_persistence`; otherwise the same finding is reported, ok."""
     required = ctx.settings.redis_require_persistence

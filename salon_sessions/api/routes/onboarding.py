@@ -1,33 +1,24 @@
 """What the onboarding page uses: the QR, a pairing code and the live WebSocket. Each takes
-the admin token or the company's own onboarding token."""
+the admin token or the company's own onboarding token. The WebSocket route authenticates
+and says what a connection opens with; serving it is `api.ws_transport`'s."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Response, WebSocket
-from fastapi.responses import JSONResponse
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from salon_sessions.api import live, qr
-from salon_sessions.api.auth import (
-    WS_SUBPROTOCOL,
-    bearer_from_headers,
-    bearer_from_subprotocols,
-)
+from salon_sessions.api.auth import bearer_from_headers, bearer_from_subprotocols
 from salon_sessions.api.context import Context
 from salon_sessions.api.deps import COMPANY_PATH_PATTERN, Company, CompanyAuth, Ctx
 from salon_sessions.api.errors import ApiError, responses
-from salon_sessions.api.hub import CLOSE_INTERNAL, CLOSE_TRY_AGAIN, Client
 from salon_sessions.api.models import PairingCodeRequest, PairingCodeView, read_phone
 from salon_sessions.api.views import live_view, snapshot_message
+from salon_sessions.api.ws_transport import Client
 from salon_sessions.core.company import InvalidCompanyId, canonical_company_id
 from salon_sessions.core.resource import Phase
 
@@ -139,7 +130,6 @@ async def events(websocket: WebSocket, company_id: str) -> None:
     `{"kind": "event", "event": {...v1 envelope...}}`, and `heartbeat`s. Auth: the
     `Authorization` header, or (browsers) the subprotocols `salon.v1, bearer.<token>`."""
     ctx: Context = websocket.app.state.ctx
-    metrics = ctx.metrics
     offered = list(websocket.scope.get("subprotocols") or [])
     try:
         company = _ws_company(company_id)
@@ -149,33 +139,16 @@ async def events(websocket: WebSocket, company_id: str) -> None:
             raise ApiError(429, "too_many_clients", "too many WebSocket clients for this "
                            "company", headers={"Retry-After": "5"})
     except ApiError as exc:
-        metrics.ws_connections.labels(f"refused_{exc.status}").inc()
-        await deny(websocket, exc)
+        await ctx.ws.refuse(websocket, exc)
         return
-    client = ctx.hub.register(company)
-    await run_client(ctx, websocket, client, offered, _snapshot)
 
+    async def snapshot(client: Client) -> str:
+        view = await live_view(ctx.redis, client.company_id, ctx.settings.namespace, None)
+        if view.live is not None and view.live.seq is not None:
+            client.floor = view.live.seq
+        return snapshot_message(view, ctx.settings.ws_heartbeat_s)
 
-async def run_client(ctx: Context, websocket: WebSocket, client: Client, offered: list[str],
-                     opening: Callable[[Context, WebSocket, Client], Awaitable[None]]) -> None:
-    """Accept a registered client, send its `opening` (the snapshot), then stream what the
-    hub queues for it until either side closes; unregister it in all cases."""
-    ctx.metrics.ws_connections.labels("accepted").inc()
-    try:
-        await websocket.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered
-                               else None)
-        await opening(ctx, websocket, client)
-        await _stream(websocket, client)
-    except ApiError as exc:  # accepted already: no HTTP error any more, a close code
-        ctx.metrics.ws_dropped.labels(exc.code).inc()
-        client.close(CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_INTERNAL, exc.code)
-    except (WebSocketDisconnect, ConnectionError, RuntimeError):
-        pass
-    finally:
-        ctx.hub.unregister(client)
-        if client.close_code != 1000:
-            with contextlib.suppress(Exception):
-                await websocket.close(client.close_code, client.close_reason)
+    await ctx.ws.serve(websocket, ctx.hub.register(company), snapshot)
 
 
 def _ws_company(raw: str) -> str:
@@ -186,62 +159,3 @@ def _ws_company(raw: str) -> str:
     except InvalidCompanyId as exc:
         raise ApiError(422, "invalid", f"invalid company id: {exc.why}",
                        field="path.company_id") from None
-
-
-async def deny(websocket: WebSocket, exc: ApiError) -> None:
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(
-            JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers))
-    else:
-        await websocket.close(code=4000 + exc.status, reason=exc.code)
-
-
-async def send_in_time(ctx: Context, websocket: WebSocket, text: str) -> None:
-    async with asyncio.timeout(ctx.settings.ws_send_timeout_s):
-        await websocket.send_text(text)
-
-
-async def _snapshot(ctx: Context, websocket: WebSocket, client: Client) -> None:
-    view = await live_view(ctx.redis, client.company_id, ctx.settings.namespace, None)
-    if view.live is not None and view.live.seq is not None:
-        client.floor = view.live.seq
-    await send_in_time(ctx, websocket, snapshot_message(view, ctx.settings.ws_heartbeat_s))
-
-
-async def _stream(websocket: WebSocket, client: Client) -> None:
-    writer = asyncio.create_task(_pump(websocket, client))
-    reader = asyncio.create_task(_read(websocket, client))
-    closed = asyncio.create_task(client.closed.wait())
-    try:
-        await asyncio.wait({writer, reader, closed}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (writer, reader, closed):
-            task.cancel()
-        await asyncio.gather(writer, reader, closed, return_exceptions=True)
-
-
-async def _pump(websocket: WebSocket, client: Client) -> None:
-    """Send what the hub queued; a send that hangs is caught by `Hub.watch_sends`."""
-    loop = asyncio.get_running_loop()
-    while True:
-        text = await client.next()
-        client.sending_since = loop.time()
-        await websocket.send_text(text)
-        client.sending_since = None
-
-
-async def _read(websocket: WebSocket, client: Client) -> None:
-    """Answers `{"kind": "ping"}` and notices when the client goes away."""
-    while websocket.client_state is WebSocketState.CONNECTED:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        text = message.get("text")
-        if not text or len(text) > 1024:
-            continue
-        try:
-            body = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(body, dict) and body.get("kind") == "ping" and not client.queue.full():
-            client.queue.put_nowait((0, '{"kind":"pong"}'))

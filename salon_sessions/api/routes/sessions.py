@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Query, Request, Response, status
 from salon_sessions.api import live
 from salon_sessions.api.deps import AdminAuth, Company, CompanyAuth, Ctx, Kube
 from salon_sessions.api.errors import ApiError, responses
+from salon_sessions.api.kube import KubeError, SpecRejected
 from salon_sessions.api.models import (
     LogoutView,
     RenewView,
@@ -25,6 +26,15 @@ from salon_sessions.core.events import LinkMethod
 from salon_sessions.core.resource import Phase
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+def kube_error(exc: KubeError) -> ApiError:
+    """What a caller sees of a failed SalonSession call: the schema's refusal is the
+    caller's (422 on the body), anything else the cluster's (503). `api.app` has every
+    route answer a `KubeError` with it (`errors.translate`)."""
+    if isinstance(exc, SpecRejected):
+        return ApiError(422, "invalid", exc.message, field="body")
+    return ApiError(503, "kubernetes_unavailable", exc.message)
 
 
 @router.post("", status_code=201, response_model=SessionView,
