@@ -28,9 +28,9 @@ STEPS: list[tuple[str, list[str]]] = [
     ("prometheus_client", ["prometheus_client"]),
 ]
 OUR_MODULES: dict[str, list[str]] = {
-    "simulator": ["salon_sessions.worker.main", "salon_sessions.worker.runtime",
+    "simulator": ["salon_sessions.worker.main", "salon_sessions.worker.session_worker",
                   "salon_sessions.worker.fence", "salon_sessions.worker.simulator"],
-    "neonize": ["salon_sessions.worker.main", "salon_sessions.worker.runtime",
+    "neonize": ["salon_sessions.worker.main", "salon_sessions.worker.session_worker",
                 "salon_sessions.worker.fence", "salon_sessions.worker.neonize_driver"],
 }
 

@@ -3,6 +3,11 @@ system's marketplace activation). It runs in the background with exponential bac
 recorded in `salon_post_connect_hooks` and reported (state hash, `error` events, metrics);
 its failure never blocks or reverts `connected`.
 
+`PostConnect` is the worker's declared slot for it: configured or not, started on each
+connect unless a run is still going, and its status read by the state-hash writer (the
+worker used to set an undeclared attribute and read it back with `getattr`). The rows are
+written by `db.hooks`.
+
 The call is one JSON POST, made with the standard library (`urllib.request`, imported on
 first use) in a daemon thread: an HTTP client library such as aiohttp would stay in every
 worker's memory (~9 MiB) for a call made once per salon. Environment proxies are ignored
@@ -22,6 +27,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from salon_sessions.core.backoff import Backoff
+from salon_sessions.db import hooks
 from salon_sessions.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -45,10 +51,7 @@ class PostConnectHook:
         self.status = "pending"
 
     async def already_done(self) -> bool:
-        row = await self._pool.fetchrow(
-            "SELECT status FROM salon_post_connect_hooks WHERE company_id = $1 AND hook = $2",
-            self._company, self.name)
-        return row is not None and row["status"] == "succeeded"
+        return await hooks.hook_succeeded(self._pool, self._company, self.name)
 
     async def run(self, phone: str | None) -> None:
         """Call the hook until it succeeds or the attempts run out."""
@@ -73,9 +76,7 @@ class PostConnectHook:
                                f"{self.name} attempt {attempt}: {error}")
             await asyncio.sleep(self._backoff.delay(attempt, rng))
         self.status = "failed"
-        await self._pool.execute(
-            "UPDATE salon_post_connect_hooks SET status = 'failed', updated_at = now() "
-            "WHERE company_id = $1 AND hook = $2", self._company, self.name)
+        await hooks.record_failed(self._pool, self._company, self.name)
 
     async def _call(self, phone: str | None) -> str | None:
         body = json.dumps({"company_id": self._company, "phone": phone,
@@ -87,18 +88,35 @@ class PostConnectHook:
         return None if status < 300 else f"HTTP {status}"
 
     async def _record(self, attempt: int, error: str | None) -> None:
-        await self._pool.execute(
-            """
-            INSERT INTO salon_post_connect_hooks (company_id, hook, status, attempts, last_error,
-                                                  succeeded_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, CASE WHEN $3 = 'succeeded' THEN now() END, now())
-            ON CONFLICT (company_id, hook) DO UPDATE SET
-                status = EXCLUDED.status, attempts = salon_post_connect_hooks.attempts + 1,
-                last_error = EXCLUDED.last_error, succeeded_at = EXCLUDED.succeeded_at,
-                updated_at = now()
-            """,
-            self._company, self.name, "succeeded" if error is None else "pending", attempt,
-            error)
+        await hooks.record_attempt(self._pool, self._company, self.name, attempt, error)
+
+
+class PostConnect:
+    """The worker's post-connect hook, when one is configured (`post_connect_url`)."""
+
+    def __init__(self, name: str, url: str | None, pool: asyncpg.Pool, company_id: str,
+                 metrics: WorkerMetrics, report: Report) -> None:
+        self._make = (None if url is None else
+                      lambda: PostConnectHook(name, url, pool, company_id, metrics, report))
+        self._hook: PostConnectHook | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def status(self) -> str | None:
+        """For the state hash: None until the hook has been started once."""
+        return self._hook.status if self._hook is not None else None
+
+    def start(self, phone: str | None) -> None:
+        """The session connected: run the hook (afresh) in the background, unless a run is
+        still going."""
+        if self._make is None or (self._task is not None and not self._task.done()):
+            return
+        self._hook = self._make()
+        self._task = asyncio.create_task(self._hook.run(phone), name="hook")
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 def post_json(url: str, body: bytes, timeout_s: float) -> int:

@@ -75,7 +75,7 @@ def dump_tasks(reason: str) -> None:
 async def _serve(settings: WorkerSettings, metrics_port: int) -> int:
     # imported here, after a possible re-exec (`goenv.ensure`), not twice
     from salon_sessions.worker import fence
-    from salon_sessions.worker.runtime import Worker
+    from salon_sessions.worker.session_worker import Worker
 
     worker = Worker(settings, metrics_port=metrics_port)
     loop = asyncio.get_running_loop()
@@ -97,7 +97,7 @@ async def _serve(settings: WorkerSettings, metrics_port: int) -> int:
     loop.add_signal_handler(signal.SIGUSR2, dump_tasks, "SIGUSR2")
     log.info("worker starting: session %s, driver %s, pod %s", settings.session_name,
              settings.driver.value, settings.pod_name)
-    watchdog = fence.HardExitWatchdog(worker.fence_state, worker.fence_bounds)
+    watchdog = fence.HardExitWatchdog(worker.loop_fence.state, worker.loop_fence.bounds)
     watchdog.start()
     try:
         await worker.run()
