@@ -28,7 +28,7 @@ from salon_sessions.worker.metrics import WorkerMetrics
 from salon_sessions.worker.pacing import DelayReason
 from salon_sessions.worker.stream_retention import MAX_GROUP_LABELS
 
-DRIVER_EVENTS = tuple(t.__name__ for t in driver.DriverEvent.__args__)  # type: ignore[attr-defined]
+DRIVER_EVENTS = tuple(t.__name__ for t in driver.DriverFact.__args__)  # type: ignore[attr-defined]
 PUBLISHED = tuple(t.value for t in EventType if t not in (EventType.PING, EventType.PONG))
 STREAMS = ("inbound", "results", "outbound")
 REJECTED = (
@@ -49,7 +49,7 @@ def bot_groups(n: int) -> list[str]:
 
 LABELS: dict[str, dict[str, str]] = {
     # family -> label -> where its values come from (the bound)
-    "salon_worker_driver_events": {"kind": "driver.DriverEvent classes"},
+    "salon_worker_driver_events": {"kind": "driver.DriverFact classes"},
     "salon_worker_client_restarts": {"reason": "2 restart reasons"},
     "salon_worker_rejected": {"source": "outbound|health|control",
                               "reason": "Rejected/RejectReason/ControlError codes"},

@@ -2,7 +2,7 @@
 
 Two drivers implement `Driver`: `neonize` (production: real WhatsApp through
 neonize/whatsmeow, store in PostgreSQL) and `simulator` (a local stand-in for WhatsApp's
-servers). A driver reports what happens on the WhatsApp side as `DriverEvent`s to the
+servers). A driver reports what happens on the WhatsApp side as `DriverFact`s to the
 `DriverSink` it was started with; everything else (state machine, events on Redis, locking,
 health, message bridge) is the same code for both.
 
@@ -115,9 +115,9 @@ class InboundMessage:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-DriverEvent = (QrCode | PairSuccess | Connected | Disconnected | LoggedOut | StreamReplaced
+DriverFact = (QrCode | PairSuccess | Connected | Disconnected | LoggedOut | StreamReplaced
                | TemporaryBan | ConnectFailure | PasskeyRequired | InboundMessage)
-DriverSink = Callable[[DriverEvent], Awaitable[None]]
+DriverSink = Callable[[DriverFact], Awaitable[None]]
 """Where a driver reports its facts. For an `InboundMessage` the sink returns only once the
 message is durably in the session's inbound stream (or known as a redelivery), and raises
 `MessageNotStored` when it could not be stored: the driver must then not acknowledge the

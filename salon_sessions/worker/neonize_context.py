@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from salon_sessions.core.redact import MASK, redact_text
-from salon_sessions.worker.driver import DriverEvent, DriverSink
+from salon_sessions.worker.driver import DriverFact, DriverSink
 from salon_sessions.worker.neonize_go import MESSAGE_WAIT_S
 
 
@@ -67,7 +67,7 @@ class DriverContext:
         self._secrets = secrets
         self.sink: DriverSink | None = None
 
-    async def emit(self, event: DriverEvent) -> None:
+    async def emit(self, event: DriverFact) -> None:
         """Report a fact to the sink (dropped, with a debug line, before one is attached)."""
         sink = self.sink
         if sink is None:

@@ -1,4 +1,4 @@
-"""Pure mapping from neonize's protobuf events to the driver's `DriverEvent`s.
+"""Pure mapping from neonize's protobuf events to the driver's `DriverFact`s.
 
 Inputs are neonize's own messages (`neonize.proto.Neonize_pb2`), typed `Any` because
 neonize ships no type information. JIDs and phones go through `core.phone` only.

@@ -37,7 +37,7 @@ from salon_sessions.worker.driver import (
     Connected,
     Disconnected,
     Driver,
-    DriverEvent,
+    DriverFact,
     InboundMessage,
     PairSuccess,
     QrCode,
@@ -87,23 +87,23 @@ class Session:
         return self.driver
 
     # ---- driver facts ---------------------------------------------------------------
-    async def on_driver_event(self, event: DriverEvent) -> None:
-        self.metrics.driver_events.labels(type(event).__name__).inc()
-        if isinstance(event, InboundMessage):
+    async def on_driver_fact(self, fact: DriverFact) -> None:
+        self.metrics.driver_events.labels(type(fact).__name__).inc()
+        if isinstance(fact, InboundMessage):
             # MessageNotStored: not acked
-            await self.inbound.inbound(event, self.current_driver())
+            await self.inbound.inbound(fact, self.current_driver())
             self.outbound.nudge()  # its bot is likely to answer
             return
         async with self.events_lock:
-            if isinstance(event, QrCode) and not self.state.linked:
+            if isinstance(fact, QrCode) and not self.state.linked:
                 if self.link.started_at is None:
                     # a new login after a logout: a new onboarding, with its own bound
                     await self.link.open(datetime.now(UTC))
                     self.state.link_window(self.link.expires_at())
                 elif await self.end_if_due():
                     return  # a QR after the bound is never shown
-            out = self.state.apply(event)
-            if isinstance(event, PairSuccess):
+            out = self.state.apply(fact)
+            if isinstance(fact, PairSuccess):
                 linked = next((d for d in out if isinstance(d, LinkedData)), None)
                 if linked is not None:
                     await session_records.record_link(
@@ -115,7 +115,7 @@ class Session:
                 if isinstance(data, LoggedOutData):
                     await session_records.record_logout(self.pool, self.settings.company_id,
                                                         data.reason, self._actor)
-            if isinstance(event, Connected):
+            if isinstance(fact, Connected):
                 self.inbound.connected_since = datetime.now(UTC)
                 self.connected.set()
                 self.hook.start(self.state.phone)
@@ -143,7 +143,7 @@ class Session:
             await self.link.clear()  # linked: no onboarding to bound
         else:
             await self._until_link_window()
-        await driver.start(self.on_driver_event)
+        await driver.start(self.on_driver_fact)
         self.driver_started = True
         await self.writer.write_state()
 
@@ -174,7 +174,7 @@ class Session:
                 async with asyncio.timeout(10):
                     await driver.close()
         if self.state.connected:
-            await self.on_driver_event(Disconnected(reason, will_reconnect=will_reconnect))
+            await self.on_driver_fact(Disconnected(reason, will_reconnect=will_reconnect))
         self.connected.clear()
 
     # ---- the onboarding's bound -------------------------------------------------------

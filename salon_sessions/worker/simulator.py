@@ -100,7 +100,7 @@ from salon_sessions.worker.driver import (
     Disconnected,
     Driver,
     DriverError,
-    DriverEvent,
+    DriverFact,
     DriverSink,
     InboundMessage,
     IssuedCode,
@@ -309,7 +309,7 @@ class SimulatorDriver(Driver):
         # whatsmeow reconnects after pairing; the socket opens a moment later
         self._connect_soon(self._timing.connect_s)
 
-    async def _emit(self, event: DriverEvent) -> None:
+    async def _emit(self, event: DriverFact) -> None:
         if self._sink is not None:
             await self._sink(event)
 

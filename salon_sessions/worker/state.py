@@ -43,7 +43,7 @@ from salon_sessions.worker.driver import (
     Connected,
     ConnectFailure,
     Disconnected,
-    DriverEvent,
+    DriverFact,
     InboundMessage,
     IssuedCode,
     LoggedOut,
@@ -154,16 +154,16 @@ class SessionState:
         self._touch(now)
 
     # ---- facts from the driver ------------------------------------------------------
-    def apply(self, event: DriverEvent, now: datetime | None = None) -> list[EventData]:
+    def apply(self, fact: DriverFact, now: datetime | None = None) -> list[EventData]:
         """Update the state from a driver fact; return the event payloads to publish."""
         now = now or utcnow()
         self._expire_code(now)
         out: list[EventData]
-        match event:
+        match fact:
             case QrCode(code=code, timeout_s=timeout):
                 out = self._on_qr(code, timeout)
             case PairSuccess():
-                out = self._on_pair_success(event)
+                out = self._on_pair_success(fact)
             case Connected(jid=jid):
                 self.connected = True
                 if jid:
@@ -230,8 +230,8 @@ class SessionState:
                                  + ("" if retry else "; not reconnecting automatically"))]
             case InboundMessage():
                 out = []
-            case _:  # pragma: no cover - exhaustive over DriverEvent
-                raise TypeError(f"unknown driver event {event!r}")
+            case _:  # pragma: no cover - exhaustive over DriverFact
+                raise TypeError(f"unknown driver fact {fact!r}")
         self._touch(now)
         return out
 
@@ -259,8 +259,8 @@ class SessionState:
         self._say("passkey_required")
         return [PasskeyRequiredData(stage=self.passkey, code=code)]
 
-    def _on_pair_success(self, event: PairSuccess) -> list[EventData]:
-        phone = event.phone
+    def _on_pair_success(self, fact: PairSuccess) -> list[EventData]:
+        phone = fact.phone
         if phone is not None:
             try:
                 phone = e164_digits(phone)
@@ -271,15 +271,15 @@ class SessionState:
             phone = phone or self.pending_code.phone
         else:
             self.link_method = LinkMethod.QR
-        self.linked, self.jid, self.phone = True, event.jid, phone
+        self.linked, self.jid, self.phone = True, fact.jid, phone
         self.link_expires_at, self.link_expired = None, False
         self.pending_code = None
         self.last_qr = None
         self.passkey = self.passkey_code = None
         self._say(None)
         self.phase = Phase.STARTING  # linked; the socket opens next
-        return [LinkedData(jid=event.jid, phone=phone, method=self.link_method,
-                           push_name=event.push_name)]
+        return [LinkedData(jid=fact.jid, phone=phone, method=self.link_method,
+                           push_name=fact.push_name)]
 
     def _say(self, reason: str | None, *, will_retry: bool | None = None,
              retry_at: datetime | None = None) -> None:

@@ -31,7 +31,7 @@ from salon_sessions.worker.driver import (
     ConnectFailure,
     Disconnected,
     DriverError,
-    DriverEvent,
+    DriverFact,
     InboundMessage,
     LoggedOut,
     PairSuccess,
@@ -76,7 +76,7 @@ PHONE = "79686484488"
 DEVICE = f"{PHONE}:32@s.whatsapp.net"
 LID_USER = "123456789012345"
 COMPANY = "company_962302"
-Events = list[DriverEvent]
+Events = list[DriverFact]
 
 
 def jid(user: str, server: str, device: int = 0) -> Any:
@@ -127,7 +127,7 @@ async def ensure_store(dsn: str) -> None:
     events: Events = []
     driver = NeonizeDriver(dsn, COMPANY)
 
-    async def sink(event: DriverEvent) -> None:
+    async def sink(event: DriverFact) -> None:
         events.append(event)
 
     await driver.start(sink)
@@ -153,7 +153,7 @@ async def mapped(database: str) -> AsyncIterator[tuple[NeonizeDriver, Events]]:
     events: Events = []
     driver = NeonizeDriver(database, COMPANY)
 
-    async def sink(event: DriverEvent) -> None:
+    async def sink(event: DriverFact) -> None:
         events.append(event)
 
     driver.attach(sink)
@@ -170,7 +170,7 @@ async def test_store_in_postgres_and_unreachable_network_is_a_retrying_disconnec
     assert not await whatsmeow_tables(database)
     events: Events = []
 
-    async def sink(event: DriverEvent) -> None:
+    async def sink(event: DriverFact) -> None:
         events.append(event)
 
     driver = NeonizeDriver(database, COMPANY)
@@ -253,7 +253,7 @@ async def test_a_registered_device_is_resumed(database: str,
 
         events: Events = []
 
-        async def sink(event: DriverEvent) -> None:
+        async def sink(event: DriverFact) -> None:
             events.append(event)
 
         caplog.set_level("INFO", logger="salon_sessions.worker.neonize")
@@ -302,7 +302,7 @@ async def test_proxy_is_used_and_its_credentials_never_leak(
     proxy = f"socks5://salon:Pr0xy-s3cret@127.0.0.1:{port}"
     events: Events = []
 
-    async def sink(event: DriverEvent) -> None:
+    async def sink(event: DriverFact) -> None:
         events.append(event)
 
     caplog.set_level("DEBUG", logger="salon_sessions.worker.neonize")
@@ -702,7 +702,7 @@ async def test_logout_reasons_survive_the_log_line_racing_the_event(
     the line wins and must say `locked`, and the event that follows is the same fact."""
     events: Events = []
 
-    async def sink(event: DriverEvent) -> None:
+    async def sink(event: DriverFact) -> None:
         events.append(event)
 
     driver = NeonizeDriver(database, COMPANY)
@@ -756,7 +756,7 @@ async def test_a_replaced_stream_is_retried_once_then_halts(database: str) -> No
     held = [True]
     events: Events = []
 
-    async def sink(event: DriverEvent) -> None:
+    async def sink(event: DriverFact) -> None:
         events.append(event)
 
     driver = NeonizeDriver(database, COMPANY, lock_held=lambda: held[0],
@@ -880,7 +880,7 @@ async def test_too_many_parked_login_clients_restart_the_process(database: str) 
     events: Events = []
     fatal: list[str] = []
 
-    async def sink(event: DriverEvent) -> None:
+    async def sink(event: DriverFact) -> None:
         events.append(event)
 
     driver = NeonizeDriver(database, COMPANY, policy=NeonizePolicy(max_parked=0),

@@ -21,14 +21,14 @@ import pytest
 
 from salon_sessions.core.backoff import Backoff
 from salon_sessions.worker import neonize_go, tcp_sockets
-from salon_sessions.worker.driver import Disconnected, DriverEvent
+from salon_sessions.worker.driver import Disconnected, DriverFact
 from salon_sessions.worker.neonize_driver import NeonizeDriver
 from salon_sessions.worker.neonize_go import AttemptPhase, GoAttempt, GoOps
 from tests.faultproxy import FaultProxy, fault_proxy
 
 COMPANY = "company_962302"
 WHATSAPP = "web.whatsapp.com:443"
-Events = list[DriverEvent]
+Events = list[DriverFact]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ def attempt_threads() -> list[threading.Thread]:
             if t.name.startswith("neonize-company_") and t.is_alive()]
 
 
-Sink = Callable[[DriverEvent], Awaitable[None]]
+Sink = Callable[[DriverFact], Awaitable[None]]
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def collected() -> tuple[Events, Sink]:
     """A driver sink and the events it received."""
     events: Events = []
 
-    async def sink(event: DriverEvent) -> None:
+    async def sink(event: DriverFact) -> None:
         events.append(event)
 
     return events, sink

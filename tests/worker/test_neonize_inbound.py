@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from salon_sessions.worker.driver import (
-    DriverEvent,
+    DriverFact,
     InboundMessage,
     MessageNotStored,
 )
@@ -112,14 +112,14 @@ class Sink:
     """Records what the driver reports; stores messages only when allowed to."""
 
     def __init__(self) -> None:
-        self.events: list[DriverEvent] = []
+        self.events: list[DriverFact] = []
         self.steps: list[str] = []
         self.lock = threading.Lock()
         self.release = asyncio.Event()
         self.release.set()
         self.refuse: set[str] = set()
 
-    async def __call__(self, event: DriverEvent) -> None:
+    async def __call__(self, event: DriverFact) -> None:
         if isinstance(event, InboundMessage):
             self.note(f"sink got {event.message_id}")
             await self.release.wait()

@@ -14,7 +14,7 @@ import pytest
 from devstack.stack import StackInfo
 from salon_sessions.db.locks import session_lock_key
 from salon_sessions.db.migrator import migrate_database
-from salon_sessions.worker.driver import Disconnected, DriverEvent
+from salon_sessions.worker.driver import Disconnected, DriverFact
 from salon_sessions.worker.neonize_driver import NeonizeDriver
 from tests.conftest import fresh_database
 from tests.helpers import wait_for
@@ -70,9 +70,9 @@ async def test_the_neonize_store_opens_and_resumes_only_its_own_device(database:
             assert await own.stored_device() == JID
             assert await foreign.stored_device() is None
             for driver in (own, fresh):  # whatsmeow opens the store: reads, no DDL
-                events: list[DriverEvent] = []
+                events: list[DriverFact] = []
 
-                async def sink(event: DriverEvent, into: list[DriverEvent] = events) -> None:
+                async def sink(event: DriverFact, into: list[DriverFact] = events) -> None:
                     into.append(event)
 
                 await driver.start(sink)
