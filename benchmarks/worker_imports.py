@@ -29,9 +29,9 @@ STEPS: list[tuple[str, list[str]]] = [
 ]
 OUR_MODULES: dict[str, list[str]] = {
     "simulator": ["salon_sessions.worker.main", "salon_sessions.worker.session_worker",
-                  "salon_sessions.worker.fence", "salon_sessions.worker.simulator"],
+                  "salon_sessions.worker.fence", "salon_sessions.worker.simulator.driver"],
     "neonize": ["salon_sessions.worker.main", "salon_sessions.worker.session_worker",
-                "salon_sessions.worker.fence", "salon_sessions.worker.neonize_driver"],
+                "salon_sessions.worker.fence", "salon_sessions.worker.neonize.driver"],
 }
 
 PROTOBUF = ["google.protobuf.descriptor_pool", "google.protobuf.symbol_database",
@@ -54,13 +54,13 @@ def report(step: str) -> None:
 
 
 def load_proto() -> None:
-    from salon_sessions.worker import neonize_core
+    from salon_sessions.worker.neonize import core as neonize_core
 
     neonize_core.load_proto(neonize_core.package_dir() / "proto")
 
 
 def load_go_core() -> None:
-    from salon_sessions.worker import neonize_core
+    from salon_sessions.worker.neonize import core as neonize_core
 
     path = neonize_core.package_dir() / neonize_core.core_library_name()
     lib = neonize_core.load_library(path)

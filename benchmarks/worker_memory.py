@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 from benchmarks.measure import VENV_BIN, rss_mib
 from devstack import stack
 from salon_sessions.core import channels
-from salon_sessions.worker.goenv import exec_environment
+from salon_sessions.worker.neonize.goenv import exec_environment
 
 POD_MEMORY_LIMIT = 512 * 2**20
 """The operator's default worker memory limit (`worker_memory_limit`)."""

@@ -183,7 +183,7 @@ def cmd_phone(state_dir: Path, kind: str, code: str | None, company: str, phone:
 
 def phone_action(kind: str, arg: str | None) -> dict[str, str]:
     """`passkey [request|confirmation|XXXX-XXXX]`, `logout|ban|refuse [WhatsApp's code]`,
-    `replaced`, `disconnect` as the simulator's action (`worker/simulator.py`)."""
+    `replaced`, `disconnect` as the simulator's action (`worker/simulator/driver.py`)."""
     if kind == "passkey":
         if arg in (None, "request", "confirmation"):
             return {"action": "passkey", "stage": arg or "request"}

@@ -7,7 +7,7 @@ condition reasons (`Banned`, `Locked`). The onboarding page translates the same 
 
 One place for the table, because the codes reach us two ways that must agree: as neonize
 events (whose protobuf enums know only some codes) and parsed from whatsmeow's log lines
-(for the codes neonize cannot encode, see `worker.neonize_logs`). A code that is in
+(for the codes neonize cannot encode, see `worker.neonize.logs`). A code that is in
 neither table keeps its number (`code_419`), so it is never lost on the way.
 """
 

@@ -1,7 +1,7 @@
 """The neonize driver's view of the session store (whatsmeow's tables in PostgreSQL).
 
 In `db/` with every other query on the project's tables (it was `worker.neonize_store`);
-the neonize driver (`worker.neonize_driver`, `worker.neonize_go`) uses it.
+the neonize driver (`worker.neonize.driver`, `worker.neonize.go`) uses it.
 
 whatsmeow (through neonize's Go core and `lib/pq`) keeps its `whatsmeow_*` tables in the
 project's database; the project's migrations create them at the version neonize ships

@@ -146,7 +146,7 @@ def _limit_env(name: str, resource: str) -> dict[str, Any]:
 
 
 def go_env(settings: OperatorSettings) -> list[dict[str, Any]]:
-    """What the worker's Go core (the neonize driver) runs with (`worker/goenv.py`).
+    """What the worker's Go core (the neonize driver) runs with (`worker/neonize/goenv.py`).
 
     `NEONIZE_BOT_TAG` is in the pod's environment from the start; `GOMEMLIMIT` and `GOGC`
     are derived by the worker from `SALON_MEMORY_LIMIT_BYTES` (the container's memory limit,

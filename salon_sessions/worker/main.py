@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 from salon_sessions.core.logs import configure_logging
 from salon_sessions.core.resource import DriverName
 from salon_sessions.core.settings import WorkerSettings, load_settings
-from salon_sessions.worker import goenv
+from salon_sessions.worker.neonize import goenv
 
 log = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ def make_driver(worker: Worker) -> Driver:
     """The driver the session's spec names. The simulator is refused for other drivers."""
     s = worker.settings
     if s.driver is DriverName.SIMULATOR:
-        from salon_sessions.worker.simulator import SimulatorDriver, SimulatorTiming
+        from salon_sessions.worker.simulator.driver import SimulatorDriver, SimulatorTiming
 
         timing = SimulatorTiming(first_qr_s=s.simulator_first_qr_s,
                                  qr_period_s=s.simulator_qr_period_s,
@@ -94,7 +94,7 @@ def make_driver(worker: Worker) -> Driver:
                                client_name=f"salon-simulator:{worker.company}")
         return SimulatorDriver(worker.pool, server, worker.company, timing,
                                worker.subscriber_metrics, close_redis=True)
-    from salon_sessions.worker.neonize_driver import NeonizeDriver, NeonizePolicy
+    from salon_sessions.worker.neonize.driver import NeonizeDriver, NeonizePolicy
 
     proxy = s.proxy_url.get_secret_value() if s.proxy_url else None
     policy = NeonizePolicy(watchdog_s=s.neonize_watchdog_s,

@@ -30,7 +30,7 @@ import redis
 
 from salon_sessions.core import channels
 from salon_sessions.db.locks import key_halves, session_lock_key
-from salon_sessions.worker.goenv import exec_environment
+from salon_sessions.worker.neonize.goenv import exec_environment
 from tests.chart.conftest import Release, pod_pid, psql
 from tests.helpers import eventually
 from tests.worker.harness import observing

@@ -26,7 +26,7 @@ NO_SUCH_CLIENT = b"no-such-client"
 def crash_when_triggered(trigger: Path) -> None:
     while not trigger.exists():
         time.sleep(0.05)
-    from salon_sessions.worker.neonize_go import load_neonize
+    from salon_sessions.worker.neonize.go import load_neonize
 
     nz = load_neonize()  # the Go core the running driver already loaded
     jid = nz.proto.JID(User="79686484488", Server="s.whatsapp.net", Device=0, RawAgent=0,

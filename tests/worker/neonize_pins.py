@@ -78,7 +78,7 @@ EVENT_CODES: Final = {0: "Device", 1: "QR", 2: "PairStatus", 3: "Connected",
                       7: "StreamReplaced", 8: "TemporaryBan", 9: "ConnectFailure",
                       10: "ClientOutdated", 11: "StreamError", 12: "Disconnected",
                       17: "Message", 26: "OfflineSyncPreview", 27: "OfflineSyncCompleted"}
-"""neonize's event numbers (`neonize.events`) for the `EV_*` constants of `neonize_go`."""
+"""neonize's event numbers (`neonize.events`) for the `EV_*` constants of `neonize.go`."""
 
 REQUIRED_FIELDS: Final = {
     "Device": frozenset({"Platform", "BussinessName", "PushName", "Initialized"}),
@@ -141,7 +141,7 @@ BOT_TAG_SWITCH: Final = "NEONIZE_BOT_TAG"
 
 SEND_ERROR_FORMATS: Final = ("server returned error", "info query returned status %d: %s",
                              "rate-overlimit", "client is nil")
-"""whatsmeow's texts that `neonize_errors` reads WhatsApp's send refusals from
+"""whatsmeow's texts that `neonize.errors` reads WhatsApp's send refusals from
 (`ErrServerReturnedError` + the ack's code, `IQError.Error()`, `ErrIQRateOverLimit`), and the
 error `SendChatPresence` returns for a client neonize does not know (the contract test's
 call)."""

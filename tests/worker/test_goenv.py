@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from salon_sessions.worker import goenv
+from salon_sessions.worker.neonize import goenv
 
-LOAD_CORE = ("from salon_sessions.worker import neonize_core as c\n"
+LOAD_CORE = ("from salon_sessions.worker.neonize import core as c\n"
              "lib = c.load_library(c.package_dir() / c.core_library_name())\n"
              "print('core', lib.GetVersion().decode(), flush=True)\n")
 GC_LINE = re.compile(r"^gc \d+ @.* (\d+) MB goal", re.MULTILINE)
@@ -42,7 +42,7 @@ def test_ensure_reexecutes_once_and_go_applies_the_memory_limit() -> None:
     wanted = {"NEONIZE_BOT_TAG": "off", "GOGC": "off", "GOMEMLIMIT": "4MiB",
               "GODEBUG": "gctrace=1"}
     script = ("import os\nprint('pid', os.getpid(), flush=True)\n"
-              "from salon_sessions.worker import goenv\n"
+              "from salon_sessions.worker.neonize import goenv\n"
               f"goenv.ensure({wanted!r})\n" + LOAD_CORE +
               "env = goenv.exec_environment()\n"
               "print('env', env['NEONIZE_BOT_TAG'], env['GOMEMLIMIT'], flush=True)\n")
@@ -63,7 +63,7 @@ def test_ensure_never_loops() -> None:
     """A variable that cannot be set (here: the marker says we already re-executed) is
     logged once and the process goes on."""
     script = ("import logging\nlogging.basicConfig()\n"
-              "from salon_sessions.worker import goenv\n"
+              "from salon_sessions.worker.neonize import goenv\n"
               "goenv.ensure({'NEONIZE_BOT_TAG': 'off'})\nprint('went on')\n")
     out = run_python(script, {goenv.REEXEC_MARKER: "1"})
     assert out.stdout.strip() == "went on"

@@ -20,8 +20,10 @@ import pytest
 import salon_sessions.worker as worker_package
 from salon_sessions.core import whatsapp_reasons
 from salon_sessions.core.whatsapp_reasons import from_neonize_enum
-from salon_sessions.worker import neonize_core, neonize_go, neonize_logs
-from salon_sessions.worker.neonize_go import GoAttempt, load_neonize
+from salon_sessions.worker.neonize import core as neonize_core
+from salon_sessions.worker.neonize import go as neonize_go
+from salon_sessions.worker.neonize import logs as neonize_logs
+from salon_sessions.worker.neonize.go import GoAttempt, load_neonize
 from tests.goelf import GoBinary, param_area
 from tests.worker import neonize_pins as pins
 
@@ -59,7 +61,7 @@ def test_neonize_and_whatsmeow_versions(core: GoBinary) -> None:
 def driver_go_calls() -> Iterator[tuple[str, int, str]]:
     """Every `<...>.gocode.<Symbol>(args)` call in the worker package: (symbol, number of
     arguments, where)."""
-    for path in sorted(Path(worker_package.__file__).parent.glob("*.py")):
+    for path in sorted(Path(worker_package.__file__).parent.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -181,7 +183,7 @@ SEND_ERROR_GONE = ("neonize_errors would stop recognising WhatsApp's rate limits
                          + [(t, SEND_ERROR_GONE) for t in pins.SEND_ERROR_FORMATS])
 def test_the_texts_the_driver_reads_are_in_the_go_core(core: GoBinary, needle: str,
                                                        consequence: str) -> None:
-    """whatsmeow's log lines (`neonize_logs`) and error texts (`neonize_errors`)."""
+    """whatsmeow's log lines (`neonize.logs`) and error texts (`neonize.errors`)."""
     assert core.contains(needle), f"whatsmeow no longer has {needle!r}: {consequence}"
 
 

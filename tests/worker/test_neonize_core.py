@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from salon_sessions.worker import neonize_core
-from salon_sessions.worker.neonize_go import load_neonize
+from salon_sessions.worker.neonize import core as neonize_core
+from salon_sessions.worker.neonize.go import load_neonize
 
 
 def run_python(script: str) -> Any:
@@ -53,7 +53,7 @@ def test_loading_skips_neonizes_python_client() -> None:
     and neonize's `__init__` never runs (its classes would be under `neonize.*`)."""
     loaded = run_python("""
 import json, sys
-from salon_sessions.worker.neonize_go import load_neonize
+from salon_sessions.worker.neonize.go import load_neonize
 nz = load_neonize()
 print(json.dumps({"modules": sorted(sys.modules), "version": nz.version,
                   "message": nz.proto.Message.DESCRIPTOR.full_name}))

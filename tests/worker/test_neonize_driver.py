@@ -25,7 +25,6 @@ import pytest
 from salon_sessions.core.phone import Resolved, Unresolved, phone_of
 from salon_sessions.db.migrator import migrate
 from salon_sessions.db.whatsmeow_store import go_store_dsn
-from salon_sessions.worker import neonize_link
 from salon_sessions.worker.driver import (
     Connected,
     ConnectFailure,
@@ -40,14 +39,15 @@ from salon_sessions.worker.driver import (
     StreamReplaced,
     TemporaryBan,
 )
-from salon_sessions.worker.neonize_driver import NeonizeDriver, NeonizePolicy
-from salon_sessions.worker.neonize_go import (
+from salon_sessions.worker.neonize import link as neonize_link
+from salon_sessions.worker.neonize.driver import NeonizeDriver, NeonizePolicy
+from salon_sessions.worker.neonize.go import (
     AttemptPhase,
     GoAttempt,
     GoOps,
     load_neonize,
 )
-from salon_sessions.worker.neonize_logs import (
+from salon_sessions.worker.neonize.logs import (
     ClientOutdatedLine,
     ConnectFailureLine,
     LoggedOutLine,
@@ -537,7 +537,7 @@ def test_log_lines_that_announce_what_neonize_cannot_deliver(line: str, fact: ob
 
 def test_importing_neonize_leaves_logging_alone() -> None:
     script = ("import logging\n"
-              "from salon_sessions.worker.neonize_go import load_neonize\n"
+              "from salon_sessions.worker.neonize.go import load_neonize\n"
               "load_neonize()\n"
               "root = logging.getLogger()\n"
               "print(len(root.handlers), root.level)\n")

@@ -17,7 +17,7 @@ from salon_sessions.worker.driver import (
     REACHOUT_RESTRICTED,
     SEND_RESTRICTIONS,
 )
-from salon_sessions.worker.neonize_errors import (
+from salon_sessions.worker.neonize.errors import (
     SEND_FAILED,
     SendRefusal,
     send_error,

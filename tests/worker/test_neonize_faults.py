@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from salon_sessions.core.backoff import Backoff
-from salon_sessions.worker import neonize_go, tcp_sockets
 from salon_sessions.worker.driver import Disconnected, DriverFact
-from salon_sessions.worker.neonize_driver import NeonizeDriver
-from salon_sessions.worker.neonize_go import AttemptPhase, GoAttempt, GoOps
+from salon_sessions.worker.neonize import go as neonize_go
+from salon_sessions.worker.neonize import tcp_sockets
+from salon_sessions.worker.neonize.driver import NeonizeDriver
+from salon_sessions.worker.neonize.go import AttemptPhase, GoAttempt, GoOps
 from tests.faultproxy import FaultProxy, fault_proxy
 
 COMPANY = "company_962302"

@@ -21,8 +21,8 @@ from salon_sessions.worker.driver import (
     InboundMessage,
     MessageNotStored,
 )
-from salon_sessions.worker.neonize_driver import NeonizeDriver
-from salon_sessions.worker.neonize_go import (
+from salon_sessions.worker.neonize.driver import NeonizeDriver
+from salon_sessions.worker.neonize.go import (
     EV_DISCONNECTED,
     EV_MESSAGE,
     EV_OFFLINE_SYNC_COMPLETED,

@@ -10,7 +10,7 @@ import signal
 import asyncpg
 import pytest
 
-from salon_sessions.worker.goenv import exec_environment
+from salon_sessions.worker.neonize.goenv import exec_environment
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import observing
 

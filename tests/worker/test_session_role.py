@@ -15,7 +15,7 @@ from devstack.stack import StackInfo
 from salon_sessions.db.locks import session_lock_key
 from salon_sessions.db.migrator import migrate_database
 from salon_sessions.worker.driver import Disconnected, DriverFact
-from salon_sessions.worker.neonize_driver import NeonizeDriver
+from salon_sessions.worker.neonize.driver import NeonizeDriver
 from tests.conftest import fresh_database
 from tests.helpers import wait_for
 from tests.tenants import session_roles

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from salon_sessions.core.events import PasskeyStage
-from salon_sessions.worker.simulator_actions import (
+from salon_sessions.worker.simulator.actions import (
     DEFAULT_BAN_CODE,
     DEFAULT_BAN_S,
     DEFAULT_REFUSAL_CODE,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from salon_sessions.worker.simulator import SimulatorTiming
+from salon_sessions.worker.simulator.driver import SimulatorTiming
 from tests.worker.conftest import WorkerFactory
 from tests.worker.harness import Observer, WorkerProc, observing
 

@@ -17,8 +17,8 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from salon_sessions.worker.neonize_context import DriverContext
-from salon_sessions.worker.neonize_go import GoAttempt, GoCallback, PendingMessage
+from salon_sessions.worker.neonize.context import DriverContext
+from salon_sessions.worker.neonize.go import GoAttempt, GoCallback, PendingMessage
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The `neonize` driver: real WhatsApp through neonize/whatsmeow, session store in PostgreSQL.
 
 `NeonizeDriver` implements `Driver` by composing small objects, each in its own module
-(details in docs/NEONIZE.md and in `neonize_go`):
+(details in docs/NEONIZE.md and in `neonize.go`):
 
 - `neonize_supervisor.AttemptSupervisor`: one Go client at a time (a `GoAttempt`), its
   retries, halts and watchdog; handlers only ask it for an `Outcome`;
@@ -14,7 +14,7 @@
   bans, refusals, an outdated client;
 - `neonize_sender.NeonizeSender`: texts, typing indicators and the logout call;
 - `neonize_device.DeviceRecord`: which device is resumed, checked against the store;
-- `neonize_state`: the current client run's facts they share; `neonize_context`: the
+- `neonize.state`: the current client run's facts they share; `neonize.context`: the
   policy, log, scrubber and sink.
 
 Never logged: the database URL, the proxy URL, QR payloads, pairing codes.
@@ -41,18 +41,18 @@ from salon_sessions.worker.driver import (
     IssuedCode,
     LoggedOut,
 )
-from salon_sessions.worker.neonize_context import DriverContext, NeonizePolicy, secrets_of
-from salon_sessions.worker.neonize_device import DeviceRecord
-from salon_sessions.worker.neonize_go import GoCallback, GoOps
-from salon_sessions.worker.neonize_handlers import NeonizeEventHandlers
-from salon_sessions.worker.neonize_inbox import Callback, CallbackInbox
-from salon_sessions.worker.neonize_link import LinkFlow
-from salon_sessions.worker.neonize_logs import LogFact
-from salon_sessions.worker.neonize_reactions import ConnectionReactions
-from salon_sessions.worker.neonize_retire import ClientRetirer
-from salon_sessions.worker.neonize_sender import NeonizeSender
-from salon_sessions.worker.neonize_state import ClientRun, LoginSocket
-from salon_sessions.worker.neonize_supervisor import (
+from salon_sessions.worker.neonize.context import DriverContext, NeonizePolicy, secrets_of
+from salon_sessions.worker.neonize.device import DeviceRecord
+from salon_sessions.worker.neonize.go import GoCallback, GoOps
+from salon_sessions.worker.neonize.handlers import NeonizeEventHandlers
+from salon_sessions.worker.neonize.inbox import Callback, CallbackInbox
+from salon_sessions.worker.neonize.link import LinkFlow
+from salon_sessions.worker.neonize.logs import LogFact
+from salon_sessions.worker.neonize.reactions import ConnectionReactions
+from salon_sessions.worker.neonize.retire import ClientRetirer
+from salon_sessions.worker.neonize.sender import NeonizeSender
+from salon_sessions.worker.neonize.state import ClientRun, LoginSocket
+from salon_sessions.worker.neonize.supervisor import (
     LOGGED_OUT_RESTART_DELAY_S,
     AttemptSupervisor,
     GoClientSettings,
@@ -63,7 +63,7 @@ __all__ = ["NeonizeDriver", "NeonizePolicy"]
 
 DEFAULT_MAX_LOGIN_CYCLES: Final = 5
 """Login sockets opened in a row without a link (each ~160 s) before the driver halts;
-every abandoned login leaves a parked daemon thread behind (see `neonize_go`)."""
+every abandoned login leaves a parked daemon thread behind (see `neonize.go`)."""
 PROXY_SCHEMES: Final = ("socks5", "http", "https")
 """What whatsmeow's `SetProxyAddress` accepts."""
 
@@ -245,7 +245,7 @@ class NeonizeDriver(Driver):
         await self._link.on_login_status(status)
 
     async def handle_marker(self, fact: LogFact) -> None:
-        """An event announced by a whatsmeow log line (`neonize_logs`)."""
+        """An event announced by a whatsmeow log line (`neonize.logs`)."""
         await self._handlers.handle_marker(fact)
 
     # ------------------------------------------------------------------ wiring

@@ -1,7 +1,7 @@
 """What the `neonize` driver does about the facts that end or stop a connection.
 
 A logout, a replaced stream, a temporary ban, a refused connection and an outdated client
-can each arrive twice: as a neonize event and as a whatsmeow log line (`neonize_logs`: the
+can each arrive twice: as a neonize event and as a whatsmeow log line (`neonize.logs`: the
 line comes first, and some only come as a line, when neonize cannot encode them). Both
 routes end here, so the decision (report once per client run, delete the credentials,
 retry, wait or halt) is made in one place:
@@ -25,10 +25,10 @@ from salon_sessions.worker.driver import (
     StreamReplaced,
     TemporaryBan,
 )
-from salon_sessions.worker.neonize_context import DriverContext
-from salon_sessions.worker.neonize_device import DeviceRecord
-from salon_sessions.worker.neonize_state import ClientRun
-from salon_sessions.worker.neonize_supervisor import (
+from salon_sessions.worker.neonize.context import DriverContext
+from salon_sessions.worker.neonize.device import DeviceRecord
+from salon_sessions.worker.neonize.state import ClientRun
+from salon_sessions.worker.neonize.supervisor import (
     LOGGED_OUT_RESTART_DELAY_S,
     AttemptSupervisor,
     Outcome,

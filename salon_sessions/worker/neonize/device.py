@@ -1,6 +1,6 @@
 """Which device this session resumes, and the store checks behind it.
 
-whatsmeow panics when it is handed a JID that is not in its store (`neonize_go`), and the
+whatsmeow panics when it is handed a JID that is not in its store (`neonize.go`), and the
 store is shared by every salon: so a device is resumed only when it is known to be this
 session's (the constructor's `device_jid`, the device linked in this process, or
 `salon_sessions.device_jid` of the company) and registered in `whatsmeow_device` right now.
@@ -14,7 +14,7 @@ import contextlib
 
 from salon_sessions.core.phone import InvalidJid, parse_device_jid
 from salon_sessions.db.whatsmeow_store import NeonizeStore
-from salon_sessions.worker.neonize_context import DriverContext
+from salon_sessions.worker.neonize.context import DriverContext
 
 
 class DeviceRecord:

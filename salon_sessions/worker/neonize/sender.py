@@ -3,7 +3,7 @@
 Each is a Go call on the client that runs now (`AttemptPhase.RUNNING` and connected), made
 in a daemon thread (`run_in_daemon`) and counted as running (`ClientRetirer.go_call`):
 a send writes Signal sessions into the store, so the client is stopped only after it
-returned. WhatsApp's refusals become `DriverError`s (`neonize_errors`); a typing indicator
+returned. WhatsApp's refusals become `DriverError`s (`neonize.errors`); a typing indicator
 is best effort and never holds up a send. Kept apart from the supervisor and the handlers:
 these are the only calls that go from the worker to WhatsApp.
 """
@@ -15,17 +15,17 @@ from typing import Any
 
 from salon_sessions.core.phone import InvalidJid, JidKind, parse_jid
 from salon_sessions.worker.driver import DriverError
-from salon_sessions.worker.neonize_context import DriverContext
-from salon_sessions.worker.neonize_errors import send_error
-from salon_sessions.worker.neonize_go import (
+from salon_sessions.worker.neonize.context import DriverContext
+from salon_sessions.worker.neonize.errors import send_error
+from salon_sessions.worker.neonize.go import (
     go_logout,
     go_send_chat_presence,
     go_send_text,
     jid_proto,
     run_in_daemon,
 )
-from salon_sessions.worker.neonize_retire import ClientRetirer
-from salon_sessions.worker.neonize_supervisor import AttemptSupervisor
+from salon_sessions.worker.neonize.retire import ClientRetirer
+from salon_sessions.worker.neonize.supervisor import AttemptSupervisor
 
 
 def chat_proto(to_jid: str) -> Any:

@@ -4,9 +4,9 @@ Each neonize event (a `neonize.proto.Neonize_pb2` message, named by its protobuf
 driver acts on has one small handler, registered for its name with `@handles(...)`; those
 whose protobuf is empty go straight to their reaction (`EMPTY_EVENTS`), those it only logs
 are a table (`LOGGED_ONLY`); any other event is logged at debug level and ignored.
-The pure protobuf-to-fact conversions live in `neonize_events`; the decisions a
-connection-ending fact needs in `neonize_reactions` (shared with the log-line facts,
-`handle_marker`); the link's events in `neonize_link`.
+The pure protobuf-to-fact conversions live in `neonize.events`; the decisions a
+connection-ending fact needs in `neonize.reactions` (shared with the log-line facts,
+`handle_marker`); the link's events in `neonize.link`.
 
 Inbound messages are stored before neonize's event thread goes on (`deliver`, the "receipt
 after the write" rule, docs/NEONIZE.md).
@@ -23,9 +23,9 @@ from typing import Any, Final
 from salon_sessions.core.phone import LidResolver
 from salon_sessions.core.whatsapp_reasons import failure_name, logout_reason, temp_ban_name
 from salon_sessions.worker.driver import Connected, Disconnected, LoggedOut, MessageNotStored
-from salon_sessions.worker.neonize_context import DriverContext
-from salon_sessions.worker.neonize_device import DeviceRecord
-from salon_sessions.worker.neonize_events import (
+from salon_sessions.worker.neonize.context import DriverContext
+from salon_sessions.worker.neonize.device import DeviceRecord
+from salon_sessions.worker.neonize.events import (
     connect_failure,
     event_name,
     inbound_message,
@@ -33,9 +33,9 @@ from salon_sessions.worker.neonize_events import (
     logged_out,
     temporary_ban,
 )
-from salon_sessions.worker.neonize_go import PendingMessage
-from salon_sessions.worker.neonize_link import LinkFlow
-from salon_sessions.worker.neonize_logs import (
+from salon_sessions.worker.neonize.go import PendingMessage
+from salon_sessions.worker.neonize.link import LinkFlow
+from salon_sessions.worker.neonize.logs import (
     ClientOutdatedLine,
     ConnectFailureLine,
     LogFact,
@@ -44,9 +44,9 @@ from salon_sessions.worker.neonize_logs import (
     StreamReplacedLine,
     TemporaryBanLine,
 )
-from salon_sessions.worker.neonize_reactions import ConnectionReactions
-from salon_sessions.worker.neonize_state import ClientRun
-from salon_sessions.worker.neonize_supervisor import AttemptSupervisor
+from salon_sessions.worker.neonize.reactions import ConnectionReactions
+from salon_sessions.worker.neonize.state import ClientRun
+from salon_sessions.worker.neonize.supervisor import AttemptSupervisor
 
 EventHandler = Callable[["NeonizeEventHandlers", Any], Awaitable[None]]
 """A handler of one neonize event type: the protobuf in, facts to the sink."""
@@ -70,7 +70,7 @@ EMPTY_EVENTS: Final[dict[str, Callable[[ConnectionReactions], Awaitable[None]]]]
     "StreamReplaced": ConnectionReactions.stream_replaced,
     "ClientOutdated": ConnectionReactions.client_outdated,
 }
-"""neonize events whose protobuf is empty (the name is the whole fact). `neonize_go` does
+"""neonize events whose protobuf is empty (the name is the whole fact). `neonize.go` does
 not subscribe them (their empty buffer panics the Go loop); whatsmeow's log lines announce
 them, and the same reactions handle both (`handle_marker`)."""
 
@@ -179,7 +179,7 @@ class NeonizeEventHandlers:
 
     # ------------------------------------------------------------------ log-line facts
     async def handle_marker(self, fact: LogFact) -> None:
-        """An event announced by a whatsmeow log line (`neonize_logs`)."""
+        """An event announced by a whatsmeow log line (`neonize.logs`)."""
         reactions = self._reactions
         match fact:
             case StreamReplacedLine():

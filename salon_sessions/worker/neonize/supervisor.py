@@ -1,10 +1,10 @@
 """The supervisor of the `neonize` driver: one WhatsApp client at a time, and what follows it.
 
-One task runs one Go client at a time (a `GoAttempt`, `neonize_go`). A device found in the
+One task runs one Go client at a time (a `GoAttempt`, `neonize.go`). A device found in the
 store (`DeviceRecord.stored_device`) is resumed by its JID; otherwise a new device shows QR
 codes. The handlers never start or stop a client themselves: they ask for an `Outcome`
 (`request`; the first one wins) and the supervisor ends the attempt, retires its client
-(`neonize_retire`), waits, and starts the next one:
+(`neonize.retire`), waits, and starts the next one:
 
 - a connect error (the network, a proxy, the store) ends the attempt; it is reported once
   per outage as `Disconnected(will_reconnect=True)` and retried with exponential backoff;
@@ -30,17 +30,17 @@ from typing import Any, Final, Literal
 
 from salon_sessions.core.backoff import Backoff
 from salon_sessions.worker.driver import Disconnected, LoggedOut
-from salon_sessions.worker.neonize_context import DriverContext
-from salon_sessions.worker.neonize_device import DeviceRecord
-from salon_sessions.worker.neonize_go import (
+from salon_sessions.worker.neonize.context import DriverContext
+from salon_sessions.worker.neonize.device import DeviceRecord
+from salon_sessions.worker.neonize.go import (
     AttemptPhase,
     AttemptPost,
     GoAttempt,
     GoOps,
     load_neonize,
 )
-from salon_sessions.worker.neonize_retire import ClientRetirer
-from salon_sessions.worker.neonize_state import ClientRun, LoginSocket
+from salon_sessions.worker.neonize.retire import ClientRetirer
+from salon_sessions.worker.neonize.state import ClientRun, LoginSocket
 
 LOGGED_OUT_RESTART_DELAY_S: Final = 2.0
 WATCHDOG_TICK_S: Final = 5.0

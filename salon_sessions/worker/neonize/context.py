@@ -1,7 +1,7 @@
 """What every piece of the `neonize` driver shares: its policy, its log, the scrubber and
 the sink.
 
-The driver is composed of small objects (`neonize_driver` lists them); each reports facts
+The driver is composed of small objects (`neonize.driver` lists them); each reports facts
 to the same sink, logs with the same company, never lets a secret out (the database and
 proxy URLs), and waits as long as one `NeonizePolicy` says. They get one `DriverContext`
 instead of each keeping a copy of those.
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from salon_sessions.core.redact import MASK, redact_text
 from salon_sessions.worker.driver import DriverFact, DriverSink
-from salon_sessions.worker.neonize_go import MESSAGE_WAIT_S
+from salon_sessions.worker.neonize.go import MESSAGE_WAIT_S
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class NeonizePolicy:
     """Backoff for refusals WhatsApp did not explain (unknown codes): never a fast loop."""
     message_wait_s: float = MESSAGE_WAIT_S
     """How long neonize's event thread waits for an inbound message to be stored before it
-    takes the next event (`neonize_go`, "Inbound messages")."""
+    takes the next event (`neonize.go`, "Inbound messages")."""
     presence_wait_s: float = 5.0
     """How long `send_presence` waits for Go: a typing indicator must not hold up a send."""
 

@@ -25,7 +25,7 @@ source and checked against the shipped `neonize-linux-amd64.so`):
   after `UNSTICK_AFTER_S`.
 - Events whose protobuf is empty (`StreamReplaced`, `ClientOutdated`,
   `KeepAliveRestored`) make the Go event loop index an empty buffer and panic, so they are
-  not subscribed; whatsmeow's own log lines announce them instead (`neonize_logs`).
+  not subscribed; whatsmeow's own log lines announce them instead (`neonize.logs`).
 - Every `Neonize()` call opens a new `database/sql` pool that is never closed. Each attempt
   therefore connects with its own `application_name`, and the driver terminates those
   backends once the attempt is over (`NeonizeStore.terminate_backends`).
@@ -63,8 +63,9 @@ from urllib.parse import urlsplit
 
 from salon_sessions.core.phone import InvalidJid, JidKind, parse_jid
 from salon_sessions.db.whatsmeow_store import go_store_dsn
-from salon_sessions.worker import neonize_core, tcp_sockets
-from salon_sessions.worker.neonize_logs import parse_log_line
+from salon_sessions.worker.neonize import core as neonize_core
+from salon_sessions.worker.neonize import tcp_sockets
+from salon_sessions.worker.neonize.logs import parse_log_line
 
 T = TypeVar("T")
 
@@ -113,11 +114,11 @@ DEVICE_OS: Final = "Salon Sessions"
 @dataclass(frozen=True, slots=True)
 class NeonizeModules:
     """neonize's Go core and protobuf modules, loaded once (`load_neonize`, which uses
-    `neonize_core`: not `import neonize`, whose Python client the driver does not use)."""
+    `neonize.core`: not `import neonize`, whose Python client the driver does not use)."""
 
     gocode: Any
     """The Go core (`ctypes.CDLL`) with the driver's functions declared
-    (`neonize_core`): each returns `bytes` or None."""
+    (`neonize.core`): each returns `bytes` or None."""
     proto: Any
     """`neonize.proto.Neonize_pb2`: the event and JID messages."""
     e2e: Any

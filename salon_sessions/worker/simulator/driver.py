@@ -3,7 +3,7 @@
 These machines cannot reach WhatsApp, so the demo and the tests link sessions against this
 driver. It goes through WhatsApp's states with realistic timing and is played from outside,
 like a phone, through actions on the Redis channel `whatsapp:simulator:<company_id>`
-(parsed and checked by `worker.simulator_actions`; a bad one is logged and changes nothing):
+(parsed and checked by `worker.simulator.actions`; a bad one is logged and changes nothing):
 
     {"action": "scan", "qr": "<payload on screen>", "phone": "79686484488"}
     {"action": "enter_code", "code": "ABCD1234"}
@@ -112,7 +112,7 @@ from salon_sessions.worker.driver import (
     StreamReplaced,
     TemporaryBan,
 )
-from salon_sessions.worker.simulator_actions import (
+from salon_sessions.worker.simulator.actions import (
     SEND_LIMIT_CODES,
     BadAction,
     Deliver,

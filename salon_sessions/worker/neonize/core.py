@@ -45,7 +45,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
-from salon_sessions.worker import goenv
+from salon_sessions.worker.neonize import goenv
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Stopping a WhatsApp client safely, and knowing when the next one may start.
 
-A Go client cannot just be dropped (`neonize_go`): its running calls (a send) write Signal
+A Go client cannot just be dropped (`neonize.go`): its running calls (a send) write Signal
 sessions into the store and must finish first; it is stopped only as far as its phase
 allows; a client that may hold WhatsApp's stream must have returned from `Neonize()` before
 another one starts (two clients with the same credentials replace each other's stream);
@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from salon_sessions.db.whatsmeow_store import NeonizeStore
-from salon_sessions.worker.neonize_context import DriverContext
-from salon_sessions.worker.neonize_go import AttemptPhase, GoAttempt, parked_count
+from salon_sessions.worker.neonize.context import DriverContext
+from salon_sessions.worker.neonize.go import AttemptPhase, GoAttempt, parked_count
 
 RETIRED_KEPT: Final = 50
 """Retired clients whose store connections are swept again (each retirement, and close)."""

@@ -28,19 +28,19 @@ from salon_sessions.worker.driver import (
     PasskeyRequired,
     QrCode,
 )
-from salon_sessions.worker.neonize_context import DriverContext
-from salon_sessions.worker.neonize_device import DeviceRecord
-from salon_sessions.worker.neonize_events import enum_name, pair_success
-from salon_sessions.worker.neonize_go import (
+from salon_sessions.worker.neonize.context import DriverContext
+from salon_sessions.worker.neonize.device import DeviceRecord
+from salon_sessions.worker.neonize.events import enum_name, pair_success
+from salon_sessions.worker.neonize.go import (
     AttemptPhase,
     GoAttempt,
     GoCallback,
     go_pair_phone,
     run_in_daemon,
 )
-from salon_sessions.worker.neonize_reactions import ConnectionReactions
-from salon_sessions.worker.neonize_state import ClientRun, LoginSocket
-from salon_sessions.worker.neonize_supervisor import AttemptSupervisor, Outcome
+from salon_sessions.worker.neonize.reactions import ConnectionReactions
+from salon_sessions.worker.neonize.state import ClientRun, LoginSocket
+from salon_sessions.worker.neonize.supervisor import AttemptSupervisor, Outcome
 
 FIRST_QR_TIMEOUT_S: Final = 60
 """whatsmeow shows the first QR code of a login socket for 60 s ..."""
