@@ -260,6 +260,13 @@ class PingEvent(_Envelope):
     type: Literal[EventType.PING] = EventType.PING
     data: PingData
 
+    @classmethod
+    def fresh(cls, company_id: str, session: str, seq: int, origin: str) -> PingEvent:
+        """A health ping with a new correlation id that names who pinged (every pinger
+        builds its pings here: the operator's prober, the API's `/health/pubsub`)."""
+        return cls(company_id=company_id, session=session, seq=seq,
+                   data=PingData(correlation_id=correlation_id(origin)))
+
 
 class PongEvent(_Envelope):
     type: Literal[EventType.PONG] = EventType.PONG

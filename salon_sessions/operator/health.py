@@ -21,11 +21,9 @@ from redis.asyncio import Redis
 
 from salon_sessions.core.channels import health_ping_channel
 from salon_sessions.core.events import (
-    PingData,
     PingEvent,
     PongEvent,
     SeqCounter,
-    correlation_id,
     correlation_origin,
 )
 from salon_sessions.core.publisher import Publisher, PublishFailed, RetryPolicy
@@ -104,9 +102,8 @@ class HealthPinger:
             await asyncio.gather(*(self._ping(s) for s in due))
 
     async def _ping(self, session: Session) -> None:
-        correlation = correlation_id(PING_ORIGIN)
-        ping = PingEvent(company_id=session.company, session=session.name,
-                         seq=self._seq.next(), data=PingData(correlation_id=correlation))
+        ping = PingEvent.fresh(session.company, session.name, self._seq.next(), PING_ORIGIN)
+        correlation = ping.data.correlation_id
         self._pending[correlation] = _Pending(session.key, session.company, time.monotonic())
         async with self._parallel:
             try:

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from salon_sessions.core.bounds import parse_time
 from salon_sessions.core.channels import link_window_key
-from salon_sessions.core.redis_client import REDIS_ERRORS
+from salon_sessions.core.redis_client import REDIS_ERRORS, as_text
 
 log = logging.getLogger(__name__)
 Unsaved = Literal["open", "renew"] | None
@@ -72,7 +72,7 @@ class LinkWindow:
             log.warning("onboarding window not read (%s); going on with what is known",
                         type(exc).__name__, extra={"company_id": self._company})
             return
-        started = parse_time(_text(raw))
+        started = parse_time(None if raw is None else as_text(raw))
         if started is not None:
             # a start in the future (a clock ahead, a hand-written value) counts from now
             self.started_at, self.unsaved = min(started, datetime.now(UTC)), None
@@ -100,7 +100,8 @@ class LinkWindow:
                 await self._redis.set(self._key, value)
             else:
                 await self._redis.set(self._key, value, nx=True)
-                stored = parse_time(_text(await self._redis.get(self._key)))
+                raw = await self._redis.get(self._key)
+                stored = parse_time(None if raw is None else as_text(raw))
                 if stored is not None:
                     self.started_at = stored
         except REDIS_ERRORS as exc:
@@ -136,7 +137,3 @@ class LinkWindow:
         """Redis came back after a gap and may have lost the record: write it again."""
         if self.started_at is not None and self.unsaved is None:
             self.unsaved = "open"
-
-
-def _text(raw: bytes | str | None) -> str | None:
-    return raw.decode() if isinstance(raw, bytes) else raw

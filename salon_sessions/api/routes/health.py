@@ -21,7 +21,7 @@ from salon_sessions.api.models import Check, Liveness, PubSubHealth, Readiness, 
 from salon_sessions.core import channels, redis_persistence
 from salon_sessions.core.codec import encode
 from salon_sessions.core.company import canonical_company_id, resource_name
-from salon_sessions.core.events import PingData, PingEvent, SeqCounter, correlation_id
+from salon_sessions.core.events import PingEvent, SeqCounter
 from salon_sessions.core.redis_client import as_text
 
 router = APIRouter(tags=["health"])
@@ -76,9 +76,8 @@ async def pubsub(request: Request, ctx: Ctx, company_id: str | None = Query(
         company = canonical_company_id(company_id)
         ctx.auth.company(token, company)
     _require_subscription(ctx, "pubsub")
-    correlation = correlation_id("api")
-    ping = PingEvent(company_id=company, session=resource_name(company), seq=_seq.next(),
-                     data=PingData(correlation_id=correlation))
+    ping = PingEvent.fresh(company, resource_name(company), _seq.next(), "api")
+    correlation = ping.data.correlation_id
     channel = channels.health_ping_channel(company)
     waiter = ctx.bus.pongs.expect(correlation)
     try:
