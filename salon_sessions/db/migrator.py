@@ -10,9 +10,9 @@
   supported.
 - Migrations are applied by the role that owns the schema (the administrator's URL: the
   Helm hook, `salon-sessions migrate up`, the operator before it creates a session role). A
-  session's own role runs no DDL (`0005_tenancy.sql`): `migrate_or_check` only verifies
-  with it that nothing is pending, and a worker waits (`wait_for_migrations`) instead of
-  migrating: schema changes belong to the hook, not to every pod start.
+  session's own role runs no DDL (`0005_tenancy.sql`), and a worker waits until nothing is
+  pending (`wait_for_migrations`) instead of migrating: schema changes belong to the hook,
+  not to every pod start.
 
 Why not a migration library: alembic builds on SQLAlchemy (revision scripts in Python, a
 revision graph, autogenerate from models: none of which a schema of plain SQL files with
@@ -183,28 +183,6 @@ async def may_migrate(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval(
         "SELECT coalesce((SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class "
         "WHERE oid = to_regclass($1)), true)", VERSION_TABLE))
-
-
-async def migrate_or_check(dsn: str, application_name: str = "salon-migrate"
-                           ) -> MigrationReport:
-    """Migrate when this role may (`may_migrate`); otherwise refuse to go on while any
-    migration is pending (a session role: the administrator migrates first).
-
-    `dsn` must reach PostgreSQL directly (the migration lock is a session-level advisory
-    lock, which a transaction-mode pooler would not keep)."""
-    conn = await connect(dsn, application_name)
-    try:
-        if await may_migrate(conn):
-            return await migrate(conn)
-        todo = await pending(conn)
-        if todo:
-            raise MigrationError(
-                f"migrations {[m.label for m in todo]} are pending and this database role "
-                "does not own the schema; run `salon-sessions migrate up` with the "
-                "administrator's URL")
-        return MigrationReport(already=[m.label for m in load_migrations()])
-    finally:
-        await conn.close()
 
 
 async def migrate_database(dsn: str) -> MigrationReport:

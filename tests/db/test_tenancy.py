@@ -25,7 +25,7 @@ from salon_sessions.db.locks import (
     session_lock_key,
     try_session_lock,
 )
-from salon_sessions.db.migrator import MigrationError, may_migrate, migrate_or_check
+from salon_sessions.db.migrator import MigrationError, may_migrate, wait_for_migrations
 from salon_sessions.db.tenancy import (
     CONNECTION_LIMIT,
     TenancyError,
@@ -423,11 +423,11 @@ async def test_only_the_schemas_owner_migrates(tenants: Tenants) -> None:
     a = await t.connect(A)
     assert await may_migrate(t.admin)
     assert not await may_migrate(a)
-    report = await migrate_or_check(t.dsn(A))  # nothing pending: checks, applies nothing
+    report = await wait_for_migrations(t.dsn(A), "salon-migrate", timeout_s=0)  # checks only
     assert not report.applied
     await t.admin.execute("DELETE FROM salon_schema_migrations WHERE version = 5")
     with pytest.raises(MigrationError, match="pending"):
-        await migrate_or_check(t.dsn(A))
+        await wait_for_migrations(t.dsn(A), "salon-migrate", timeout_s=0)
 
 
 async def test_an_owner_that_is_not_a_superuser_gets_the_same_rows_model(database: str) -> None:
