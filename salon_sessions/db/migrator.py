@@ -207,6 +207,7 @@ async def wait_for_migrations(dsn: str, application_name: str, *, timeout_s: flo
     other first connection of the process."""
     migrations = load_migrations()
     deadline = time.monotonic() + timeout_s
+    said: tuple[str, float] | None = None  # what was logged, when: once, then every 30 s
     while True:
         conn = await connect(dsn, application_name)
         try:
@@ -221,5 +222,8 @@ async def wait_for_migrations(dsn: str, application_name: str, *, timeout_s: flo
                 f"migrations {[m.label for m in todo]} are still pending after waiting "
                 f"{timeout_s:g} s; run `salon-sessions migrate up` with the administrator's "
                 "URL (the Helm hook does on install and upgrade)")
-        log.info("waiting for pending migrations %s", [m.label for m in todo])
+        labels = str([m.label for m in todo])
+        if said is None or said[0] != labels or time.monotonic() - said[1] >= 30:
+            log.info("waiting for pending migrations %s (up to %.0f s more)", labels, left)
+            said = (labels, time.monotonic())
         await asyncio.sleep(min(poll_s, left))
