@@ -64,6 +64,12 @@ class InvalidJid(ValueError):
         super().__init__(f"invalid JID {value!r}: {why}")
 
 
+def valid_phone(value: object) -> str | None:
+    """`value` when it is a number as stored (digits-only E.164, exactly), else None: for
+    what is read back from a status, a state hash or an event, where nothing is normalised."""
+    return value if isinstance(value, str) and _PHONE.fullmatch(value) else None
+
+
 def e164_digits(value: str) -> str:
     """Digits-only E.164 by shape only (`+`, spaces, dashes, dots, brackets allowed): for
     stored numbers and JIDs, which were accepted once; typed input goes to `parse_phone`."""

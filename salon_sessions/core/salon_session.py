@@ -17,7 +17,6 @@ enums; this module holds the shape.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +24,7 @@ from typing import Any, Final
 
 from salon_sessions.core.bounds import parse_time
 from salon_sessions.core.events import LinkMethod
-from salon_sessions.core.phone import PHONE_PATTERN
+from salon_sessions.core.phone import valid_phone
 from salon_sessions.core.resource import (
     DeletionPolicy,
     DriverName,
@@ -33,14 +32,8 @@ from salon_sessions.core.resource import (
     expire_after_seconds,
 )
 
-_PHONE = re.compile(PHONE_PATTERN, re.ASCII)
 PROXY_KEY_DEFAULT: Final = "url"
 """`spec.proxy.secretRef.key`'s default: the Secret key holding the proxy URL."""
-
-
-def valid_phone(value: object) -> str | None:
-    """A phone number as the status holds it (digits-only E.164), else None."""
-    return value if isinstance(value, str) and _PHONE.fullmatch(value) else None
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

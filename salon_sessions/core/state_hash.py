@@ -30,7 +30,7 @@ from typing import Final
 
 from salon_sessions.core.bounds import Horizon, parse_seq, parse_time, state_out_of_bounds
 from salon_sessions.core.events import PasskeyStage
-from salon_sessions.core.phone import PHONE_PATTERN
+from salon_sessions.core.phone import valid_phone
 from salon_sessions.core.redis_client import as_text
 from salon_sessions.core.resource import Phase
 
@@ -41,9 +41,8 @@ PASSKEY_CODE_PATTERN: Final = r"^[A-Z0-9]{4}-[A-Z0-9]{4}$"
 _SHAPES: Final = {
     "reason": re.compile(REASON_PATTERN),
     "passkey_code": re.compile(PASSKEY_CODE_PATTERN),
-    "phone": re.compile(PHONE_PATTERN, re.ASCII),
-    "pairing_code_phone": re.compile(PHONE_PATTERN, re.ASCII),
 }
+_PHONES: Final = frozenset({"phone", "pairing_code_phone"})
 _FLAGS: Final = frozenset({"linked", "connected", "pairing_code_pending"})
 _ENVELOPE: Final = frozenset({"pod", "driver", "session", "lock", "metrics_port", "seq",
                               "heartbeat_at", "post_connect_hook"})
@@ -142,7 +141,7 @@ def parse_state_hash(raw: Mapping[bytes, bytes] | Mapping[str, str], horizon: Ho
             continue
         parsed = _read(f.name, value)
         if parsed is None:
-            if f.name not in _SHAPES:
+            if f.name not in _SHAPES and f.name not in _PHONES:
                 unreadable.add(f.name)
             continue
         values[f.name] = parsed
@@ -150,6 +149,8 @@ def parse_state_hash(raw: Mapping[bytes, bytes] | Mapping[str, str], horizon: Ho
 
 
 def _read(name: str, value: str) -> object | None:
+    if name in _PHONES:
+        return valid_phone(value)
     if name in _SHAPES:
         return value if _SHAPES[name].fullmatch(value) else None
     if name.endswith("_at"):

@@ -43,8 +43,9 @@ from salon_sessions.core.events import (
     PasskeyRequiredEvent,
     QrEvent,
 )
+from salon_sessions.core.phone import valid_phone
 from salon_sessions.core.resource import ConditionType, Phase
-from salon_sessions.core.salon_session import SalonSessionStatus, valid_phone
+from salon_sessions.core.salon_session import SalonSessionStatus
 from salon_sessions.core.state_hash import StateHash
 from salon_sessions.core.whatsapp_reasons import (
     LogoutReason,
